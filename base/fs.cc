@@ -1,0 +1,157 @@
+#include "base/fs.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace strata::fs {
+
+Error errno_error(int err, const std::string& what) {
+  return Error{err, what + ": " + std::strerror(err)};
+}
+
+namespace {
+// The outcome of a syscall on the pool: a non-negative value or -errno.
+using SysResult = int64_t;
+
+Result<size_t> to_size(SysResult r, const char* what) {
+  if (r < 0) return errno_error(static_cast<int>(-r), what);
+  return static_cast<size_t>(r);
+}
+Result<void> to_void(SysResult r, const char* what) {
+  if (r < 0) return errno_error(static_cast<int>(-r), what);
+  return {};
+}
+
+SysResult retry_eintr(auto&& fn) {
+  for (;;) {
+    int64_t r = fn();
+    if (r >= 0) return r;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+// Advances an iovec array past `done` bytes.
+void advance(std::vector<struct iovec>& iov, size_t& first, size_t done) {
+  while (done > 0 && first < iov.size()) {
+    if (done >= iov[first].iov_len) {
+      done -= iov[first].iov_len;
+      first++;
+    } else {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + done;
+      iov[first].iov_len -= done;
+      done = 0;
+    }
+  }
+}
+
+SysResult blocking_preadv(int fd, const IoVec& iov, uint64_t offset) {
+  std::vector<struct iovec> rest = iov.entries();
+  size_t first = 0;
+  size_t total = 0;
+  while (first < rest.size()) {
+    int count = static_cast<int>(std::min<size_t>(rest.size() - first, IOV_MAX));
+    SysResult r = retry_eintr([&] { return ::preadv(fd, &rest[first], count, offset + total); });
+    if (r < 0) return r;
+    if (r == 0) {
+      iov.fill(total, iov.size() - total, 0);  // end of file reads as zeroes
+      break;
+    }
+    total += static_cast<size_t>(r);
+    advance(rest, first, static_cast<size_t>(r));
+  }
+  return static_cast<SysResult>(total);
+}
+
+SysResult blocking_pwritev(int fd, const IoVec& iov, uint64_t offset) {
+  std::vector<struct iovec> rest = iov.entries();
+  size_t first = 0;
+  size_t total = 0;
+  while (first < rest.size()) {
+    int count = static_cast<int>(std::min<size_t>(rest.size() - first, IOV_MAX));
+    SysResult r = retry_eintr([&] { return ::pwritev(fd, &rest[first], count, offset + total); });
+    if (r < 0) return r;
+    if (r == 0) return -EIO;
+    total += static_cast<size_t>(r);
+    advance(rest, first, static_cast<size_t>(r));
+  }
+  return static_cast<SysResult>(total);
+}
+
+}  // namespace
+
+Task<Result<int>> co_open(Loop& loop, std::string path, int flags, int mode) {
+  SysResult r = co_await loop.offload(
+      [&] { return retry_eintr([&] { return ::open(path.c_str(), flags | O_CLOEXEC, mode); }); });
+  if (r < 0) co_return errno_error(static_cast<int>(-r), "Could not open '" + path + "'");
+  co_return static_cast<int>(r);
+}
+
+Task<Result<void>> co_close(Loop& loop, int fd) {
+  SysResult r = co_await loop.offload([fd] { return static_cast<SysResult>(::close(fd)); });
+  co_return to_void(r < 0 ? -errno : 0, "close");
+}
+
+Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t offset) {
+  SysResult r = co_await loop.offload([&] { return blocking_preadv(fd, iov, offset); });
+  co_return to_size(r, "preadv");
+}
+
+Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset) {
+  SysResult r = co_await loop.offload([&] { return blocking_pwritev(fd, iov, offset); });
+  co_return to_size(r, "pwritev");
+}
+
+Task<Result<void>> co_fdatasync(Loop& loop, int fd) {
+  SysResult r = co_await loop.offload([fd] { return retry_eintr([fd] { return ::fdatasync(fd); }); });
+  co_return to_void(r, "fdatasync");
+}
+
+namespace {
+Task<Result<void>> co_fallocate(Loop& loop, int fd, int mode, uint64_t offset, uint64_t len,
+                                const char* what) {
+  SysResult r = co_await loop.offload([=] {
+    return retry_eintr([=] {
+      return ::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(len));
+    });
+  });
+  co_return to_void(r, what);
+}
+}  // namespace
+
+Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len) {
+  return co_fallocate(loop, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len,
+                      "fallocate(PUNCH_HOLE)");
+}
+
+Task<Result<void>> co_zero_range(Loop& loop, int fd, uint64_t offset, uint64_t len, bool extend) {
+  int mode = FALLOC_FL_ZERO_RANGE | (extend ? 0 : FALLOC_FL_KEEP_SIZE);
+  return co_fallocate(loop, fd, mode, offset, len, "fallocate(ZERO_RANGE)");
+}
+
+Task<Result<void>> co_allocate(Loop& loop, int fd, uint64_t offset, uint64_t len) {
+  return co_fallocate(loop, fd, 0, offset, len, "fallocate");
+}
+
+Task<Result<void>> co_ftruncate(Loop& loop, int fd, uint64_t size) {
+  SysResult r = co_await loop.offload(
+      [=] { return retry_eintr([=] { return ::ftruncate(fd, static_cast<off_t>(size)); }); });
+  co_return to_void(r, "ftruncate");
+}
+
+Task<Result<struct stat>> co_fstat(Loop& loop, int fd) {
+  struct stat st {};
+  SysResult r = co_await loop.offload([&] { return retry_eintr([&] { return ::fstat(fd, &st); }); });
+  if (r < 0) co_return errno_error(static_cast<int>(-r), "fstat");
+  co_return st;
+}
+
+Result<struct stat> fstat_now(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) return errno_error(errno, "fstat");
+  return st;
+}
+
+}  // namespace strata::fs

@@ -1,0 +1,41 @@
+// Awaitable file operations. Each runs its syscall on the loop's thread pool
+// so the loop thread never blocks; the result is a byte count or an Error
+// carrying errno and a message naming the operation.
+//
+// Contract: reads that hit end-of-file fill the rest of the buffers with
+// zeroes and report the bytes actually read; writes retry short writes until
+// done or an error. Interrupted calls are retried.
+// Thread rules: call from the loop thread; buffers must stay valid until the
+// awaited task completes.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <string>
+
+#include "base/loop.h"
+#include "strata/iovec.h"
+#include "strata/result.h"
+
+namespace strata::fs {
+
+Task<Result<int>> co_open(Loop& loop, std::string path, int flags, int mode = 0644);
+Task<Result<void>> co_close(Loop& loop, int fd);
+Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t offset);
+Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset);
+Task<Result<void>> co_fdatasync(Loop& loop, int fd);
+// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE.
+Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len);
+// FALLOC_FL_ZERO_RANGE (keeps size unless `extend`).
+Task<Result<void>> co_zero_range(Loop& loop, int fd, uint64_t offset, uint64_t len, bool extend);
+// Plain fallocate(mode 0): reserves blocks.
+Task<Result<void>> co_allocate(Loop& loop, int fd, uint64_t offset, uint64_t len);
+Task<Result<void>> co_ftruncate(Loop& loop, int fd, uint64_t size);
+Task<Result<struct stat>> co_fstat(Loop& loop, int fd);
+
+// Synchronous helpers for tools and tests.
+Result<struct stat> fstat_now(int fd);
+Error errno_error(int err, const std::string& what);
+
+}  // namespace strata::fs

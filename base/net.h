@@ -1,0 +1,78 @@
+// Stream sockets (Unix and TCP) and listeners for the protocol servers and
+// clients (QMP, NBD).
+//
+// Contract: a Stream buffers incoming bytes up to a bound and stops reading
+// from the kernel while the consumer lags (backpressure). Writes complete in
+// submission order. close() is idempotent, fails pending reads with ECONNRESET
+// and makes later operations fail with EPIPE. Destroying a Stream or Listener
+// closes it; its libuv handle is released asynchronously.
+// Thread rules: loop-thread only. At most one coroutine reads at a time;
+// several may write.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "base/loop.h"
+#include "strata/iovec.h"
+#include "strata/result.h"
+
+namespace strata {
+
+struct StreamImpl;
+
+class Stream {
+ public:
+  explicit Stream(StreamImpl* impl) : impl_(impl) {}
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Reads whatever is available (at least one byte); 0 means end of stream.
+  Task<Result<size_t>> co_read_some(std::span<uint8_t> buf);
+  // Reads exactly buf.size() bytes; end of stream first is ECONNRESET.
+  Task<Result<void>> co_read_exact(std::span<uint8_t> buf);
+  Task<Result<void>> co_write(const IoVec& iov);
+  Task<Result<void>> co_write(std::span<const uint8_t> data);
+  // Stops reading and writing; pending reads fail.
+  void close();
+  bool closed() const;
+  // Bytes received but not yet consumed.
+  size_t buffered() const;
+  std::string peer_name() const;
+
+ private:
+  StreamImpl* impl_;
+};
+
+struct ListenerImpl;
+
+class Listener {
+ public:
+  using AcceptFn = std::function<void(std::unique_ptr<Stream>)>;
+  // Removes a stale socket file first; the file is removed again on close.
+  static Result<std::unique_ptr<Listener>> listen_unix(Loop& loop, const std::string& path,
+                                                       AcceptFn on_accept);
+  // `host` is a numeric address or a name; port 0 picks a free port.
+  static Result<std::unique_ptr<Listener>> listen_tcp(Loop& loop, const std::string& host,
+                                                      uint16_t port, AcceptFn on_accept);
+  explicit Listener(ListenerImpl* impl) : impl_(impl) {}
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  uint16_t port() const;  // TCP only
+  const std::string& path() const;  // Unix only
+  void close();
+
+ private:
+  ListenerImpl* impl_;
+};
+
+Task<Result<std::unique_ptr<Stream>>> co_connect_unix(Loop& loop, std::string path);
+Task<Result<std::unique_ptr<Stream>>> co_connect_tcp(Loop& loop, std::string host, uint16_t port);
+
+}  // namespace strata

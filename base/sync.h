@@ -1,0 +1,108 @@
+// Coroutine synchronization for the loop thread: CoQueue (a list of parked
+// coroutines), CoMutex, CoEvent and TaskGroup (spawn children, join them).
+//
+// Contract: waking never resumes a waiter inside the caller's stack; woken
+// coroutines are resumed from the loop's post queue, in FIFO order.
+// Thread rules: loop-thread only; none of these is thread safe.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <deque>
+
+#include "base/loop.h"
+
+namespace strata {
+
+// Parks coroutines until woken.
+class CoQueue {
+ public:
+  explicit CoQueue(Loop& loop) : loop_(loop) {}
+  CoQueue(const CoQueue&) = delete;
+  CoQueue& operator=(const CoQueue&) = delete;
+
+  auto wait() {
+    struct Awaiter {
+      CoQueue& q;
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> h) { q.waiters_.push_back(h); }
+      void await_resume() const noexcept {}
+    };
+    return Awaiter{*this};
+  }
+  bool wake_one();
+  void wake_all();
+  bool empty() const { return waiters_.empty(); }
+  size_t size() const { return waiters_.size(); }
+
+ private:
+  Loop& loop_;
+  std::deque<std::coroutine_handle<>> waiters_;
+};
+
+// A mutex for coroutines: lock() suspends until the lock is free.
+class CoMutex {
+ public:
+  explicit CoMutex(Loop& loop) : queue_(loop) {}
+  Task<void> co_lock();
+  bool try_lock();
+  void unlock();
+  bool locked() const { return locked_; }
+
+  // RAII release for a held lock.
+  class Guard {
+   public:
+    explicit Guard(CoMutex* m) : m_(m) {}
+    Guard(Guard&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+    Guard(const Guard&) = delete;
+    ~Guard() {
+      if (m_) m_->unlock();
+    }
+
+   private:
+    CoMutex* m_;
+  };
+  Task<Guard> co_scoped_lock();
+
+ private:
+  CoQueue queue_;
+  bool locked_ = false;
+};
+
+// A level-triggered event: wait() returns at once when set.
+class CoEvent {
+ public:
+  explicit CoEvent(Loop& loop) : queue_(loop) {}
+  void set() {
+    set_ = true;
+    queue_.wake_all();
+  }
+  void reset() { set_ = false; }
+  bool is_set() const { return set_; }
+  Task<void> co_wait();
+
+ private:
+  CoQueue queue_;
+  bool set_ = false;
+};
+
+// Runs child tasks concurrently; join() waits until all have finished.
+class TaskGroup {
+ public:
+  explicit TaskGroup(Loop& loop) : loop_(loop), idle_(loop) {}
+  TaskGroup(const TaskGroup&) = delete;
+  TaskGroup& operator=(const TaskGroup&) = delete;
+  ~TaskGroup();
+
+  void spawn(Task<void> task);
+  Task<void> co_join();
+  size_t running() const { return running_; }
+
+ private:
+  Task<void> run_child(Task<void> task);
+  Loop& loop_;
+  CoQueue idle_;
+  size_t running_ = 0;
+};
+
+}  // namespace strata

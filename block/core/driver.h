@@ -1,0 +1,81 @@
+// Driver: the behaviour of one node (a format, a protocol or a filter).
+//
+// Contract: the I/O dispatcher (block/core/io.cc) calls a driver only with
+// requests that are inside bounds where bounds apply, aligned to
+// limits().request_alignment and no longer than limits().max_transfer; it
+// handles read-modify-write, splitting, FUA emulation, hooks, dirty marking
+// and statistics, so drivers do none of that. A driver accesses storage only
+// through its node's children. Defaults: writes fail with EROFS, write-zeroes
+// with ENOTSUP (the dispatcher then writes zero buffers), discard does
+// nothing, flush succeeds (children are flushed by the dispatcher), block
+// status reports allocated data.
+// Thread rules: loop-thread only.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "block/core/options.h"
+#include "block/core/types.h"
+#include "strata/iovec.h"
+#include "strata/result.h"
+#include "strata/task.h"
+
+namespace strata {
+
+class Child;
+class Node;
+class OpenContext;
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+
+  // Opens the node: parses driver options, opens children through `ctx`.
+  virtual Task<Result<void>> co_open(OpenContext& ctx) = 0;
+  // Releases resources; the node is drained and its bitmaps stored already.
+  virtual Task<void> co_close() { co_return; }
+
+  virtual Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) = 0;
+  virtual Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags);
+  virtual Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
+  virtual Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);
+  virtual Task<Result<void>> co_flush();
+  virtual Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes);
+  virtual Task<Result<void>> co_truncate(uint64_t size, bool exact, Preallocation prealloc);
+
+  virtual uint64_t size() const = 0;
+  virtual Limits limits() const { return {}; }
+
+  // Permissions this node needs on `child` given what its parents take and
+  // share (cumulative). The default follows QEMU's rules by child role.
+  virtual void child_perm(const Child& child, uint64_t perm, uint64_t shared, uint64_t* nperm,
+                          uint64_t* nshared) const;
+  // Protocol drivers: may the node take these permissions (image locks)?
+  virtual Result<void> check_perm(uint64_t perm, uint64_t shared) { return {}; }
+  virtual void set_perm(uint64_t perm, uint64_t shared) {}
+
+  // Driver-specific image information (QEMU's "format-specific"), or null.
+  virtual nlohmann::json format_specific() const { return nullptr; }
+  // The file name the node stands for, as QEMU reports it.
+  virtual std::string filename() const;
+  // For filters: the child all requests go to.
+  virtual Child* filtered_child() const { return nullptr; }
+  // Formats that can have a backing file: unallocated ranges without one
+  // read as zeroes.
+  virtual bool supports_backing() const { return false; }
+
+  Node& node() const { return *node_; }
+  void attach(Node* node) { node_ = node; }
+
+ private:
+  Node* node_ = nullptr;
+};
+
+// QEMU's default permission rules, usable by drivers that override child_perm.
+void filter_default_perms(uint64_t perm, uint64_t shared, uint64_t* nperm, uint64_t* nshared);
+void storage_default_perms(bool writable, uint32_t role, uint64_t perm, uint64_t shared,
+                           uint64_t* nperm, uint64_t* nshared);
+void cow_default_perms(uint64_t perm, uint64_t shared, uint64_t* nperm, uint64_t* nshared);
+
+}  // namespace strata

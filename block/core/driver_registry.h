@@ -1,0 +1,46 @@
+// DriverRegistry: the drivers an Engine can open, by name, with their
+// option lists (used for validation and for the QMP schema).
+// Thread rules: filled at Engine construction, read-only afterwards.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "block/core/driver.h"
+#include "block/core/options.h"
+
+namespace strata {
+
+enum class DriverKind { kProtocol, kFormat, kFilter };
+
+struct DriverSpec {
+  std::string name;
+  DriverKind kind = DriverKind::kFormat;
+  std::vector<OptionSpec> options;  // driver-specific options
+  std::function<std::unique_ptr<Driver>()> create;
+};
+
+class DriverRegistry {
+ public:
+  void add(DriverSpec spec) { specs_[spec.name] = std::move(spec); }
+  const DriverSpec* find(const std::string& name) const {
+    auto it = specs_.find(name);
+    return it == specs_.end() ? nullptr : &it->second;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [name, spec] : specs_) out.push_back(name);
+    return out;
+  }
+
+ private:
+  std::map<std::string, DriverSpec> specs_;
+};
+
+// Registers every driver built into libstrata (block/drivers/builtin.cc).
+void register_builtin_drivers(DriverRegistry& registry);
+
+}  // namespace strata

@@ -1,0 +1,431 @@
+// The I/O dispatcher: the one place that checks requests, aligns them for
+// the driver (read-modify-write), splits them, serializes overlaps that need
+// it, runs write hooks, emulates FUA and write-zeroes, and keeps statistics.
+#include <algorithm>
+#include <cstring>
+
+#include "base/loop.h"
+#include "block/core/node.h"
+
+namespace strata {
+
+namespace {
+constexpr uint64_t kZeroChunk = 1 << 20;  // zero buffer size for emulated write-zeroes
+
+uint64_t align_down(uint64_t v, uint64_t a) { return v / a * a; }
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+bool overlaps(uint64_t a_off, uint64_t a_len, uint64_t b_off, uint64_t b_len) {
+  return a_off < b_off + b_len && b_off < a_off + a_len;
+}
+}  // namespace
+
+// An in-flight request, for overlap serialization and drain.
+struct Node::Tracked {
+  uint64_t offset;
+  uint64_t bytes;
+  bool serialising;
+  CoQueue done;
+  Tracked(Loop& loop, uint64_t o, uint64_t b, bool s) : offset(o), bytes(b), serialising(s), done(loop) {}
+};
+
+class Node::RequestScope {
+ public:
+  RequestScope(Node& node, uint64_t offset, uint64_t bytes, bool serialising)
+      : node_(node), req_(node.loop(), offset, bytes, serialising) {
+    node_.tracked_.push_back(&req_);
+    pos_ = std::prev(node_.tracked_.end());
+    node_.in_flight_++;
+  }
+  ~RequestScope() {
+    node_.tracked_.erase(pos_);
+    req_.done.wake_all();
+    if (--node_.in_flight_ == 0) node_.idle_.wake_all();
+  }
+  Tracked& req() { return req_; }
+
+ private:
+  Node& node_;
+  Tracked req_;
+  std::list<Tracked*>::iterator pos_;
+};
+
+Task<void> Node::co_wait_serialising(Tracked& req) {
+  for (;;) {
+    Tracked* blocker = nullptr;
+    for (Tracked* other : tracked_) {
+      if (other == &req) break;  // only requests older than this one
+      if ((req.serialising || other->serialising) &&
+          overlaps(req.offset, req.bytes, other->offset, other->bytes)) {
+        blocker = other;
+        break;
+      }
+    }
+    if (!blocker) co_return;
+    co_await blocker->done.wait();
+  }
+}
+
+Result<void> Node::check_request(uint64_t offset, uint64_t bytes, const Child* caller,
+                                 bool write) const {
+  if (offset > (1ull << 62) || bytes > (1ull << 62)) {
+    return Error{EINVAL, "Request out of range: offset " + std::to_string(offset)};
+  }
+  if (write) {
+    if (read_only()) return Error{EPERM, "Block node '" + name_ + "' is read-only"};
+    if (caller && !(caller->perm() & (kPermWrite | kPermWriteUnchanged))) {
+      return Error{EPERM, "Permission denied: '" + caller->user() + "' has not taken write on '" +
+                              name_ + "'"};
+    }
+  }
+  if (caller && caller->is_root() && offset + bytes > size()) {
+    return Error{EINVAL, "Request out of range: offset " + std::to_string(offset) + " length " +
+                             std::to_string(bytes) + " exceeds size " + std::to_string(size()) +
+                             " of '" + name_ + "'"};
+  }
+  return {};
+}
+
+// Reads: align for the driver with throwaway head and tail, then split.
+Task<Result<void>> Node::co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags) {
+  Limits lim = limits();
+  uint64_t align = lim.request_alignment;
+  uint64_t start = align_down(offset, align);
+  uint64_t end = align_up(offset + iov.size(), align);
+  AlignedBuffer head, tail;
+  IoVec full;
+  if (start < offset) {
+    head = AlignedBuffer(align);
+    full.append(head.data(), offset - start);
+  }
+  full.append(iov);
+  if (end > offset + iov.size()) {
+    tail = AlignedBuffer(align);
+    full.append(tail.data(), end - (offset + iov.size()));
+  }
+  uint64_t chunk = lim.max_transfer ? std::max<uint64_t>(align_down(lim.max_transfer, align), align)
+                                    : end - start;
+  for (uint64_t pos = start; pos < end; pos += chunk) {
+    uint64_t len = std::min(chunk, end - pos);
+    auto r = co_await driver_->co_preadv(pos, full.slice(pos - start, len), flags);
+    if (!r) co_return r;
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags,
+                                   const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  if (auto r = check_request(offset, iov.size(), caller, false); !r) {
+    stats_.invalid_rd_operations++;
+    co_return r;
+  }
+  if (iov.size() == 0) co_return Result<void>{};
+  RequestScope scope(*this, offset, iov.size(), false);
+  co_await co_wait_serialising(scope.req());
+  uint64_t t0 = Loop::now_ns();
+  auto r = co_await co_read_aligned(offset, iov, flags);
+  uint64_t t1 = Loop::now_ns();
+  if (r) {
+    stats_.rd_bytes += iov.size();
+    stats_.rd_operations++;
+  } else {
+    stats_.failed_rd_operations++;
+  }
+  stats_.rd_total_time_ns += t1 - t0;
+  stats_.last_access_ns = t1;
+  co_return r;
+}
+
+// Aligned writes, split by max_transfer; FUA is emulated with a flush.
+Task<Result<void>> Node::co_write_aligned(uint64_t offset, const IoVec& iov, uint32_t flags) {
+  Limits lim = limits();
+  uint64_t chunk = lim.max_transfer
+                       ? std::max<uint64_t>(align_down(lim.max_transfer, lim.request_alignment),
+                                            lim.request_alignment)
+                       : iov.size();
+  uint32_t driver_flags = lim.supports_fua ? flags : (flags & ~kReqFua);
+  for (uint64_t done = 0; done < iov.size(); done += chunk) {
+    uint64_t len = std::min<uint64_t>(chunk, iov.size() - done);
+    auto r = co_await driver_->co_pwritev(offset + done, iov.slice(done, len), driver_flags);
+    if (!r) co_return r;
+  }
+  if ((flags & kReqFua) && !lim.supports_fua) co_return co_await co_flush();
+  co_return Result<void>{};
+}
+
+// Read-modify-write for a write that is not aligned for the driver. The
+// request is serialising over its aligned range, so no overlapping request
+// can run between the read and the write.
+Task<Result<void>> Node::co_write_rmw(uint64_t offset, const IoVec& iov, uint32_t flags) {
+  uint64_t align = limits().request_alignment;
+  uint64_t start = align_down(offset, align);
+  uint64_t end = align_up(offset + iov.size(), align);
+  AlignedBuffer head, tail;
+  IoVec full;
+  if (start < offset) {
+    head = AlignedBuffer(align);
+    auto r = co_await co_read_aligned(start, head.iov(), 0);
+    if (!r) co_return r;
+    full.append(head.data(), offset - start);
+  }
+  full.append(iov);
+  uint64_t data_end = offset + iov.size();
+  if (end > data_end) {
+    uint64_t tail_block = end - align;
+    tail = AlignedBuffer(align);
+    if (head.data() && tail_block == start) {
+      std::memcpy(tail.data(), head.data(), align);
+    } else {
+      auto r = co_await co_read_aligned(tail_block, tail.iov(), 0);
+      if (!r) co_return r;
+    }
+    full.append(tail.data() + (data_end - tail_block), end - data_end);
+  }
+  co_return co_await co_write_aligned(start, full, flags);
+}
+
+Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t flags,
+                                     const Child* caller) {
+  uint64_t align = limits().request_alignment;
+  bool unaligned = offset % align || iov.size() % align;
+  uint64_t start = align_down(offset, align);
+  uint64_t end = align_up(offset + iov.size(), align);
+  bool serialise = unaligned || limits().serialize_overlapping_writes;
+  RequestScope scope(*this, start, end - start, serialise);
+  co_await co_wait_serialising(scope.req());
+  if (auto r = co_await co_run_before_hooks(start, end - start); !r) co_return r;
+  if (unaligned) co_return co_await co_write_rmw(offset, iov, flags);
+  co_return co_await co_write_aligned(offset, iov, flags);
+}
+
+Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
+                                    const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  if (auto r = check_request(offset, iov.size(), caller, true); !r) {
+    stats_.invalid_wr_operations++;
+    co_return r;
+  }
+  if (iov.size() == 0) co_return Result<void>{};
+  if (flags_.detect_zeroes != DetectZeroes::kOff && iov.is_zero()) {
+    uint32_t zflags = flags & kReqFua;
+    if (flags_.detect_zeroes == DetectZeroes::kUnmap) zflags |= kReqMayUnmap;
+    co_return co_await co_pwrite_zeroes(offset, iov.size(), zflags, nullptr);
+  }
+  uint64_t t0 = Loop::now_ns();
+  auto r = co_await co_do_write(offset, iov, flags, caller);
+  uint64_t t1 = Loop::now_ns();
+  if (r) {
+    stats_.wr_bytes += iov.size();
+    stats_.wr_operations++;
+    stats_.wr_highest_offset = std::max(stats_.wr_highest_offset, offset + iov.size());
+    run_after_hooks(offset, iov.size());
+  } else {
+    stats_.failed_wr_operations++;
+  }
+  stats_.wr_total_time_ns += t1 - t0;
+  stats_.last_access_ns = t1;
+  co_return r;
+}
+
+// Write-zeroes by writing zero buffers (the driver cannot do better).
+Task<Result<void>> Node::co_zeroes_by_writing(uint64_t offset, uint64_t bytes, uint32_t flags) {
+  AlignedBuffer zeroes(std::min(bytes, kZeroChunk));
+  std::memset(zeroes.data(), 0, zeroes.size());
+  for (uint64_t done = 0; done < bytes;) {
+    uint64_t len = std::min<uint64_t>(zeroes.size(), bytes - done);
+    IoVec iov(zeroes.data(), len);
+    Result<void> r;
+    if ((offset + done) % limits().request_alignment || len % limits().request_alignment) {
+      // Only the head or tail of an unaligned request gets here; the
+      // request is already serialising.
+      r = co_await co_write_rmw(offset + done, iov, flags);
+    } else {
+      r = co_await co_write_aligned(offset + done, iov, flags);
+    }
+    if (!r) co_return r;
+    done += len;
+  }
+  co_return Result<void>{};
+}
+
+// Write-zeroes on an aligned range: ask the driver, fall back to writing.
+Task<Result<void>> Node::co_zeroes_aligned(uint64_t offset, uint64_t bytes, uint32_t flags) {
+  Limits lim = limits();
+  uint64_t chunk = lim.max_zeroes ? std::max<uint64_t>(align_down(lim.max_zeroes, lim.zeroes_alignment),
+                                                       lim.zeroes_alignment)
+                                  : bytes;
+  for (uint64_t done = 0; done < bytes;) {
+    uint64_t len = std::min(chunk, bytes - done);
+    auto r = co_await driver_->co_pwrite_zeroes(offset + done, len, flags & ~kReqFua);
+    if (!r && r.error().code == ENOTSUP && !(flags & kReqNoFallback)) {
+      r = co_await co_zeroes_by_writing(offset + done, len, flags & ~(kReqFua | kReqMayUnmap));
+    }
+    if (!r) co_return r;
+    done += len;
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Node::co_do_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
+  uint64_t zalign = limits().zeroes_alignment;
+  uint64_t end = offset + bytes;
+  uint64_t mid_start = std::min(align_up(offset, zalign), end);
+  uint64_t mid_end = std::max(align_down(end, zalign), mid_start);
+  if (mid_start > offset) {
+    if (flags & kReqNoFallback) co_return Error{ENOTSUP, "unaligned fast zero"};
+    auto r = co_await co_zeroes_by_writing(offset, mid_start - offset, flags & ~kReqMayUnmap);
+    if (!r) co_return r;
+  }
+  if (mid_end > mid_start) {
+    auto r = co_await co_zeroes_aligned(mid_start, mid_end - mid_start, flags);
+    if (!r) co_return r;
+  }
+  if (end > mid_end) {
+    if (flags & kReqNoFallback) co_return Error{ENOTSUP, "unaligned fast zero"};
+    auto r = co_await co_zeroes_by_writing(mid_end, end - mid_end, flags & ~kReqMayUnmap);
+    if (!r) co_return r;
+  }
+  if (flags & kReqFua) co_return co_await co_flush();
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags,
+                                          const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  if (auto r = check_request(offset, bytes, caller, true); !r) {
+    stats_.invalid_wr_operations++;
+    co_return r;
+  }
+  if (bytes == 0) co_return Result<void>{};
+  if (!flags_.discard_unmap) flags &= ~kReqMayUnmap;
+  uint64_t align = limits().request_alignment;
+  uint64_t start = align_down(offset, align);
+  uint64_t end = align_up(offset + bytes, align);
+  bool serialise = start != offset || end != offset + bytes || limits().serialize_overlapping_writes;
+  RequestScope scope(*this, start, end - start, serialise);
+  co_await co_wait_serialising(scope.req());
+  uint64_t t0 = Loop::now_ns();
+  auto r = co_await co_run_before_hooks(start, end - start);
+  if (r) r = co_await co_do_zeroes(offset, bytes, flags);
+  uint64_t t1 = Loop::now_ns();
+  if (r) {
+    stats_.zero_operations++;
+    stats_.zero_bytes += bytes;
+    stats_.wr_highest_offset = std::max(stats_.wr_highest_offset, offset + bytes);
+    run_after_hooks(offset, bytes);
+  } else if (!(flags & kReqNoFallback) || r.error().code != ENOTSUP) {
+    stats_.failed_wr_operations++;
+  }
+  stats_.wr_total_time_ns += t1 - t0;
+  stats_.last_access_ns = t1;
+  co_return r;
+}
+
+Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  if (auto r = check_request(offset, bytes, caller, true); !r) {
+    stats_.invalid_unmap_operations++;
+    co_return r;
+  }
+  if (bytes == 0 || !flags_.discard_unmap) co_return Result<void>{};
+  Limits lim = limits();
+  // Discard is advisory: only whole aligned blocks are passed on.
+  uint64_t start = align_up(offset, lim.discard_alignment);
+  uint64_t end = align_down(offset + bytes, lim.discard_alignment);
+  RequestScope scope(*this, offset, bytes, lim.serialize_overlapping_writes);
+  co_await co_wait_serialising(scope.req());
+  uint64_t t0 = Loop::now_ns();
+  Result<void> r = co_await co_run_before_hooks(offset, bytes);
+  uint64_t chunk = lim.max_discard ? std::max<uint64_t>(align_down(lim.max_discard, lim.discard_alignment),
+                                                        lim.discard_alignment)
+                                   : (end > start ? end - start : 0);
+  for (uint64_t pos = start; r && pos < end; pos += chunk) {
+    r = co_await driver_->co_pdiscard(pos, std::min(chunk, end - pos));
+  }
+  uint64_t t1 = Loop::now_ns();
+  if (r) {
+    stats_.unmap_operations++;
+    stats_.unmap_bytes += bytes;
+    run_after_hooks(offset, bytes);
+  } else {
+    stats_.failed_unmap_operations++;
+  }
+  stats_.unmap_total_time_ns += t1 - t0;
+  stats_.last_access_ns = t1;
+  co_return r;
+}
+
+Task<Result<void>> Node::co_flush(const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  RequestScope scope(*this, 0, 0, false);
+  uint64_t t0 = Loop::now_ns();
+  Result<void> r;
+  if (!flags_.cache_no_flush) r = co_await driver_->co_flush();
+  // Then everything below that this node writes to.
+  for (const auto& c : children_) {
+    if (!r) break;
+    if (c->perm() & (kPermWrite | kPermWriteUnchanged)) r = co_await c->node()->co_flush(nullptr);
+  }
+  uint64_t t1 = Loop::now_ns();
+  if (r) {
+    stats_.flush_operations++;
+  } else {
+    stats_.failed_flush_operations++;
+  }
+  stats_.flush_total_time_ns += t1 - t0;
+  stats_.last_access_ns = t1;
+  co_return r;
+}
+
+Task<Result<BlockStatus>> Node::co_resolve_status(uint64_t offset, uint64_t bytes) {
+  auto st = co_await driver_->co_block_status(offset, bytes);
+  if (!st) co_return st;
+  if (st->bytes == 0) co_return Error{EIO, "driver '" + driver_name_ + "' returned an empty extent"};
+  st->bytes = std::min(st->bytes, bytes);
+  if ((st->flags & kStatusRecurse) && st->map_node) {
+    Node* below = st->map_node;
+    auto inner = co_await below->co_block_status(st->map_offset, st->bytes, nullptr);
+    if (!inner) co_return inner;
+    inner->bytes = std::min(inner->bytes, st->bytes);
+    inner->flags &= ~kStatusEof;
+    st = inner;
+  }
+  if (st->flags & (kStatusData | kStatusZero)) st->flags |= kStatusAllocated;
+  if (!(st->flags & kStatusAllocated) && driver_->supports_backing() && !backing()) {
+    st->flags |= kStatusZero;
+  }
+  st->depth = (st->flags & kStatusAllocated) ? 1 : 0;
+  co_return st;
+}
+
+Task<Result<BlockStatus>> Node::co_block_status(uint64_t offset, uint64_t bytes,
+                                                const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  uint64_t total = size();
+  if (offset > total) co_return Error{EINVAL, "block status offset past the end"};
+  if (offset == total || bytes == 0) {
+    BlockStatus eof;
+    eof.flags = kStatusEof;
+    co_return eof;
+  }
+  bytes = std::min(bytes, total - offset);
+  RequestScope scope(*this, offset, bytes, false);
+  auto st = co_await co_resolve_status(offset, bytes);
+  if (st && offset + st->bytes >= total) st->flags |= kStatusEof;
+  co_return st;
+}
+
+Task<Result<void>> Node::co_truncate(uint64_t new_size, bool exact, Preallocation prealloc,
+                                     const Child* caller) {
+  co_await co_wait_unquiesced(caller);
+  if (read_only()) co_return Error{EPERM, "Block node '" + name_ + "' is read-only"};
+  if (caller && !(caller->perm() & kPermResize)) {
+    co_return Error{EPERM, "Permission denied: '" + caller->user() + "' has not taken resize on '" +
+                               name_ + "'"};
+  }
+  RequestScope scope(*this, std::min(new_size, size()), UINT64_MAX / 4, true);
+  co_await co_wait_serialising(scope.req());
+  co_return co_await driver_->co_truncate(new_size, exact, prealloc);
+}
+
+}  // namespace strata

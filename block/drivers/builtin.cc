@@ -1,0 +1,19 @@
+// The drivers built into libstrata. Each driver file provides one
+// register_* function; adding a driver adds one line here.
+#include "block/core/driver_registry.h"
+
+namespace strata {
+
+void register_file_driver(DriverRegistry& registry);
+void register_raw_driver(DriverRegistry& registry);
+void register_null_driver(DriverRegistry& registry);
+void register_fault_filter(DriverRegistry& registry);
+
+void register_builtin_drivers(DriverRegistry& registry) {
+  register_file_driver(registry);
+  register_raw_driver(registry);
+  register_null_driver(registry);
+  register_fault_filter(registry);
+}
+
+}  // namespace strata

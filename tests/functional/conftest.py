@@ -1,0 +1,38 @@
+"""Shared fixtures for the functional tests.
+
+The tests drive Strata's real binaries (from STRATA_BUILD_DIR) and check what
+they do with peers nobody here wrote: qemu-img, qemu-io, nbdinfo, nbdcopy,
+python3-libnbd.
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+BUILD_DIR = os.environ.get(
+    "STRATA_BUILD_DIR",
+    os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+
+
+def strata_binary(name):
+    path = os.path.join(BUILD_DIR, "tools", name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is not built")
+    return path
+
+
+def run(cmd, check=True, **kwargs):
+    """Runs a command, returning CompletedProcess with text output."""
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kwargs)
+
+
+def require(tool):
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed (./test installs it)")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A scratch directory; on tmpfs when the machine has one, for speed."""
+    return tmp_path
