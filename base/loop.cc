@@ -33,23 +33,16 @@ Loop::Loop(unsigned threadpool_size) {
   loop_ = new uv_loop_t;
   uv_loop_init(loop_);
   owns_loop_ = true;
-  auto* async = new uv_async_t;
-  uv_async_init(loop_, async, [](uv_async_t* h) { on_async(h); });
-  async->data = this;
-  uv_unref(reinterpret_cast<uv_handle_t*>(async));
-  async_ = async;
-  auto* idle = new uv_idle_t;
-  uv_idle_init(loop_, idle);
-  idle->data = this;
-  idle_ = idle;
-  thread_id_ = std::this_thread::get_id();
+  init_handles();
 }
 
-Loop::Loop(uv_loop_t* host_loop) : loop_(host_loop) {
+Loop::Loop(uv_loop_t* host_loop) : loop_(host_loop) { init_handles(); }
+
+void Loop::init_handles() {
   auto* async = new uv_async_t;
   uv_async_init(loop_, async, [](uv_async_t* h) { on_async(h); });
   async->data = this;
-  uv_unref(reinterpret_cast<uv_handle_t*>(async));
+  uv_unref(reinterpret_cast<uv_handle_t*>(async));  // posts alone keep nothing alive
   async_ = async;
   auto* idle = new uv_idle_t;
   uv_idle_init(loop_, idle);
@@ -70,8 +63,10 @@ Loop::~Loop() {
   uv_close(static_cast<uv_handle_t*>(async_), close_and_free);
   uv_close(static_cast<uv_handle_t*>(idle_), close_and_free);
   if (owns_loop_) {
-    // Let close callbacks and any remaining handles finish.
-    uv_run(loop_, UV_RUN_DEFAULT);
+    // Let close callbacks and short-lived work finish, then close whatever
+    // handles their owners left open, so destruction never hangs.
+    for (int i = 0; i < 16 && uv_run(loop_, UV_RUN_NOWAIT) != 0; i++) {
+    }
     if (uv_loop_close(loop_) != 0) {
       uv_walk(
           loop_,

@@ -90,6 +90,7 @@ class Loop {
   bool on_loop_thread() const { return std::this_thread::get_id() == thread_id_; }
 
  private:
+  void init_handles();
   void run_once_blocking();
   bool alive() const;
   void drain_posted();
