@@ -1,0 +1,135 @@
+#include "nbd/connection.h"
+
+#include <algorithm>
+
+namespace strata::nbd {
+
+namespace {
+// A rejected WRITE payload up to this size is read and dropped (the client
+// gets EINVAL); larger ones look like a denial of service: disconnect.
+constexpr uint64_t kMaxSkippedPayload = 2ull * kMaxPayload;
+constexpr size_t kSkipChunk = 64 * 1024;
+}  // namespace
+
+Connection::Connection(Loop& loop, HandshakeHost& host, std::unique_ptr<Channel> channel,
+                       ConnectionLimits limits, std::string peer)
+    : loop_(loop),
+      host_(host),
+      channel_(std::move(channel)),
+      limits_(limits),
+      peer_(std::move(peer)),
+      requests_(loop),
+      budget_(loop) {}
+
+Connection::~Connection() {
+  if (registered_ && session_.exp) session_.exp->detach_client(this);
+}
+
+void Connection::disconnect() {
+  if (channel_) channel_->close();
+}
+
+ReplyMode Connection::mode() const {
+  if (session_.extended) return ReplyMode::kExtended;
+  return session_.structured ? ReplyMode::kStructured : ReplyMode::kSimple;
+}
+
+Task<void> Connection::co_run() {
+  Handshake handshake(host_, channel_, this);
+  auto negotiated = co_await handshake.co_run();
+  if (negotiated && negotiated->has_value()) {
+    session_ = **negotiated;
+    registered_ = true;
+    (void)co_await co_transmission();
+  }
+  channel_->close();
+  co_await requests_.co_join();
+  if (registered_) {
+    session_.exp->detach_client(this);
+    registered_ = false;
+  }
+}
+
+Task<Result<void>> Connection::co_transmission() {
+  for (;;) {
+    auto more = co_await co_next_request();
+    if (!more) {
+      channel_->close();
+      co_return std::move(more).error();
+    }
+    if (!*more) break;
+  }
+  // DISC: finish what is in flight, then close.
+  co_await requests_.co_join();
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Connection::co_skip_payload(uint64_t length) {
+  std::vector<uint8_t> sink(std::min<uint64_t>(length, kSkipChunk));
+  while (length > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length, sink.size()));
+    STRATA_CO_TRY(co_await channel_->co_read_exact({sink.data(), n}));
+    length -= n;
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<bool>> Connection::co_next_request() {
+  uint8_t raw[kExtendedRequestSize];
+  size_t header_size = request_header_size(session_.extended);
+  STRATA_CO_TRY(co_await channel_->co_read_exact({raw, header_size}));
+  auto req = parse_request({raw, header_size}, session_.extended);
+  if (!req) co_return std::move(req).error();
+  if (req->type == kCmdDisc) co_return false;
+  bool has_payload =
+      session_.extended ? (req->flags & kCmdFlagPayloadLen) != 0 : req->type == kCmdWrite;
+  uint64_t payload_len = has_payload ? req->length : 0;
+  if (payload_len > kMaxPayload) {
+    if (payload_len > kMaxSkippedPayload) co_return Error{EPROTO, "request payload too large"};
+    STRATA_CO_TRY(co_await co_skip_payload(payload_len));
+    payload_len = 0;
+    req->flags |= 0x8000;  // marks "payload dropped" for check_request
+  }
+  size_t cost = static_cast<size_t>(payload_len);
+  if (req->type == kCmdRead && req->length <= kMaxPayload) cost = static_cast<size_t>(req->length);
+  while (in_flight_ >= limits_.max_requests ||
+         (in_flight_ > 0 && bytes_in_flight_ + cost > limits_.max_bytes)) {
+    co_await budget_.wait();
+  }
+  if (channel_->closed()) co_return Error{ECONNRESET, "connection closed"};
+  in_flight_++;
+  bytes_in_flight_ += cost;
+  std::vector<uint8_t> payload(static_cast<size_t>(payload_len));
+  if (payload_len > 0) {
+    auto r = co_await channel_->co_read_exact(payload);
+    if (!r) {
+      release_budget(cost);
+      co_return std::move(r).error();
+    }
+  }
+  requests_.spawn(co_process(*req, std::move(payload), cost));
+  co_return true;
+}
+
+void Connection::release_budget(size_t cost) {
+  in_flight_--;
+  bytes_in_flight_ -= cost;
+  budget_.wake_all();
+}
+
+Task<void> Connection::co_process(Request req, std::vector<uint8_t> payload, size_t cost) {
+  Message m;
+  AlignedBuffer buf;  // READ data, referenced by `m` until it is sent
+  ReplyEncoder enc(mode(), req.cookie, req.offset);
+  co_await co_dispatch(req, payload, m, enc, buf);
+  co_await co_send(m);
+  release_budget(cost);
+}
+
+Task<void> Connection::co_send(Message& m) {
+  if (m.size() == 0 || channel_->closed()) co_return;
+  auto r = co_await channel_->co_write(m.iov());
+  if (!r) channel_->close();
+}
+
+}  // namespace strata::nbd

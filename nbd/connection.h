@@ -1,0 +1,85 @@
+// Connection: one NBD client, from the greeting to the disconnect.
+//
+// Contract: co_run() negotiates (Handshake), then reads requests in order
+// and processes them concurrently; each reply is written whole as soon as
+// its request completes, so replies may come out of order as the protocol
+// allows. At most `max_requests` requests and `max_bytes` of request and
+// reply buffers are in flight per client: past either bound the connection
+// stops reading (the kernel's socket buffer then pushes back). A protocol
+// violation that desynchronises the stream (bad magic, oversized payload)
+// drops the connection; everything else gets an error reply. DISC finishes
+// the requests in flight, then closes. disconnect() closes at once; co_run()
+// still waits for the requests in flight before it returns.
+// Thread rules: loop-thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/sync.h"
+#include "nbd/channel.h"
+#include "nbd/handshake.h"
+#include "nbd/replies.h"
+#include "nbd/wire.h"
+
+namespace strata::nbd {
+
+struct ConnectionLimits {
+  size_t max_requests = 64;
+  size_t max_bytes = 128u << 20;
+};
+
+class Connection final : public ExportClient {
+ public:
+  Connection(Loop& loop, HandshakeHost& host, std::unique_ptr<Channel> channel,
+             ConnectionLimits limits, std::string peer);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  Task<void> co_run();
+  void disconnect() override;
+  const std::string& peer() const { return peer_; }
+  Export* current_export() const { return session_.exp; }
+
+ private:
+  struct Outcome {
+    uint32_t error = 0;
+    std::string message;
+  };
+  Task<Result<void>> co_transmission();
+  // False once the client sent DISC.
+  Task<Result<bool>> co_next_request();
+  Task<Result<void>> co_skip_payload(uint64_t length);
+  Task<void> co_process(Request req, std::vector<uint8_t> payload, size_t cost);
+  Task<void> co_send(Message& m);
+  void release_budget(size_t cost);
+  ReplyMode mode() const;
+
+  // Validation and the commands (nbd/commands.cc).
+  Outcome check_request(const Request& req) const;
+  Task<void> co_dispatch(const Request& req, std::vector<uint8_t>& payload, Message& m,
+                         ReplyEncoder& enc, AlignedBuffer& buf);
+  Task<void> co_read(const Request& req, Message& m, ReplyEncoder& enc, AlignedBuffer& buf);
+  Task<Result<void>> co_read_sparse(const Request& req, Message& m, ReplyEncoder& enc,
+                                    AlignedBuffer& buf);
+  Task<Result<void>> co_block_status(const Request& req, std::vector<uint8_t>& payload, Message& m,
+                                     ReplyEncoder& enc);
+  Task<Result<void>> co_simple_command(const Request& req, std::vector<uint8_t>& payload);
+
+  Loop& loop_;
+  HandshakeHost& host_;
+  std::unique_ptr<Channel> channel_;
+  ConnectionLimits limits_;
+  std::string peer_;
+  Session session_;
+  TaskGroup requests_;
+  CoQueue budget_;
+  size_t in_flight_ = 0;
+  size_t bytes_in_flight_ = 0;
+  bool registered_ = false;
+};
+
+}  // namespace strata::nbd

@@ -1,0 +1,47 @@
+// TLS for NBD with OpenSSL: server credentials laid out as QEMU's
+// tls-creds-x509 and tls-creds-psk objects, and a Channel that runs TLS over
+// a socket through memory BIOs.
+//
+// Contract: TlsCreds::load_x509 reads ca-cert.pem (optional unless
+// verify_peer), server-cert.pem and server-key.pem from `dir`;
+// TlsCreds::load_psk reads `dir`/keys.psk, lines "identity:hexkey", and
+// accepts any identity listed there (QEMU's server does the same). TLS 1.2
+// is the minimum version. co_start_tls() runs the server handshake and
+// returns a Channel that encrypts and decrypts; a failed handshake is an
+// error (the caller then drops the connection).
+// Thread rules: credentials are immutable after loading and may be shared
+// by connections; a TLS channel is loop-thread only.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nbd/channel.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace strata::nbd {
+
+class TlsCreds {
+ public:
+  static Result<std::shared_ptr<TlsCreds>> load_x509(const std::string& dir, bool verify_peer);
+  static Result<std::shared_ptr<TlsCreds>> load_psk(const std::string& dir,
+                                                    const std::string& username);
+  ~TlsCreds();
+  TlsCreds(const TlsCreds&) = delete;
+  TlsCreds& operator=(const TlsCreds&) = delete;
+
+  SSL_CTX* ctx() const { return ctx_; }
+  // identity -> key bytes, for PSK credentials.
+  bool psk_key(const std::string& identity, std::string* key) const;
+
+ private:
+  TlsCreds() = default;
+  SSL_CTX* ctx_ = nullptr;
+  std::vector<std::pair<std::string, std::string>> psk_keys_;
+};
+
+Task<Result<std::unique_ptr<Channel>>> co_start_tls(std::shared_ptr<TlsCreds> creds,
+                                                    std::unique_ptr<Stream> stream);
+
+}  // namespace strata::nbd
