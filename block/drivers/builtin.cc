@@ -8,12 +8,14 @@ void register_file_driver(DriverRegistry& registry);
 void register_raw_driver(DriverRegistry& registry);
 void register_null_driver(DriverRegistry& registry);
 void register_fault_filter(DriverRegistry& registry);
+void register_qcow2_driver(DriverRegistry& registry);
 
 void register_builtin_drivers(DriverRegistry& registry) {
   register_file_driver(registry);
   register_raw_driver(registry);
   register_null_driver(registry);
   register_fault_filter(registry);
+  register_qcow2_driver(registry);
 }
 
 }  // namespace strata

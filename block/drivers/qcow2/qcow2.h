@@ -1,0 +1,129 @@
+// Qcow2Driver: the qcow2 format (v2 and v3) as a node driver.
+//
+// Contract: reads and writes go through the L1/L2 mapping with an L2 cache
+// and refcounts (block/drivers/qcow2/refcount.h). Allocating writes follow
+// QEMU's crash-safe order: the data (with copy-on-write head and tail from
+// the old cluster or the backing file) is written, refcount increases reach
+// the disk before the L2 entries that reference the new clusters, and
+// clusters are freed only after the references to them are gone on disk, so
+// a crash can only leak clusters. Metadata changes take a short metadata
+// lock; data reads and writes run outside it, so reads never wait for
+// unrelated allocations and allocating writes to different clusters overlap.
+// Writes to clusters with an allocation in flight wait for it. Unknown header
+// extensions (and the bitmaps extension) are preserved on header rewrites;
+// unknown autoclear bits are cleared on a writable open. Detected metadata
+// corruption sets the corrupt bit (writable nodes) and fails the request.
+// Thread rules: loop-thread only.
+#pragma once
+
+#include <list>
+#include <memory>
+#include <vector>
+
+#include "base/sync.h"
+#include "block/core/graph.h"
+#include "block/drivers/qcow2/cache.h"
+#include "block/drivers/qcow2/format.h"
+#include "block/drivers/qcow2/refcount.h"
+
+namespace strata::qcow2 {
+
+enum class ClusterType { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
+
+// Where a run of guest bytes lives.
+struct Mapping {
+  ClusterType type = ClusterType::kUnallocated;
+  uint64_t entry = 0;        // raw L2 entry of the first cluster
+  uint64_t host_offset = 0;  // host byte of the first guest byte (normal/zero-alloc)
+  uint64_t bytes = 0;        // length of the run sharing this mapping
+};
+
+// A run of guest clusters whose allocation is in flight: other writes to
+// them wait until the L2 entries are updated.
+struct InflightAlloc {
+  InflightAlloc(Loop& loop, uint64_t first, uint64_t count)
+      : first_cluster(first), clusters(count), done(loop) {}
+  uint64_t first_cluster;
+  uint64_t clusters;
+  CoQueue done;
+};
+
+class Qcow2Driver final : public Driver {
+ public:
+  Qcow2Driver();
+  ~Qcow2Driver() override;
+
+  Task<Result<void>> co_open(OpenContext& ctx) override;
+  Task<void> co_close() override;
+  Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) override;
+  Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) override;
+  Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override;
+  Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override;
+  Task<Result<void>> co_flush() override;
+  Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes) override;
+  Task<Result<void>> co_truncate(uint64_t size, bool exact, Preallocation prealloc) override;
+  uint64_t size() const override { return header_.size; }
+  Limits limits() const override;
+  nlohmann::json format_specific() const override;
+  bool supports_backing() const override { return true; }
+
+  const Header& header() const { return header_; }
+  Child* file() const { return file_; }
+  Child* backing() const { return backing_; }
+
+ private:
+  // Open helpers (qcow2_open.cc).
+  Task<Result<void>> co_read_header();
+  Task<Result<void>> co_load_l1();
+  Task<Result<void>> co_open_backing(OpenContext& ctx);
+  Result<void> apply_cache_options(const nlohmann::json& o);
+  Task<Result<void>> co_write_header();
+  Task<Result<void>> co_set_dirty_bit(bool dirty);
+  Task<Result<void>> co_flush_metadata();
+  Task<Result<void>> co_l2_barrier();
+  Error signal_corruption(const std::string& what);
+
+  // Mapping (qcow2_map.cc).
+  uint64_t cluster_size() const { return uint64_t(1) << cluster_bits_; }
+  uint64_t l1_index(uint64_t off) const { return off >> (cluster_bits_ + l2_bits_); }
+  uint64_t l2_index(uint64_t off) const {
+    return (off >> cluster_bits_) & ((1ull << l2_bits_) - 1);
+  }
+  ClusterType classify(uint64_t entry) const;
+  Result<uint64_t> checked_host_offset(uint64_t entry);
+  Task<Result<std::shared_ptr<Table>>> co_l2_table(uint64_t l1_idx);
+  Task<Result<std::shared_ptr<Table>>> co_writable_l2(uint64_t l1_idx);
+  Task<Result<void>> co_write_l1_entry(uint64_t l1_idx);
+  Task<Result<void>> co_grow_l1(uint64_t min_size);
+  Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);
+  void free_cluster_entry(uint64_t entry);
+  Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
+  Task<Result<void>> co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
+
+  // Data path (qcow2_io.cc).
+  Task<Result<void>> co_read_run(uint64_t offset, const Mapping& m, const IoVec& iov);
+  Task<Result<void>> co_read_backing(uint64_t offset, const IoVec& iov);
+  Task<Result<void>> co_read_compressed(uint64_t entry, uint64_t in_cluster, const IoVec& iov);
+  Task<Result<uint64_t>> co_write_step(uint64_t offset, const IoVec& iov);
+  Task<Result<uint64_t>> co_write_allocating(uint64_t offset, const IoVec& iov, uint64_t nclusters,
+                                             std::vector<uint64_t> old_entries);
+  Task<Result<void>> co_read_old_cluster(uint64_t guest_cluster, uint64_t entry, uint64_t from,
+                                         const IoVec& iov);
+
+  Child* file_ = nullptr;
+  Child* backing_ = nullptr;
+  Loop* loop_ = nullptr;
+  Header header_;
+  uint32_t cluster_bits_ = 16;
+  uint32_t l2_bits_ = 13;
+  bool writable_ = false;
+  bool lazy_refcounts_ = false;
+  bool corrupt_ = false;
+  std::vector<uint64_t> l1_;
+  std::unique_ptr<MetadataCache> l2_cache_;
+  std::unique_ptr<Refcounts> refcounts_;
+  std::unique_ptr<CoMutex> lock_;
+  std::list<InflightAlloc*> inflight_;
+};
+
+}  // namespace strata::qcow2

@@ -1,0 +1,290 @@
+// qcow2: the L1/L2 mapping, L2 allocation, zero clusters, discard, block
+// status and resize.
+#include <algorithm>
+#include <cstring>
+
+#include "block/drivers/qcow2/qcow2.h"
+
+namespace strata::qcow2 {
+
+ClusterType Qcow2Driver::classify(uint64_t entry) const {
+  if (entry & kCompressed) return ClusterType::kCompressed;
+  bool has_offset = (entry & kOffsetMask) != 0;
+  if ((entry & kZeroFlag) && header_.version >= 3) {
+    return has_offset ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
+  }
+  return has_offset ? ClusterType::kNormal : ClusterType::kUnallocated;
+}
+
+Result<uint64_t> Qcow2Driver::checked_host_offset(uint64_t entry) {
+  uint64_t off = entry & kOffsetMask;
+  if (off % cluster_size()) {
+    char hex[32];
+    snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(off));
+    return signal_corruption(std::string("Cluster allocation offset 0x") + hex + " unaligned");
+  }
+  return off;
+}
+
+Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_l2_table(uint64_t l1_idx) {
+  uint64_t off = l1_[l1_idx] & kOffsetMask;
+  if (off == 0) co_return std::shared_ptr<Table>();
+  if (off < cluster_size())
+    co_return signal_corruption("L2 table at offset 0 (overlaps the header)");
+  co_return co_await l2_cache_->co_get(off);
+}
+
+Task<Result<void>> Qcow2Driver::co_write_l1_entry(uint64_t l1_idx) {
+  uint8_t b[8];
+  store_be64(b, l1_[l1_idx]);
+  STRATA_CO_TRY(co_await file_->co_pwrite(header_.l1_table_offset + l1_idx * 8, {b, 8}));
+  co_return co_await file_->co_flush();
+}
+
+Task<Result<void>> Qcow2Driver::co_grow_l1(uint64_t min_size) {
+  if (min_size <= l1_.size()) co_return Result<void>{};
+  if (min_size * 8 > kMaxL1Bytes) co_return Error{EFBIG, "qcow2: L1 table too large"};
+  uint64_t bytes = round_up(min_size * 8, cluster_size());
+  STRATA_CO_TRY_ASSIGN(uint64_t where, co_await refcounts_->co_alloc(bytes / cluster_size()));
+  AlignedBuffer buf(bytes);
+  std::memset(buf.data(), 0, bytes);
+  for (size_t i = 0; i < l1_.size(); i++) store_be64(buf.data() + i * 8, l1_[i]);
+  STRATA_CO_TRY(co_await co_l2_barrier());
+  STRATA_CO_TRY(co_await file_->co_pwritev(where, buf.iov(), 0));
+  STRATA_CO_TRY(co_await file_->co_flush());
+  uint8_t hdr[12];
+  store_be32(hdr, uint32_t(min_size));
+  store_be64(hdr + 4, where);
+  STRATA_CO_TRY(co_await file_->co_pwrite(36, {hdr, 12}));
+  STRATA_CO_TRY(co_await file_->co_flush());
+  uint64_t old = header_.l1_table_offset;
+  uint64_t old_clusters = div_round_up(uint64_t(header_.l1_size) * 8, cluster_size());
+  header_.l1_size = uint32_t(min_size);
+  header_.l1_table_offset = where;
+  l1_.resize(min_size, 0);
+  if (old) refcounts_->free_later(old, old_clusters);
+  co_return Result<void>{};
+}
+
+// Returns the L2 table for `l1_idx`, allocating it or copying a shared one
+// first: refcounts, then the table, then the L1 entry, each on disk.
+Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx) {
+  if (l1_idx >= l1_.size()) STRATA_CO_TRY(co_await co_grow_l1(l1_idx + 1));
+  uint64_t entry = l1_[l1_idx];
+  if (entry & kCopied) co_return co_await co_l2_table(l1_idx);
+  if (lazy_refcounts_) STRATA_CO_TRY(co_await co_set_dirty_bit(true));
+  STRATA_CO_TRY_ASSIGN(uint64_t fresh, co_await refcounts_->co_alloc(1));
+  std::shared_ptr<Table> old;
+  if (entry & kOffsetMask) {
+    STRATA_CO_TRY_ASSIGN(old, co_await co_l2_table(l1_idx));
+  }
+  STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get_new(fresh));
+  if (old) std::memcpy(table->bytes(), old->bytes(), cluster_size());
+  STRATA_CO_TRY(co_await co_l2_barrier());
+  STRATA_CO_TRY(co_await file_->co_pwritev(fresh, table->data.iov(), 0));
+  STRATA_CO_TRY(co_await file_->co_flush());
+  l1_[l1_idx] = fresh | kCopied;
+  STRATA_CO_TRY(co_await co_write_l1_entry(l1_idx));
+  if (entry & kOffsetMask) refcounts_->free_later(entry & kOffsetMask, 1);
+  co_return table;
+}
+
+Task<Result<Mapping>> Qcow2Driver::co_map(uint64_t offset, uint64_t bytes) {
+  uint64_t cs = cluster_size();
+  uint64_t in_cluster = offset & (cs - 1);
+  uint64_t l2_span = cs << l2_bits_;
+  uint64_t max_bytes = std::min(bytes, l2_span - (offset & (l2_span - 1)));
+  Mapping m;
+  m.bytes = max_bytes;
+  uint64_t l1i = l1_index(offset);
+  if (l1i >= l1_.size()) co_return m;
+  STRATA_CO_TRY_ASSIGN(auto table, co_await co_l2_table(l1i));
+  if (!table) co_return m;
+  uint64_t first = l2_index(offset);
+  uint64_t nclusters = div_round_up(in_cluster + max_bytes, cs);
+  const uint8_t* t = table->bytes();
+  m.entry = load_be64(t + first * 8);
+  m.type = classify(m.entry);
+  if (m.entry & (m.type == ClusterType::kCompressed ? 0 : kL2ReservedMask)) {
+    co_return signal_corruption("L2 entry with reserved bits set");
+  }
+  uint64_t base = 0;
+  if (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) {
+    STRATA_CO_TRY_ASSIGN(base, checked_host_offset(m.entry));
+    m.host_offset = base + in_cluster;
+  }
+  uint64_t count = 1;
+  if (m.type != ClusterType::kCompressed) {
+    for (; count < nclusters; count++) {
+      uint64_t e = load_be64(t + (first + count) * 8);
+      if (classify(e) != m.type) break;
+      if (base && (e & kOffsetMask) != base + count * cs) break;
+      if ((e ^ m.entry) & kCopied) break;
+    }
+  }
+  m.bytes = std::min(max_bytes, count * cs - in_cluster);
+  co_return m;
+}
+
+void Qcow2Driver::free_cluster_entry(uint64_t entry) {
+  uint64_t cs = cluster_size();
+  if (entry & kCompressed) {
+    uint32_t shift = 62 - (cluster_bits_ - 8);
+    uint64_t off = entry & ((uint64_t(1) << shift) - 1);
+    uint64_t sectors = ((entry >> shift) & ((uint64_t(1) << (cluster_bits_ - 8)) - 1)) + 1;
+    uint64_t start = off & ~uint64_t(511);
+    uint64_t end = start + sectors * 512;
+    refcounts_->free_later(start / cs * cs, div_round_up(end, cs) - start / cs);
+    return;
+  }
+  uint64_t off = entry & kOffsetMask;
+  if (off) refcounts_->free_later(off, 1);
+}
+
+Task<void> Qcow2Driver::co_wait_inflight(uint64_t offset, uint64_t bytes) {
+  uint64_t first = offset >> cluster_bits_;
+  uint64_t last = (offset + std::max<uint64_t>(bytes, 1) - 1) >> cluster_bits_;
+  for (;;) {
+    InflightAlloc* blocker = nullptr;
+    for (InflightAlloc* a : inflight_) {
+      if (a->first_cluster <= last && first < a->first_cluster + a->clusters) {
+        blocker = a;
+        break;
+      }
+    }
+    if (!blocker) co_return;
+    lock_->unlock();
+    co_await blocker->done.wait();
+    co_await lock_->co_lock();
+  }
+}
+
+Task<Result<void>> Qcow2Driver::co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard,
+                                                   bool unmap) {
+  uint64_t cs = cluster_size();
+  bool v3 = header_.version >= 3;
+  if (!v3 && backing_) {
+    co_return Error{ENOTSUP, discard ? "Discard is not supported on v2 images with a backing file"
+                                     : "Zero clusters need a qcow2 v3 image"};
+  }
+  uint64_t end = std::min(offset + bytes, round_up(header_.size, cs));
+  if (offset % cs || (end % cs && end != header_.size)) {
+    co_return Error{ENOTSUP, "qcow2: unaligned zero/discard"};
+  }
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  co_await co_wait_inflight(offset, end - offset);
+  for (uint64_t pos = offset; pos < end;) {
+    uint64_t l1i = l1_index(pos);
+    uint64_t l2_end = std::min(end, (l1i + 1) * (cs << l2_bits_));
+    if ((l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) && !backing_) {
+      pos = l2_end;  // already reads as zeroes
+      continue;
+    }
+    STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
+    for (; pos < l2_end; pos += cs) {
+      uint8_t* slot = table->bytes() + l2_index(pos) * 8;
+      uint64_t e = load_be64(slot);
+      ClusterType type = classify(e);
+      uint64_t fresh;
+      if (discard) {
+        fresh = (v3 && (type != ClusterType::kUnallocated || backing_)) ? kZeroFlag : 0;
+      } else if (!v3) {
+        fresh = 0;
+      } else if ((type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) &&
+                 (e & kCopied) && !unmap) {
+        fresh = e | kZeroFlag;
+      } else {
+        fresh = kZeroFlag;
+      }
+      if (fresh == e) continue;
+      store_be64(slot, fresh);
+      l2_cache_->mark_dirty(*table);
+      if ((fresh & kOffsetMask) == 0) free_cluster_entry(e);
+    }
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
+  if (header_.version < 3 && backing_) co_return Error{ENOTSUP, "zero clusters need qcow2 v3"};
+  co_return co_await co_zero_or_discard(offset, bytes, false, flags & kReqMayUnmap);
+}
+
+Task<Result<void>> Qcow2Driver::co_pdiscard(uint64_t offset, uint64_t bytes) {
+  co_return co_await co_zero_or_discard(offset, bytes, true, true);
+}
+
+Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t bytes) {
+  Mapping m;
+  {
+    co_await lock_->co_lock();
+    CoMutex::Guard guard(lock_.get());
+    STRATA_CO_TRY_ASSIGN(m, co_await co_map(offset, bytes));
+  }
+  BlockStatus st;
+  st.bytes = m.bytes;
+  switch (m.type) {
+    case ClusterType::kUnallocated:
+      break;
+    case ClusterType::kZeroPlain:
+      st.flags = kStatusZero;
+      break;
+    case ClusterType::kZeroAlloc:
+      st.flags = kStatusZero | kStatusOffsetValid;
+      break;
+    case ClusterType::kNormal:
+      st.flags = kStatusData | kStatusOffsetValid;
+      break;
+    case ClusterType::kCompressed:
+      st.flags = kStatusData;
+      break;
+  }
+  if (st.flags & kStatusOffsetValid) {
+    st.map_offset = m.host_offset;
+    st.map_node = file_->node();
+  }
+  co_return st;
+}
+
+Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Preallocation prealloc) {
+  if (prealloc != Preallocation::kOff) {
+    co_return Error{ENOTSUP, "qcow2: preallocation on resize is not supported yet"};
+  }
+  uint64_t cs = cluster_size();
+  if (size % 512) co_return Error{EINVAL, "The new size must be a multiple of 512"};
+  if (size < header_.size) {
+    if (header_.nb_snapshots) co_return Error{ENOTSUP, "Can't resize an image which has snapshots"};
+    uint64_t from = round_up(size, cs);
+    if (from < header_.size) {
+      // A full discard: the entries become unallocated.
+      co_await lock_->co_lock();
+      CoMutex::Guard guard(lock_.get());
+      co_await co_wait_inflight(from, header_.size - from);
+      for (uint64_t pos = from; pos < header_.size; pos += cs) {
+        uint64_t l1i = l1_index(pos);
+        if (l1i >= l1_.size() || !(l1_[l1i] & kOffsetMask)) continue;
+        STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
+        uint8_t* slot = table->bytes() + l2_index(pos) * 8;
+        uint64_t e = load_be64(slot);
+        if (e == 0) continue;
+        store_be64(slot, 0);
+        l2_cache_->mark_dirty(*table);
+        if (e & kOffsetMask) free_cluster_entry(e);
+      }
+    }
+  }
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  uint64_t needed = div_round_up(size, cs << l2_bits_);
+  STRATA_CO_TRY(co_await co_grow_l1(needed));
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  uint8_t b[8];
+  store_be64(b, size);
+  STRATA_CO_TRY(co_await file_->co_pwrite(24, {b, 8}));
+  STRATA_CO_TRY(co_await file_->co_flush());
+  header_.size = size;
+  co_return Result<void>{};
+}
+
+}  // namespace strata::qcow2

@@ -1,0 +1,283 @@
+// qcow2: opening, header updates, flush, close and registration.
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include "base/fs.h"
+#include "block/core/driver_registry.h"
+#include "block/drivers/qcow2/probe.h"
+#include "block/drivers/qcow2/qcow2.h"
+
+namespace strata::qcow2 {
+
+namespace {
+constexpr uint64_t kMaxDefaultL2Cache = 128ull << 20;  // the whole L2 of 1 TiB at 64 KiB
+
+Task<void> co_write_incompat_bits(Child* file, std::array<uint8_t, 8> bytes) {
+  (void)co_await file->co_pwrite(72, {bytes.data(), 8});
+  (void)co_await file->co_flush();
+}
+
+std::string dirname_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash + 1);
+}
+}  // namespace
+
+Qcow2Driver::Qcow2Driver() = default;
+Qcow2Driver::~Qcow2Driver() = default;
+
+Task<Result<void>> Qcow2Driver::co_read_header() {
+  uint64_t file_size = file_->node()->size();
+  uint64_t first = std::min<uint64_t>(file_size, 4096);
+  AlignedBuffer probe(4096);
+  std::memset(probe.data(), 0, 4096);
+  STRATA_CO_TRY(co_await file_->co_preadv(0, IoVec(probe.data(), first), 0));
+  if (first < kV2HeaderLength || load_be32(probe.data()) != kMagic) {
+    co_return Error{EINVAL, "Image is not in qcow2 format"};
+  }
+  uint32_t bits = load_be32(probe.data() + 20);
+  if (bits < kMinClusterBits || bits > kMaxClusterBits) {
+    co_return Error{EINVAL, "Unsupported cluster size: 2^" + std::to_string(bits)};
+  }
+  uint64_t cs = uint64_t(1) << bits;
+  AlignedBuffer cluster0(cs);
+  std::memset(cluster0.data(), 0, cs);
+  STRATA_CO_TRY(co_await file_->co_preadv(0, IoVec(cluster0.data(), std::min(cs, file_size)), 0));
+  STRATA_CO_TRY_ASSIGN(header_, parse_header(cluster0.span()));
+  uint64_t unknown = header_.incompatible_features & ~kIncompatKnown;
+  if (unknown)
+    co_return Error{ENOTSUP,
+                    "Unsupported qcow2 feature(s): " + describe_unknown_incompat(header_, unknown)};
+  cluster_bits_ = header_.cluster_bits;
+  l2_bits_ = cluster_bits_ - 3;
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::co_load_l1() {
+  l1_.assign(header_.l1_size, 0);
+  if (header_.l1_size == 0) co_return Result<void>{};
+  AlignedBuffer buf(uint64_t(header_.l1_size) * 8);
+  STRATA_CO_TRY(co_await file_->co_preadv(header_.l1_table_offset, buf.iov(), 0));
+  for (size_t i = 0; i < l1_.size(); i++) {
+    uint64_t e = load_be64(buf.data() + i * 8);
+    if ((e & kOffsetMask) % cluster_size()) {
+      co_return signal_corruption("L2 table offset " + std::to_string(e & kOffsetMask) +
+                                  " unaligned (L1 index: " + std::to_string(i) + ")");
+    }
+    l1_[i] = e;
+  }
+  co_return Result<void>{};
+}
+
+Result<void> Qcow2Driver::apply_cache_options(const nlohmann::json& o) {
+  uint64_t cs = cluster_size();
+  uint64_t coverage = cs * (cs / 8);
+  uint64_t needed = std::max<uint64_t>(div_round_up(header_.size, coverage), 1) * cs;
+  uint64_t l2_bytes = std::min(needed, std::max(kMaxDefaultL2Cache, cs * 2));
+  uint64_t rc_bytes = std::max<uint64_t>(4 * cs, 256 * 1024);
+  bool has_total = o.contains("cache-size");
+  bool has_l2 = o.contains("l2-cache-size");
+  bool has_rc = o.contains("refcount-cache-size");
+  if (has_total && has_l2 && has_rc) {
+    return Error{
+        EINVAL,
+        "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"};
+  }
+  if (has_l2) l2_bytes = uint64_t(opt_int(o, "l2-cache-size", 0));
+  if (has_rc) rc_bytes = uint64_t(opt_int(o, "refcount-cache-size", 0));
+  if (has_total) {
+    uint64_t total = uint64_t(opt_int(o, "cache-size", 0));
+    if (!has_l2 && !has_rc) {
+      l2_bytes = std::min(needed, total > 4 * cs ? total - 4 * cs : cs * 2);
+      rc_bytes = total > l2_bytes ? total - l2_bytes : 4 * cs;
+    } else if (has_l2) {
+      if (l2_bytes > total) return Error{EINVAL, "l2-cache-size may not exceed cache-size"};
+      rc_bytes = total - l2_bytes;
+    } else {
+      if (rc_bytes > total) return Error{EINVAL, "refcount-cache-size may not exceed cache-size"};
+      l2_bytes = total - rc_bytes;
+    }
+  }
+  l2_cache_ = std::make_unique<MetadataCache>(cs, std::max<uint64_t>(l2_bytes / cs, 2));
+  refcounts_ = std::make_unique<Refcounts>(cluster_bits_, header_.refcount_order,
+                                           std::max<uint64_t>(rc_bytes / cs, 4));
+  return {};
+}
+
+Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
+  if (ctx.options().contains("backing")) {
+    STRATA_CO_TRY_ASSIGN(backing_, co_await ctx.co_open_child("backing", kRoleCow, false));
+    co_return Result<void>{};
+  }
+  if (header_.backing_file.empty()) co_return Result<void>{};
+  std::string path = header_.backing_file;
+  if (path[0] != '/' && path.find("://") == std::string::npos) {
+    path = dirname_of(file_->node()->driver().filename()) + path;
+  }
+  std::string fmt = header_.backing_format;
+  if (fmt.empty()) {
+    STRATA_CO_TRY_ASSIGN(fmt, co_await co_probe_format(*loop_, path));
+  }
+  nlohmann::json opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", path}}}};
+  auto child = co_await ctx.co_open_child_with("backing", opts, kRoleCow);
+  if (!child) {
+    co_return Error{child.error().code, "Could not open backing file: " + child.error().message};
+  }
+  backing_ = *child;
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
+  loop_ = &ctx.loop();
+  lock_ = std::make_unique<CoMutex>(*loop_);
+  STRATA_CO_TRY_ASSIGN(file_, co_await ctx.co_open_child("file", kRoleImage, true));
+  STRATA_CO_TRY(co_await co_read_header());
+  writable_ = !node().read_only();
+  if (header_.incompatible_features & kIncompatCorrupt && writable_) {
+    co_return Error{EACCES, "qcow2: Image is corrupt; cannot be opened read/write"};
+  }
+  if (header_.incompatible_features & kIncompatDirty && writable_) {
+    co_return Error{ENOTSUP,
+                    "qcow2: image is dirty (lazy refcounts after a crash); repair it with "
+                    "'strata-img check -r all' first"};
+  }
+  STRATA_CO_TRY(apply_cache_options(ctx.options()));
+  l2_cache_->set_file(file_);
+  l2_cache_->set_before_writeback([this] { return co_l2_barrier(); });
+  STRATA_CO_TRY(co_await co_load_l1());
+  STRATA_CO_TRY(co_await refcounts_->co_load(file_, header_.refcount_table_offset,
+                                             header_.refcount_table_clusters));
+  lazy_refcounts_ = header_.compatible_features & kCompatLazyRefcounts;
+  if (ctx.options().contains("lazy-refcounts")) {
+    lazy_refcounts_ = opt_bool(ctx.options(), "lazy-refcounts", lazy_refcounts_);
+    if (lazy_refcounts_ && header_.version < 3) {
+      co_return Error{
+          EINVAL,
+          "Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"};
+    }
+  }
+  STRATA_CO_TRY(co_await co_open_backing(ctx));
+  if (writable_ && (header_.autoclear_features & ~kAutoclearKept)) {
+    header_.autoclear_features &= kAutoclearKept;
+    STRATA_CO_TRY(co_await co_write_header());
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::co_write_header() {
+  STRATA_CO_TRY_ASSIGN(auto bytes, serialize_header(header_));
+  AlignedBuffer buf(cluster_size());
+  std::memset(buf.data(), 0, cluster_size());
+  std::memcpy(buf.data(), bytes.data(), bytes.size());
+  STRATA_CO_TRY(co_await file_->co_pwritev(0, buf.iov(), 0));
+  co_return co_await file_->co_flush();
+}
+
+Task<Result<void>> Qcow2Driver::co_set_dirty_bit(bool dirty) {
+  uint64_t want = dirty ? (header_.incompatible_features | kIncompatDirty)
+                        : (header_.incompatible_features & ~kIncompatDirty);
+  if (want == header_.incompatible_features || header_.version < 3) co_return Result<void>{};
+  header_.incompatible_features = want;
+  uint8_t b[8];
+  store_be64(b, want);
+  STRATA_CO_TRY(co_await file_->co_pwrite(72, {b, 8}));
+  co_return co_await file_->co_flush();
+}
+
+Error Qcow2Driver::signal_corruption(const std::string& what) {
+  std::string msg =
+      "qcow2: Marking image as corrupt: " + what + "; further corruption events will be suppressed";
+  if (writable_ && !corrupt_) {
+    corrupt_ = true;
+    header_.incompatible_features |= kIncompatCorrupt;
+    uint8_t b[8];
+    store_be64(b, header_.incompatible_features);
+    // Best effort and fire-and-forget: the request fails either way.
+    loop_->spawn(co_write_incompat_bits(
+        file_, std::array<uint8_t, 8>{b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]}));
+  }
+  return Error{EIO, msg};
+}
+
+// Refcount increases reach the disk before any L2 table that may reference
+// them, and so does copy-on-write data.
+Task<Result<void>> Qcow2Driver::co_l2_barrier() {
+  STRATA_CO_TRY(co_await refcounts_->co_flush());
+  co_return co_await file_->co_flush();
+}
+
+Task<Result<void>> Qcow2Driver::co_flush_metadata() {
+  STRATA_CO_TRY(co_await refcounts_->co_flush());
+  STRATA_CO_TRY(co_await l2_cache_->co_flush());
+  if (refcounts_->has_pending_frees()) {
+    STRATA_CO_TRY(co_await file_->co_flush());
+    STRATA_CO_TRY(co_await refcounts_->co_apply_pending_frees());
+    STRATA_CO_TRY(co_await refcounts_->co_flush());
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::co_flush() {
+  if (!writable_ || !l2_cache_) co_return Result<void>{};
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  co_return co_await co_flush_metadata();
+}
+
+Task<void> Qcow2Driver::co_close() {
+  if (!writable_ || !l2_cache_ || corrupt_) co_return;
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  auto r = co_await co_flush_metadata();
+  if (r) r = co_await file_->co_flush();
+  if (r && (header_.incompatible_features & kIncompatDirty)) (void)co_await co_set_dirty_bit(false);
+}
+
+Limits Qcow2Driver::limits() const {
+  Limits l;
+  l.request_alignment = 1;
+  l.zeroes_alignment = uint32_t(cluster_size());
+  l.discard_alignment = uint32_t(cluster_size());
+  l.opt_transfer = cluster_size();
+  return l;
+}
+
+nlohmann::json Qcow2Driver::format_specific() const {
+  nlohmann::json data = {{"compat", header_.version >= 3 ? "1.1" : "0.10"},
+                         {"compression-type", header_.compression_type == 1 ? "zstd" : "zlib"}};
+  if (header_.version >= 3) {
+    data["lazy-refcounts"] = bool(header_.compatible_features & kCompatLazyRefcounts);
+  }
+  data["refcount-bits"] = header_.refcount_bits();
+  if (header_.version >= 3) {
+    data["corrupt"] = bool(header_.incompatible_features & kIncompatCorrupt);
+    data["extended-l2"] = bool(header_.incompatible_features & kIncompatExtendedL2);
+  }
+  return {{"type", "qcow2"}, {"data", data}};
+}
+
+}  // namespace strata::qcow2
+
+namespace strata {
+
+void register_qcow2_driver(DriverRegistry& registry) {
+  registry.add(DriverSpec{"qcow2",
+                          DriverKind::kFormat,
+                          {{"file", OptType::kChild, true},
+                           {"backing", OptType::kChildOrNull},
+                           {"lazy-refcounts", OptType::kBool},
+                           {"pass-discard-request", OptType::kBool},
+                           {"pass-discard-snapshot", OptType::kBool},
+                           {"pass-discard-other", OptType::kBool},
+                           {"overlap-check", OptType::kAny},
+                           {"cache-size", OptType::kInt},
+                           {"l2-cache-size", OptType::kInt},
+                           {"l2-cache-entry-size", OptType::kInt},
+                           {"refcount-cache-size", OptType::kInt},
+                           {"cache-clean-interval", OptType::kInt},
+                           {"data-file", OptType::kChild}},
+                          [] { return std::make_unique<qcow2::Qcow2Driver>(); }});
+}
+
+}  // namespace strata

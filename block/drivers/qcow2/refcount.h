@@ -1,0 +1,93 @@
+// Refcounts: the refcount table and refcount blocks of one qcow2 image, for
+// every entry width from 1 to 64 bits, with a cluster allocator.
+//
+// Contract: the refcount table lives in memory and is written through entry
+// by entry; refcount blocks go through a write-back MetadataCache. Increments
+// (allocations) land in the cache at once; decrements requested with
+// free_later() are kept pending until co_apply_pending_frees(), which the
+// owner calls only after the references to those clusters are gone on disk,
+// so a crash can leak clusters but never leave a reference to a cluster whose
+// refcount is too low, and a freed cluster is not reused before its
+// reference is dropped. New refcount blocks are placed in the first cluster
+// they cover (self-describing) and reach the disk before the table entry that
+// names them; the table grows by copying it to new clusters, switching the
+// header, then freeing the old table.
+// Thread rules: loop-thread only, under the image's metadata lock.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "block/drivers/qcow2/cache.h"
+#include "block/drivers/qcow2/format.h"
+
+namespace strata::qcow2 {
+
+// Entry `i` of a refcount block with entries of 2^order bits.
+uint64_t refblock_get(const uint8_t* block, uint32_t order, uint64_t i);
+void refblock_set(uint8_t* block, uint32_t order, uint64_t i, uint64_t v);
+
+class Refcounts {
+ public:
+  Refcounts(uint32_t cluster_bits, uint32_t refcount_order, size_t cache_tables)
+      : cluster_bits_(cluster_bits),
+        order_(refcount_order),
+        blocks_(uint64_t(1) << cluster_bits, cache_tables) {}
+
+  // Loads the table named by the header.
+  Task<Result<void>> co_load(Child* file, uint64_t table_offset, uint32_t table_clusters);
+
+  uint64_t cluster_size() const { return uint64_t(1) << cluster_bits_; }
+  uint64_t block_entries() const { return (cluster_size() * 8) >> order_; }
+  uint64_t max_refcount() const {
+    return order_ == 6 ? UINT64_MAX : (uint64_t(1) << (1u << order_)) - 1;
+  }
+  uint64_t table_offset() const { return table_offset_; }
+  uint32_t table_clusters() const { return table_clusters_; }
+  const std::vector<uint64_t>& table() const { return table_; }
+  MetadataCache& cache() { return blocks_; }
+
+  Task<Result<uint64_t>> co_get(uint64_t cluster_index);
+  // Adds `delta` to the refcount of `count` clusters starting at host `offset`.
+  Task<Result<void>> co_update(uint64_t offset, uint64_t count, int64_t delta);
+  // Allocates `count` contiguous clusters (refcount 1); returns the offset.
+  Task<Result<uint64_t>> co_alloc(uint64_t count);
+  // Allocates `bytes` (< one cluster) for compressed data, sharing clusters
+  // with earlier compressed allocations; refcounts every touched cluster.
+  Task<Result<uint64_t>> co_alloc_bytes(uint64_t bytes);
+  // Queues a decrement of `count` clusters at host `offset`.
+  void free_later(uint64_t offset, uint64_t count);
+  bool has_pending_frees() const { return !pending_.empty(); }
+  size_t pending_count() const { return pending_.size(); }
+  Task<Result<void>> co_apply_pending_frees();
+  // Writes dirty refcount blocks.
+  Task<Result<void>> co_flush() { return blocks_.co_flush(); }
+  // The first cluster index past every allocated cluster.
+  Task<Result<uint64_t>> co_end_index();
+
+ private:
+  Task<Result<void>> co_set(uint64_t cluster_index, uint64_t value);
+  Task<Result<void>> co_ensure_block(uint64_t block_index);
+  Task<Result<void>> co_grow_table(uint64_t min_entries);
+  Task<Result<void>> co_write_table_entry(uint64_t block_index);
+  uint64_t read_entry(const uint8_t* block, uint64_t i) const {
+    return refblock_get(block, order_, i);
+  }
+  void write_entry(uint8_t* block, uint64_t i, uint64_t v) const {
+    refblock_set(block, order_, i, v);
+  }
+
+  Child* file_ = nullptr;
+  uint32_t cluster_bits_;
+  uint32_t order_;
+  MetadataCache blocks_;
+  std::vector<uint64_t> table_;
+  uint64_t table_offset_ = 0;
+  uint32_t table_clusters_ = 0;
+  bool growing_ = false;
+  uint64_t free_index_ = 0;
+  uint64_t byte_alloc_offset_ = 0;  // next free byte for compressed data, 0: none
+  std::vector<std::pair<uint64_t, uint64_t>> pending_;  // (offset, clusters)
+};
+
+}  // namespace strata::qcow2
