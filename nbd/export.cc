@@ -53,7 +53,7 @@ uint16_t Export::transmission_flags(bool structured, bool extended, bool context
     flags |= kFlagReadOnly;
   }
   if (structured || extended) flags |= kFlagSendDf;
-  if (options_.multi_conn || !options_.writable) flags |= kFlagCanMultiConn;
+  if (options_.multi_conn) flags |= kFlagCanMultiConn;
   if (extended && contexts) flags |= kFlagBlockStatusPayload;
   return flags;
 }

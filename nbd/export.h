@@ -32,7 +32,8 @@ struct ExportOptions {
   bool writethrough = false;  // every write is FUA
   std::vector<std::string> bitmaps;
   bool allocation_depth = false;
-  // Advertise CAN_MULTI_CONN (safe: one node, one cache for all clients).
+  // Advertise CAN_MULTI_CONN. Safe whenever set (one node, one cache for all
+  // clients); qemu-nbd advertises it only when it allows several clients.
   bool multi_conn = true;
 };
 

@@ -1,5 +1,6 @@
 #include "strata_nbd/serve.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -74,6 +75,19 @@ Result<std::shared_ptr<nbd::TlsCreds>> load_tls(const Options& o) {
   return Error{ENOENT, "No TLS credentials with id '" + o.tls_creds + "'"};
 }
 
+// Tells the waiting parent (--fork) that we serve, and lets go of its
+// terminal and pipes.
+void detach_from_parent(int ready_fd) {
+  char ok = 0;
+  (void)!write(ready_fd, &ok, 1);
+  close(ready_fd);
+  int null_fd = open("/dev/null", O_RDWR);
+  if (null_fd >= 0) {
+    for (int fd : {0, 1, 2}) dup2(null_fd, fd);
+    if (null_fd > 2) close(null_fd);
+  }
+}
+
 // What the program waits on: a signal, or the last client leaving.
 struct StopState {
   explicit StopState(Loop& loop) : stop(loop) {}
@@ -133,11 +147,7 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
     if (!o.pid_file.empty()) {
       std::ofstream(o.pid_file) << getpid() << "\n";
     }
-    if (ready_fd >= 0) {
-      char ok = 0;
-      (void)!write(ready_fd, &ok, 1);
-      close(ready_fd);
-    }
+    if (ready_fd >= 0) detach_from_parent(ready_fd);
     server.set_on_client_closed([&o, &server, state] { on_client_closed(&o, &server, state); });
     co_await state->stop.co_wait();
   }
@@ -218,10 +228,6 @@ int run(const Options& o) {
   {
     SignalWatcher watcher(engine.loop(), &state);
     status = engine.run(co_serve(engine, o, ready_fd, &state));
-  }
-  if (o.fork && status == 0) {
-    // Detach from the terminal once serving ended cleanly.
-    fflush(stderr);
   }
   return status;
 }
