@@ -55,6 +55,9 @@ class Driver {
   virtual Result<void> check_perm(uint64_t perm, uint64_t shared) { return {}; }
   virtual void set_perm(uint64_t perm, uint64_t shared) {}
 
+  // Allocation unit of a format (QEMU's BlockDriverInfo cluster_size), or 0
+  // when it has none; the default granularity of dirty bitmaps follows it.
+  virtual uint64_t cluster_size() const { return 0; }
   // Driver-specific image information (QEMU's "format-specific"), or null.
   virtual nlohmann::json format_specific() const { return nullptr; }
   // The file name the node stands for, as QEMU reports it.

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/loop.h"
+#include "block/bitmap/dirty_bitmap.h"
 #include "block/core/node.h"
 
 namespace strata {
@@ -425,7 +426,9 @@ Task<Result<void>> Node::co_truncate(uint64_t new_size, bool exact, Preallocatio
   }
   RequestScope scope(*this, std::min(new_size, size()), UINT64_MAX / 4, true);
   co_await co_wait_serialising(scope.req());
-  co_return co_await driver_->co_truncate(new_size, exact, prealloc);
+  auto r = co_await driver_->co_truncate(new_size, exact, prealloc);
+  if (r && bitmaps_) bitmaps_->on_resize(size());
+  co_return r;
 }
 
 }  // namespace strata

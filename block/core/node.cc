@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "block/bitmap/dirty_bitmap.h"
 #include "strata/engine.h"
 
 namespace strata {
@@ -21,6 +22,11 @@ Node::Node(Engine& engine, std::string name, bool implicit, std::string driver_n
 }
 
 Node::~Node() = default;
+
+BitmapSet& Node::bitmaps() {
+  if (!bitmaps_) bitmaps_ = std::make_unique<BitmapSet>(*this);
+  return *bitmaps_;
+}
 
 Loop& Node::loop() const { return engine_.loop(); }
 

@@ -28,6 +28,7 @@ namespace strata {
 
 class Engine;
 class Graph;
+class BitmapSet;
 
 enum class DetectZeroes { kOff, kOn, kUnmap };
 
@@ -152,6 +153,11 @@ class Node {
   BlockStats& stats() { return stats_; }
   const BlockStats& stats() const { return stats_; }
 
+  // Dirty bitmaps of this node (block/bitmap/dirty_bitmap.h), created on
+  // first use; bitmaps_if_any() is null until then.
+  BitmapSet& bitmaps();
+  BitmapSet* bitmaps_if_any() const { return bitmaps_.get(); }
+
   // Drain: requests from root users wait; returns once nothing is in flight
   // on this node. Nests; each begin needs one end.
   Task<void> co_drain_begin();
@@ -201,6 +207,8 @@ class Node {
   size_t in_flight_ = 0;
   CoQueue unquiesced_;
   CoQueue idle_;
+  // Last: destroyed first, while the hooks it registered still exist.
+  std::unique_ptr<BitmapSet> bitmaps_;
 };
 
 }  // namespace strata

@@ -148,7 +148,7 @@ TEST(HBitmap, RandomizedMultiLevel) {
     uint64_t nbits = seed == 4 ? 64 * 64 * 64 * 2 + 17 : 64 * 64 * 3 + 5;
     HBitmap hb(nbits, 0);
     Model m(nbits, 0);
-    for (int op = 0; op < 400; op++) {
+    for (int op = 0; op < 200; op++) {
       uint64_t first = rng() % nbits;
       uint64_t n = rng() % 4 == 0 ? rng() % (nbits / 4) : rng() % 200 + 1;
       if (rng() % 2) {
@@ -158,10 +158,10 @@ TEST(HBitmap, RandomizedMultiLevel) {
         hb.reset_bits(first, n);
         m.reset_bits(first, n);
       }
-      ASSERT_EQ(hb.count(), m.count());
-      for (int q = 0; q < 20; q++) {
+      if (op % 10 == 0) ASSERT_EQ(hb.count(), m.count());
+      for (int q = 0; q < 6; q++) {
         uint64_t from = rng() % nbits;
-        uint64_t end = from + rng() % nbits;
+        uint64_t end = from + rng() % (q % 2 ? 5000 : nbits);
         ASSERT_EQ(hb.next_set_bit(from, end), m.next(from, end, true));
         ASSERT_EQ(hb.next_clear_bit(from, end), m.next(from, end, false));
         ASSERT_EQ(hb.get_bit(from), m.bits[from]);

@@ -1,0 +1,156 @@
+// DirtyBitmap and BitmapSet: change-block tracking attached to a node.
+//
+// Contract: a BitmapSet belongs to one Node (Node::bitmaps()) and owns its
+// bitmaps. It registers one after-write hook on the node, so every
+// successful write, write-zeroes and discard through the dispatcher marks
+// every recording bitmap; the node tells it about resizes (on_resize), and
+// every bitmap follows. A DirtyBitmap has QEMU's state: a name (empty for
+// the anonymous successors that jobs use), a granularity, `enabled`
+// (records writes), busy (a job or an export uses it), persistent (stored
+// in the image), read-only (persistent bitmap of a read-only image) and
+// inconsistent (found in-use on disk: no data, only removal allowed).
+// Successors follow QEMU's bdrv_dirty_bitmap_create_successor / abdicate /
+// reclaim: a job freezes a bitmap by giving it an anonymous successor that
+// records the writes in its place; on completion the successor either takes
+// over the name (abdicate) or is merged back (reclaim).
+// check() answers QEMU's bdrv_dirty_bitmap_check with its exact messages;
+// the QMP-level operations are in bitmap_ops.h.
+// Thread rules: loop-thread only (the thread of the owning node's engine).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "block/bitmap/hbitmap.h"
+#include "strata/result.h"
+
+namespace strata {
+
+class Node;
+class BitmapSet;
+
+// QEMU's BDRV_BITMAP_* check flags.
+enum BitmapCheck : unsigned {
+  kBitmapBusy = 1u << 0,
+  kBitmapReadOnly = 1u << 1,
+  kBitmapInconsistent = 1u << 2,
+  kBitmapDefault = kBitmapBusy | kBitmapReadOnly | kBitmapInconsistent,
+  kBitmapAllowRo = kBitmapBusy | kBitmapInconsistent,
+};
+
+constexpr size_t kBitmapMaxNameSize = 1023;
+constexpr uint64_t kBitmapMinGranularity = 512;
+
+class DirtyBitmap {
+ public:
+  DirtyBitmap(BitmapSet& set, std::string name, uint64_t size, uint32_t granularity_bits);
+  DirtyBitmap(const DirtyBitmap&) = delete;
+  DirtyBitmap& operator=(const DirtyBitmap&) = delete;
+
+  BitmapSet& set() const { return *set_; }
+  Node& node() const;
+  const std::string& name() const { return name_; }
+  bool anonymous() const { return name_.empty(); }
+  uint64_t granularity() const { return bits_.granularity(); }
+  uint64_t size() const { return bits_.size(); }
+  // Dirty bytes as QEMU counts them (whole granules).
+  uint64_t count() const { return bits_.count_bytes(); }
+  HBitmap& bits() { return bits_; }
+  const HBitmap& bits() const { return bits_; }
+
+  bool enabled() const { return enabled_; }
+  void set_enabled(bool on) { enabled_ = on; }
+  // Enabled, or frozen with an enabled successor (QEMU's "recording").
+  bool recording() const;
+  bool busy() const { return busy_; }
+  void set_busy(bool on) { busy_ = on; }
+  bool persistent() const { return persistent_; }
+  void set_persistent(bool on) { persistent_ = on; }
+  bool read_only() const { return read_only_; }
+  void set_read_only(bool on) { read_only_ = on; }
+  bool inconsistent() const { return inconsistent_; }
+  // Marks the bitmap inconsistent: disabled, no data (a bitmap found in-use
+  // on disk).
+  void set_inconsistent();
+  DirtyBitmap* successor() const { return successor_; }
+
+  // QEMU's bdrv_dirty_bitmap_check: the first failing condition of `flags`.
+  Result<void> check(unsigned flags) const;
+  // BlockDirtyInfo for query-named-block-nodes / query-block.
+  nlohmann::json query_info() const;
+
+ private:
+  friend class BitmapSet;
+  BitmapSet* set_;
+  std::string name_;
+  HBitmap bits_;
+  bool enabled_ = true;
+  bool busy_ = false;
+  bool persistent_ = false;
+  bool read_only_ = false;
+  bool inconsistent_ = false;
+  DirtyBitmap* successor_ = nullptr;
+};
+
+class BitmapSet {
+ public:
+  explicit BitmapSet(Node& node);
+  ~BitmapSet();
+  BitmapSet(const BitmapSet&) = delete;
+  BitmapSet& operator=(const BitmapSet&) = delete;
+
+  Node& node() const { return node_; }
+  // Named bitmap, or null.
+  DirtyBitmap* find(std::string_view name) const;
+  // All bitmaps (anonymous ones included), oldest first.
+  std::vector<DirtyBitmap*> all() const;
+  bool empty() const { return bitmaps_.empty(); }
+
+  // QEMU's bdrv_create_dirty_bitmap: a new, empty, enabled bitmap covering
+  // the node. An empty name makes an anonymous bitmap. `granularity` must be
+  // a power of two (callers validate user input first).
+  Result<DirtyBitmap*> create(uint64_t granularity, const std::string& name);
+  // Drops a bitmap (and its successor, if any).
+  void release(DirtyBitmap* bitmap);
+
+  // Successors (see the contract).
+  Result<DirtyBitmap*> create_successor(DirtyBitmap& bitmap);
+  Result<DirtyBitmap*> abdicate(DirtyBitmap& bitmap);
+  Result<DirtyBitmap*> reclaim(DirtyBitmap& bitmap);
+
+  // Marks every recording bitmap (the after-write hook).
+  void mark(uint64_t offset, uint64_t bytes);
+  // The node's size changed: every bitmap follows.
+  void on_resize(uint64_t new_size);
+  // BlockDirtyInfo list, newest first as QEMU lists it.
+  nlohmann::json query_info() const;
+
+ private:
+  Node& node_;
+  uint64_t hook_id_;
+  std::vector<std::unique_ptr<DirtyBitmap>> bitmaps_;
+};
+
+// QEMU's default granularity for a node's bitmaps: its cluster size clamped
+// to [4 KiB, 64 KiB], or 64 KiB when the format has no clusters.
+uint64_t default_bitmap_granularity(uint64_t cluster_size);
+uint64_t default_bitmap_granularity(const Node& node);
+
+// QEMU's bitmap-mode for jobs that sync from a bitmap (backup).
+enum class BitmapSyncMode { kOnSuccess, kNever, kAlways };
+
+// Start of a job using `bitmap`: checks it (DEFAULT, or ALLOW_RO for
+// `never`) and freezes it with a successor.
+Result<void> begin_sync_bitmap(DirtyBitmap& bitmap, BitmapSyncMode mode);
+// End of that job (QEMU's backup_cleanup_sync_bitmap): abdicate when the job
+// succeeded or the mode is `always` (and not `never`), otherwise reclaim;
+// after a failure in `always` mode, `not_copied` (may be null) is merged in.
+// Returns the bitmap that now carries the name.
+DirtyBitmap* finish_sync_bitmap(DirtyBitmap& bitmap, BitmapSyncMode mode, bool success,
+                                const HBitmap* not_copied);
+
+}  // namespace strata
