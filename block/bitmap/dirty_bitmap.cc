@@ -18,13 +18,18 @@ Node& DirtyBitmap::node() const {
   return set_->node();
 }
 
+void DirtyBitmap::set_enabled(bool on) {
+  enabled_ = on;
+  set_->refresh_recording();
+}
+
 bool DirtyBitmap::recording() const {
   return enabled_ || (successor_ != nullptr && successor_->enabled_);
 }
 
 void DirtyBitmap::set_inconsistent() {
   inconsistent_ = true;
-  enabled_ = false;
+  set_enabled(false);
   bits_.reset_all();
 }
 
@@ -91,6 +96,7 @@ Result<DirtyBitmap*> BitmapSet::create(uint64_t granularity, const std::string& 
   }
   uint32_t bits = std::countr_zero(granularity);
   bitmaps_.push_back(std::make_unique<DirtyBitmap>(*this, name, node_.size(), bits));
+  refresh_recording();
   return bitmaps_.back().get();
 }
 
@@ -98,6 +104,7 @@ void BitmapSet::release(DirtyBitmap* bitmap) {
   if (!bitmap) return;
   DirtyBitmap* successor = bitmap->successor_;
   std::erase_if(bitmaps_, [bitmap](const auto& b) { return b.get() == bitmap; });
+  refresh_recording();
   // A successor nobody reclaims goes with its parent.
   if (successor) release(successor);
 }
@@ -113,6 +120,7 @@ Result<DirtyBitmap*> BitmapSet::create_successor(DirtyBitmap& bitmap) {
   bitmap.enabled_ = false;
   bitmap.successor_ = child;
   bitmap.busy_ = true;
+  refresh_recording();
   return child;
 }
 
@@ -130,7 +138,7 @@ Result<DirtyBitmap*> BitmapSet::reclaim(DirtyBitmap& bitmap) {
   DirtyBitmap* successor = bitmap.successor_;
   if (!successor) return Error{EINVAL, "Cannot reclaim a successor when none is present"};
   bitmap.bits_.merge(successor->bits_);
-  bitmap.enabled_ = successor->enabled_;
+  bitmap.enabled_ = successor->enabled_;  // refreshed by release()
   bitmap.busy_ = false;
   bitmap.successor_ = nullptr;
   release(successor);
@@ -138,8 +146,13 @@ Result<DirtyBitmap*> BitmapSet::reclaim(DirtyBitmap& bitmap) {
 }
 
 void BitmapSet::mark(uint64_t offset, uint64_t bytes) {
+  for (HBitmap* bits : recording_) bits->set(offset, bytes);
+}
+
+void BitmapSet::refresh_recording() {
+  recording_.clear();
   for (const auto& b : bitmaps_) {
-    if (b->enabled_) b->bits_.set(offset, bytes);
+    if (b->enabled_) recording_.push_back(&b->bits_);
   }
 }
 

@@ -63,7 +63,7 @@ class DirtyBitmap {
   const HBitmap& bits() const { return bits_; }
 
   bool enabled() const { return enabled_; }
-  void set_enabled(bool on) { enabled_ = on; }
+  void set_enabled(bool on);
   // Enabled, or frozen with an enabled successor (QEMU's "recording").
   bool recording() const;
   bool busy() const { return busy_; }
@@ -130,9 +130,16 @@ class BitmapSet {
   nlohmann::json query_info() const;
 
  private:
+  friend class DirtyBitmap;
+  // Rebuilds recording_ after a bitmap was added, removed, enabled or
+  // disabled.
+  void refresh_recording();
+
   Node& node_;
   uint64_t hook_id_;
   std::vector<std::unique_ptr<DirtyBitmap>> bitmaps_;
+  // The bits of every enabled bitmap: what mark() walks on each write.
+  std::vector<HBitmap*> recording_;
 };
 
 // QEMU's default granularity for a node's bitmaps: its cluster size clamped

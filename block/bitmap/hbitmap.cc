@@ -172,7 +172,7 @@ std::optional<uint64_t> HBitmap::next_clear_bit(uint64_t from, uint64_t end) con
   return found;
 }
 
-void HBitmap::set(uint64_t offset, uint64_t bytes) {
+void HBitmap::set_range(uint64_t offset, uint64_t bytes) {
   if (offset >= size_ || bytes == 0) return;
   uint64_t end = offset + std::min(bytes, size_ - offset);
   uint64_t first = offset >> gran_bits_;

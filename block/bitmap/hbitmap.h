@@ -50,8 +50,20 @@ class HBitmap {
   uint64_t count_bytes() const { return count_ << gran_bits_; }
   bool empty() const { return count_ == 0; }
 
-  // Byte-range operations (see the contract for rounding).
-  void set(uint64_t offset, uint64_t bytes);
+  // Byte-range operations (see the contract for rounding). set() returns
+  // at once, inline, when the range's granules are already dirty: the common
+  // case on the write path.
+  void set(uint64_t offset, uint64_t bytes) {
+    if (offset < size_ && bytes != 0 && bytes <= size_ - offset) {
+      uint64_t first = offset >> gran_bits_;
+      uint64_t last = (offset + bytes - 1) >> gran_bits_;
+      if (first / 64 == last / 64) {
+        uint64_t mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
+        if ((levels_.back()[first / 64] & mask) == mask) return;
+      }
+    }
+    set_range(offset, bytes);
+  }
   void reset(uint64_t offset, uint64_t bytes);
   void set_all();
   void reset_all();
@@ -101,6 +113,7 @@ class HBitmap {
 
  private:
   using Level = std::vector<uint64_t>;
+  void set_range(uint64_t offset, uint64_t bytes);
   Level& bottom() { return levels_.back(); }
   const Level& bottom() const { return levels_.back(); }
   void allocate_levels();
