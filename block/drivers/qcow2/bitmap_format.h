@@ -19,13 +19,13 @@
 #include <vector>
 
 #include "block/bitmap/hbitmap.h"
+#include "block/drivers/qcow2/format.h"
 #include "strata/result.h"
 #include "strata/task.h"
 
 namespace strata::qcow2 {
 
-constexpr uint32_t kBitmapsExtensionMagic = 0x23852875;
-constexpr uint64_t kAutoclearBitmaps = 1;  // autoclear feature bit 0
+// kExtBitmaps and kAutoclearBitmaps come from format.h.
 constexpr uint32_t kMaxBitmaps = 65535;
 constexpr uint64_t kMaxBitmapDirectorySize = 64 << 20;
 constexpr uint32_t kBitmapFlagInUse = 1u << 0;

@@ -52,7 +52,7 @@ void open_image(const std::string& path, Image& img) {
   for (size_t pos = header_length; pos + 8 <= h.size();) {
     uint32_t magic = be32(&h[pos]), len = be32(&h[pos + 4]);
     if (magic == 0) break;
-    if (magic == kBitmapsExtensionMagic) img.ext.assign(&h[pos + 8], &h[pos + 8 + len]);
+    if (magic == kExtBitmaps) img.ext.assign(&h[pos + 8], &h[pos + 8 + len]);
     pos += 8 + ((len + 7) & ~7u);
   }
 }

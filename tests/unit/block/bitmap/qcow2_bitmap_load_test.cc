@@ -1,0 +1,98 @@
+// Persistent bitmaps of a qcow2 image QEMU wrote, loaded into a read-only
+// qcow2 node: flags, contents and digests as QEMU reports them.
+#include "block/drivers/qcow2/bitmap_load.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "block/bitmap/bitmap_ops.h"
+#include "block/core/graph.h"
+#include "strata/engine.h"
+#include "unit/block/drivers/temp_dir.h"
+
+namespace strata::qcow2 {
+namespace {
+
+bool have_qemu() {
+  return std::system("qemu-img --version >/dev/null 2>&1") == 0;
+}
+
+Node* open_qcow2(Engine& engine, const std::string& path, bool read_only) {
+  auto n = engine.run(engine.graph().co_add({{"driver", "qcow2"},
+                                             {"node-name", "q"},
+                                             {"read-only", read_only},
+                                             {"file", {{"driver", "file"}, {"filename", path}}}}));
+  EXPECT_TRUE(n) << n.error().message;
+  return n ? *n : nullptr;
+}
+
+TEST(Qcow2BitmapLoad, ReadOnlyNodeGetsQemusBitmaps) {
+  if (!have_qemu()) GTEST_SKIP() << "qemu-img not installed";
+  testing::TempDir dir;
+  std::string img = dir.file("a.qcow2");
+  std::string cmd = "qemu-img create -q -f qcow2 " + img + " 10487296 && qemu-img bitmap --add " +
+                    img + " b64k && qemu-img bitmap --add -g 512 " + img +
+                    " b512 && qemu-img bitmap --add --disable " + img +
+                    " off && qemu-io -f qcow2 -c 'write 0 4k' -c 'write 1M 64k' -c 'write 10M 1k' "
+                    "-c 'write 5000000 777' " +
+                    img + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  Engine engine;
+  Node* node = open_qcow2(engine, img, true);
+  ASSERT_TRUE(node);
+  auto r = engine.run(co_load_qcow2_bitmaps(*node));
+  ASSERT_TRUE(r) << r.error().message;
+  auto info = query_bitmaps(*node);
+  ASSERT_EQ(info.size(), 3u);
+  auto b64k = lookup_bitmap(engine.graph(), "q", "b64k");
+  ASSERT_TRUE(b64k);
+  EXPECT_EQ((*b64k)->count(), 262144u);
+  EXPECT_TRUE((*b64k)->persistent());
+  EXPECT_TRUE((*b64k)->recording());
+  EXPECT_EQ(*bitmap_sha256(engine.graph(), "q", "b64k"),
+            "39c678ffcbece821ad359685c14a99ae6fbcb7575e57f434500a6287e8be7c1e");
+  EXPECT_EQ(*bitmap_sha256(engine.graph(), "q", "b512"),
+            "de369442e3ece6e4b15b1d33d6da70d3300fae029714de78719cf042f08e4b4b");
+  auto off = lookup_bitmap(engine.graph(), "q", "off");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE((*off)->recording());
+  EXPECT_EQ((*off)->count(), 0u);
+  // Persistent bitmaps of a read-only image are read-only.
+  EXPECT_EQ(clear_bitmap(engine.graph(), "q", "b512").error().message,
+            "Bitmap 'b512' is readonly and cannot be modified");
+  engine.run(engine.co_close_all());
+}
+
+TEST(Qcow2BitmapLoad, InUseLoadsInconsistentAndWritableIsRefused) {
+  if (!have_qemu()) GTEST_SKIP() << "qemu-img not installed";
+  testing::TempDir dir;
+  std::string img = dir.file("b.qcow2");
+  std::string cmd = "qemu-img create -q -f qcow2 " + img + " 1M && qemu-img bitmap --add " + img +
+                    " b && qemu-io -f qcow2 -c 'write 0 4k' -c 'abort' " + img + " >/dev/null 2>&1";
+  std::system(cmd.c_str());  // abort() leaves the bitmap in use on disk
+  Engine engine;
+  Node* node = open_qcow2(engine, img, true);
+  ASSERT_TRUE(node);
+  ASSERT_TRUE(engine.run(co_load_qcow2_bitmaps(*node)));
+  auto info = query_bitmaps(*node);
+  ASSERT_EQ(info.size(), 1u);
+  EXPECT_EQ(info[0]["inconsistent"], true);
+  EXPECT_EQ(info[0]["recording"], false);
+  EXPECT_EQ(info[0]["count"], 0);
+  EXPECT_EQ(enable_bitmap(engine.graph(), "q", "b", true).error().message,
+            "Bitmap 'b' is inconsistent and cannot be used");
+  engine.run(engine.co_close_all());
+  // Until bitmaps are stored at close, a writable node must not load them.
+  Engine rw_engine;
+  Node* rw = open_qcow2(rw_engine, img, false);
+  ASSERT_TRUE(rw);
+  auto r = rw_engine.run(co_load_qcow2_bitmaps(*rw));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOTSUP);
+  EXPECT_TRUE(query_bitmaps(*rw).is_null());
+  rw_engine.run(rw_engine.co_close_all());
+}
+
+}  // namespace
+}  // namespace strata::qcow2
