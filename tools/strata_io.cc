@@ -169,7 +169,9 @@ Task<int> co_main(Engine& engine, Args args) {
       }
       fmt = *probed;
     }
-    opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", args.image}}}};
+    opts = {{"driver", fmt},
+            {"discard", "unmap"},
+            {"file", {{"driver", "file"}, {"filename", args.image}}}};
   }
   DriveOptions dopts;
   dopts.writable = !args.read_only;

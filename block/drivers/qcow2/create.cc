@@ -86,7 +86,9 @@ Task<Result<void>> co_grow_through_driver(Engine& engine, std::string path, uint
   nlohmann::json opts = {{"driver", "qcow2"},
                          {"backing", nullptr},
                          {"file", {{"driver", "file"}, {"filename", path}}}};
-  STRATA_CO_TRY_ASSIGN(auto drive, co_await Drive::co_open(engine, opts));
+  DriveOptions dopts;  // explicit: GCC 12 mishandles defaulted coroutine arguments
+  dopts.user = "qcow2 create";
+  STRATA_CO_TRY_ASSIGN(auto drive, co_await Drive::co_open(engine, opts, dopts));
   auto r = co_await drive->co_resize(size);
   if (r) r = co_await drive->co_flush();
   co_await drive->co_close();

@@ -25,6 +25,7 @@
 #include "block/drivers/qcow2/cache.h"
 #include "block/drivers/qcow2/format.h"
 #include "block/drivers/qcow2/refcount.h"
+#include "block/drivers/qcow2/snapshot.h"
 
 namespace strata::qcow2 {
 
@@ -70,14 +71,27 @@ class Qcow2Driver final : public Driver {
   const Header& header() const { return header_; }
   Child* file() const { return file_; }
   Child* backing() const { return backing_; }
+  const std::vector<Snapshot>& snapshots() const { return snapshots_; }
+  // For check and repair (check.cc): the metadata, under the metadata lock.
+  const std::vector<uint64_t>& l1() const { return l1_; }
+  Refcounts& refcounts() { return *refcounts_; }
+  MetadataCache& l2_cache() { return *l2_cache_; }
+  CoMutex& metadata_lock() { return *lock_; }
+  Task<Result<void>> co_flush_all_metadata() { return co_flush_metadata(); }
+  Task<Result<void>> co_set_l1_entry(uint64_t index, uint64_t entry);
+  uint32_t cluster_bits() const { return cluster_bits_; }
+  // After a repair that left no corruption: clears the dirty and corrupt bits.
+  Task<Result<void>> co_mark_repaired();
 
  private:
   // Open helpers (qcow2_open.cc).
   Task<Result<void>> co_read_header();
   Task<Result<void>> co_load_l1();
+  Task<Result<void>> co_load_snapshots();
   Task<Result<void>> co_open_backing(OpenContext& ctx);
   Result<void> apply_cache_options(const nlohmann::json& o);
   Task<Result<void>> co_write_header();
+  Task<Result<void>> co_repair_dirty();
   Task<Result<void>> co_set_dirty_bit(bool dirty);
   Task<Result<void>> co_flush_metadata();
   Task<Result<void>> co_l2_barrier();
@@ -119,7 +133,9 @@ class Qcow2Driver final : public Driver {
   bool writable_ = false;
   bool lazy_refcounts_ = false;
   bool corrupt_ = false;
+  bool check_mode_ = false;  // opened for check/repair: corrupt images open writable
   std::vector<uint64_t> l1_;
+  std::vector<Snapshot> snapshots_;
   std::unique_ptr<MetadataCache> l2_cache_;
   std::unique_ptr<Refcounts> refcounts_;
   std::unique_ptr<CoMutex> lock_;

@@ -41,6 +41,12 @@ Task<Result<void>> Qcow2Driver::co_write_l1_entry(uint64_t l1_idx) {
   co_return co_await file_->co_flush();
 }
 
+Task<Result<void>> Qcow2Driver::co_set_l1_entry(uint64_t index, uint64_t entry) {
+  if (index >= l1_.size()) co_return Error{EINVAL, "L1 index out of range"};
+  l1_[index] = entry;
+  co_return co_await co_write_l1_entry(index);
+}
+
 Task<Result<void>> Qcow2Driver::co_grow_l1(uint64_t min_size) {
   if (min_size <= l1_.size()) co_return Result<void>{};
   if (min_size * 8 > kMaxL1Bytes) co_return Error{EFBIG, "qcow2: L1 table too large"};

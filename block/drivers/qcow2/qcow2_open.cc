@@ -5,6 +5,7 @@
 
 #include "base/fs.h"
 #include "block/core/driver_registry.h"
+#include "block/drivers/qcow2/check.h"
 #include "block/drivers/qcow2/probe.h"
 #include "block/drivers/qcow2/qcow2.h"
 
@@ -66,6 +67,27 @@ Task<Result<void>> Qcow2Driver::co_load_l1() {
                                   " unaligned (L1 index: " + std::to_string(i) + ")");
     }
     l1_[i] = e;
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::co_load_snapshots() {
+  snapshots_.clear();
+  uint64_t pos = header_.snapshots_offset;
+  constexpr uint64_t kMaxTable = 64ull << 20;
+  for (uint32_t i = 0; i < header_.nb_snapshots; i++) {
+    uint8_t fixed[40];
+    STRATA_CO_TRY(co_await file_->co_preadv(pos, IoVec(fixed, sizeof fixed), 0));
+    uint64_t need =
+        40 + uint64_t(load_be32(fixed + 36)) + load_be16(fixed + 12) + load_be16(fixed + 14);
+    if (pos + need - header_.snapshots_offset > kMaxTable) {
+      co_return Error{EFBIG, "Snapshot table too large"};
+    }
+    std::vector<uint8_t> entry(need);
+    STRATA_CO_TRY(co_await file_->co_preadv(pos, IoVec(entry.data(), need), 0));
+    STRATA_CO_TRY_ASSIGN(auto one, parse_snapshot_table(entry, 1));
+    snapshots_.push_back(std::move(one[0]));
+    pos += round_up(need, 8);
   }
   co_return Result<void>{};
 }
@@ -146,6 +168,7 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
   l2_cache_->set_file(file_);
   l2_cache_->set_before_writeback([this] { return co_l2_barrier(); });
   STRATA_CO_TRY(co_await co_load_l1());
+  STRATA_CO_TRY(co_await co_load_snapshots());
   STRATA_CO_TRY(co_await refcounts_->co_load(file_, header_.refcount_table_offset,
                                              header_.refcount_table_clusters));
   lazy_refcounts_ = header_.compatible_features & kCompatLazyRefcounts;
@@ -158,11 +181,38 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
     }
   }
   STRATA_CO_TRY(co_await co_open_backing(ctx));
+  if ((header_.incompatible_features & kIncompatDirty) && writable_ && !check_mode_) {
+    STRATA_CO_TRY(co_await co_repair_dirty());
+  }
   if (writable_ && (header_.autoclear_features & ~kAutoclearKept)) {
     header_.autoclear_features &= kAutoclearKept;
     STRATA_CO_TRY(co_await co_write_header());
   }
   co_return Result<void>{};
+}
+
+// A dirty image (lazy refcounts, not closed cleanly) may have refcounts
+// that are too low: rebuild them before writing, as QEMU does.
+Task<Result<void>> Qcow2Driver::co_repair_dirty() {
+  STRATA_CO_TRY_ASSIGN(CheckResult res, co_await co_check(*this, kFixLeaks | kFixErrors));
+  if (res.corruptions || res.check_errors) {
+    co_return Error{EIO, "qcow2: Could not repair dirty image"};
+  }
+  co_return co_await co_set_dirty_bit(false);
+}
+
+Task<Result<void>> Qcow2Driver::co_mark_repaired() {
+  if (!writable_) co_return Result<void>{};
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  STRATA_CO_TRY(co_await file_->co_flush());
+  uint64_t bits = header_.incompatible_features & ~(kIncompatDirty | kIncompatCorrupt);
+  if (bits == header_.incompatible_features) co_return Result<void>{};
+  header_.incompatible_features = bits;
+  corrupt_ = false;
+  uint8_t b[8];
+  store_be64(b, bits);
+  STRATA_CO_TRY(co_await file_->co_pwrite(72, {b, 8}));
+  co_return co_await file_->co_flush();
 }
 
 Task<Result<void>> Qcow2Driver::co_write_header() {
@@ -276,7 +326,8 @@ void register_qcow2_driver(DriverRegistry& registry) {
                            {"l2-cache-entry-size", OptType::kInt},
                            {"refcount-cache-size", OptType::kInt},
                            {"cache-clean-interval", OptType::kInt},
-                           {"data-file", OptType::kChild}},
+                           {"data-file", OptType::kChild},
+                           {"x-check", OptType::kBool}},
                           [] { return std::make_unique<qcow2::Qcow2Driver>(); }});
 }
 

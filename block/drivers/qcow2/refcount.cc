@@ -96,20 +96,42 @@ Task<Result<void>> Refcounts::co_write_table_entry(uint64_t bi) {
   co_return co_await file_->co_pwrite(table_offset_ + bi * 8, {buf, 8});
 }
 
-// A missing refcount block is created in the first cluster it covers: every
-// cluster of its range is free, so that cluster is too.
-Task<Result<void>> Refcounts::co_ensure_block(uint64_t bi) {
-  if (bi < table_.size() && table_[bi] != 0) co_return Result<void>{};
-  if (bi >= table_.size()) STRATA_CO_TRY(co_await co_grow_table(bi + 1));
-  if (table_[bi] != 0) co_return Result<void>{};
-  uint64_t offset = (bi * block_entries()) << cluster_bits_;
-  if (offset == 0 || offset > kOffsetMask) co_return corrupt("cannot place refcount block");
+// Writes a new, empty refcount block for `bi` at `offset` (a free cluster
+// whose own refcount is already accounted for) and links it in the table:
+// the block reaches the disk before the table entry naming it.
+Task<Result<void>> Refcounts::co_place_block(uint64_t bi, uint64_t offset) {
   STRATA_CO_TRY_ASSIGN(auto block, co_await blocks_.co_get_new(offset));
-  write_entry(block->bytes(), 0, 1);
+  if (offset / cluster_size() / block_entries() == bi) {
+    write_entry(block->bytes(), (offset / cluster_size()) % block_entries(), 1);
+  }
+  STRATA_CO_TRY(co_await blocks_.co_flush());
   STRATA_CO_TRY(co_await file_->co_pwritev(offset, block->data.iov(), 0));
   STRATA_CO_TRY(co_await file_->co_flush());
   table_[bi] = offset;
   STRATA_CO_TRY(co_await co_write_table_entry(bi));
+  co_return Result<void>{};
+}
+
+// Creates the missing refcount block `bi` in the first free cluster. That
+// cluster is described either by the new block itself, or by an existing
+// block; if its own block is missing too, that one is created first.
+Task<Result<void>> Refcounts::co_ensure_block(uint64_t bi) {
+  if (bi < table_.size() && table_[bi] != 0) co_return Result<void>{};
+  if (bi >= table_.size()) STRATA_CO_TRY(co_await co_grow_table(bi + 1));
+  while (table_[bi] == 0) {
+    STRATA_CO_TRY_ASSIGN(uint64_t c, co_await co_find_free_run(1));
+    uint64_t cb = c / block_entries();
+    uint64_t offset = c << cluster_bits_;
+    if (cb == bi) {
+      STRATA_CO_TRY(co_await co_place_block(bi, offset));
+    } else if (cb < table_.size() && table_[cb] != 0) {
+      STRATA_CO_TRY(co_await co_set(c, 1));
+      STRATA_CO_TRY(co_await co_place_block(bi, offset));
+    } else {
+      if (cb >= table_.size()) STRATA_CO_TRY(co_await co_grow_table(cb + 1));
+      STRATA_CO_TRY(co_await co_place_block(cb, offset));
+    }
+  }
   co_return Result<void>{};
 }
 
@@ -154,25 +176,45 @@ Task<Result<void>> Refcounts::co_grow_table(uint64_t min_entries) {
   co_return Error{ENOSPC, "qcow2: could not grow the refcount table"};
 }
 
-Task<Result<uint64_t>> Refcounts::co_alloc(uint64_t count) {
+// The first run of `count` free clusters at or after the free hint;
+// clusters without a refcount block are free.
+Task<Result<uint64_t>> Refcounts::co_find_free_run(uint64_t count) {
   uint64_t start = std::max<uint64_t>(free_index_, 1);
   uint64_t run = 0;
   for (uint64_t c = start;; c++) {
     if (((c + 1) << cluster_bits_) > kOffsetMask) co_return Error{EFBIG, "qcow2: image too large"};
     uint64_t bi = c / block_entries();
-    if (bi >= table_.size() || table_[bi] == 0) STRATA_CO_TRY(co_await co_ensure_block(bi));
-    STRATA_CO_TRY_ASSIGN(uint64_t rc, co_await co_get(c));
-    if (rc != 0) {
-      run = 0;
-      if (c == free_index_) free_index_ = c + 1;
-      continue;
+    if (bi < table_.size() && table_[bi] != 0) {
+      STRATA_CO_TRY_ASSIGN(uint64_t rc, co_await co_get(c));
+      if (rc != 0) {
+        run = 0;
+        if (c == free_index_) free_index_ = c + 1;
+        continue;
+      }
     }
     if (run == 0) start = c;
-    if (++run == count) break;
+    if (++run == count) co_return start;
   }
-  for (uint64_t c = start; c < start + count; c++) STRATA_CO_TRY(co_await co_set(c, 1));
-  if (free_index_ == start) free_index_ = start + count;
-  co_return start << cluster_bits_;
+}
+
+Task<Result<uint64_t>> Refcounts::co_alloc(uint64_t count) {
+  for (;;) {
+    STRATA_CO_TRY_ASSIGN(uint64_t start, co_await co_find_free_run(count));
+    uint64_t missing = UINT64_MAX;
+    for (uint64_t bi = start / block_entries(); bi <= (start + count - 1) / block_entries(); bi++) {
+      if (bi >= table_.size() || table_[bi] == 0) {
+        missing = bi;
+        break;
+      }
+    }
+    if (missing != UINT64_MAX) {
+      STRATA_CO_TRY(co_await co_ensure_block(missing));
+      continue;  // the new block may sit inside the run
+    }
+    for (uint64_t c = start; c < start + count; c++) STRATA_CO_TRY(co_await co_set(c, 1));
+    if (free_index_ == start) free_index_ = start + count;
+    co_return start << cluster_bits_;
+  }
 }
 
 Task<Result<uint64_t>> Refcounts::co_alloc_bytes(uint64_t bytes) {

@@ -68,6 +68,8 @@ class Refcounts {
  private:
   Task<Result<void>> co_set(uint64_t cluster_index, uint64_t value);
   Task<Result<void>> co_ensure_block(uint64_t block_index);
+  Task<Result<void>> co_place_block(uint64_t block_index, uint64_t offset);
+  Task<Result<uint64_t>> co_find_free_run(uint64_t count);
   Task<Result<void>> co_grow_table(uint64_t min_entries);
   Task<Result<void>> co_write_table_entry(uint64_t block_index);
   uint64_t read_entry(const uint8_t* block, uint64_t i) const {

@@ -1,0 +1,194 @@
+#include "strata_img/common.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "block/core/graph.h"
+#include "block/core/options.h"
+#include "block/drivers/qcow2/probe.h"
+
+namespace strata::img {
+
+void error_report(const std::string& message) {
+  std::fprintf(stderr, "strata-img: %s\n", message.c_str());
+}
+
+std::string size_to_str(uint64_t val) {
+  static const char* suffixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+  int exp = 0;
+  std::frexp(double(val) / (1000.0 / 1024.0), &exp);
+  int i = (exp - 1) / 10;
+  if (i < 0) i = 0;
+  if (i > 6) i = 6;
+  uint64_t div = uint64_t(1) << (i * 10);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%0.3g %sB", double(val) / double(div), suffixes[i]);
+  return buf;
+}
+
+bool parse_option_string(const std::string& s, std::map<std::string, std::string>* out) {
+  std::vector<std::string> parts;
+  std::string cur;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == ',') {
+      if (i + 1 < s.size() && s[i + 1] == ',') {
+        cur += ',';
+        i++;
+        continue;
+      }
+      parts.push_back(cur);
+      cur.clear();
+      continue;
+    }
+    cur += s[i];
+  }
+  parts.push_back(cur);
+  for (const auto& p : parts) {
+    if (p.empty()) continue;
+    auto eq = p.find('=');
+    if (eq == std::string::npos) {
+      (*out)[p] = "on";
+    } else {
+      (*out)[p.substr(0, eq)] = p.substr(eq + 1);
+    }
+  }
+  return true;
+}
+
+bool parse_img_size(const std::string& s, uint64_t* out) {
+  if (!s.empty() && (s.back() == 'b' || s.back() == 'B') && s.size() >= 2 &&
+      std::isdigit(static_cast<unsigned char>(s[s.size() - 2]))) {
+    uint64_t v;
+    if (!parse_size(s.substr(0, s.size() - 1), &v)) return false;
+    *out = v * 512;
+    return true;
+  }
+  return parse_size(s, out);
+}
+
+Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
+  nlohmann::json opts;
+  if (spec.image_opts || spec.filename.rfind("json:", 0) == 0) {
+    std::string text = spec.image_opts ? spec.filename : spec.filename.substr(5);
+    opts = nlohmann::json::parse(text, nullptr, false);
+    if (opts.is_discarded() || !opts.is_object()) {
+      co_return Error{EINVAL, "Could not parse the image options '" + spec.filename + "'"};
+    }
+  } else {
+    std::string fmt = spec.format;
+    if (fmt.empty()) {
+      STRATA_CO_TRY_ASSIGN(fmt, co_await qcow2::co_probe_format(engine.loop(), spec.filename));
+    }
+    opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", spec.filename}}}};
+  }
+  if (spec.no_backing && opts.value("driver", "") == "qcow2") opts["backing"] = nullptr;
+  if (spec.force_share) opts["force-share"] = true;
+  if (spec.check_mode && opts.value("driver", "") == "qcow2") opts["x-check"] = true;
+  if (spec.cache == "none" || spec.cache == "directsync") {
+    opts["cache"] = {{"direct", true}};
+  } else if (spec.cache == "unsafe") {
+    opts["cache"] = {{"no-flush", true}};
+  }
+  if (!spec.writable) opts["read-only"] = true;
+  co_return opts;
+}
+
+Task<Result<std::unique_ptr<Drive>>> co_open_image(Engine& engine, OpenSpec spec) {
+  STRATA_CO_TRY_ASSIGN(auto opts, co_await co_image_options(engine, spec));
+  DriveOptions d;
+  d.writable = spec.writable;
+  d.share_rw = spec.force_share;
+  d.user = "strata-img";
+  auto drive = co_await Drive::co_open(engine, opts, d);
+  if (!drive) {
+    co_return Error{drive.error().code,
+                    "Could not open '" + spec.filename + "': " + drive.error().message};
+  }
+  co_return drive;
+}
+
+std::vector<Node*> backing_chain(Node* top) {
+  std::vector<Node*> out;
+  for (Node* n = top; n;) {
+    out.push_back(n);
+    Child* b = n->backing();
+    n = b ? b->node() : nullptr;
+  }
+  return out;
+}
+
+std::string node_filename(Node* node) {
+  return node->driver().filename();
+}
+
+std::string node_format(Node* node) {
+  return node->driver_name();
+}
+
+Task<Result<ChainStatus>> co_chain_status(Node* top, uint64_t offset, uint64_t bytes, Node* base) {
+  ChainStatus out;
+  out.bytes = bytes;
+  int depth = 0;
+  for (Node* n = top; n && n != base; depth++) {
+    if (offset >= n->size()) {
+      out.zero = true;
+      out.depth = depth;
+      co_return out;
+    }
+    STRATA_CO_TRY_ASSIGN(BlockStatus st, co_await n->co_block_status(offset, out.bytes, nullptr));
+    out.bytes = std::min(out.bytes, st.bytes);
+    out.depth = depth;
+    if (st.flags & kStatusAllocated) {
+      out.present = true;
+      out.data = st.flags & kStatusData;
+      out.zero = st.flags & kStatusZero;
+      out.has_offset = st.flags & kStatusOffsetValid;
+      out.offset = st.map_offset;
+      out.map_node = st.map_node;
+      co_return out;
+    }
+    Child* b = n->backing();
+    if (!b || b->node() == base) {
+      out.zero = st.flags & kStatusZero || !b;
+      co_return out;
+    }
+    n = b->node();
+  }
+  out.zero = false;
+  co_return out;
+}
+
+void Progress::update(double percent) {
+  if (!enabled_) return;
+  if (percent - last_ < 0.01 && percent < 100) return;
+  last_ = percent;
+  std::printf("    (%3.2f/100%%)\r", percent);
+  std::fflush(stdout);
+}
+
+void Progress::finish() {
+  if (!enabled_) return;
+  update(100);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+OptionParser::OptionParser(const Args& args, const char* shortopts, const struct option* longopts)
+    : storage_(args), shortopts_(shortopts), longopts_(longopts) {
+  for (auto& s : storage_) argv_.push_back(s.data());
+  argv_.push_back(nullptr);
+  optind = 0;  // full reinitialization of getopt
+  opterr = 1;
+}
+
+int OptionParser::next() {
+  int c = getopt_long(int(argv_.size() - 1), argv_.data(), shortopts_, longopts_, nullptr);
+  if (c == -1) {
+    for (int i = optind; i < int(argv_.size() - 1); i++) rest.push_back(argv_[i]);
+    return -1;
+  }
+  arg = optarg ? optarg : "";
+  return c;
+}
+
+}  // namespace strata::img

@@ -1,0 +1,112 @@
+// Shared helpers of strata-img subcommands: option parsing, opening images,
+// qemu-img style size formatting and error reporting.
+// Thread rules: the tool is single-threaded; everything runs on the engine's
+// loop through Engine::run.
+#pragma once
+
+#include <getopt.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "block/core/node.h"
+#include "strata/drive.h"
+#include "strata/engine.h"
+
+namespace strata::img {
+
+// The argument list of one subcommand (argv[0] is the subcommand name).
+using Args = std::vector<std::string>;
+
+// Prints "strata-img: MESSAGE" to stderr.
+void error_report(const std::string& message);
+// qemu's size_to_str: "64 MiB", "1.26 MiB", "324 KiB".
+std::string size_to_str(uint64_t bytes);
+// Parses "-o a=b,c=d" option strings (",," escapes a comma); merges into `out`.
+bool parse_option_string(const std::string& s, std::map<std::string, std::string>* out);
+// Sizes with qemu-img's suffixes (k, M, G, T, P, E; b for 512-byte sectors).
+bool parse_img_size(const std::string& s, uint64_t* out);
+
+struct OpenSpec {
+  std::string filename;
+  std::string format;  // empty: probe
+  bool writable = false;
+  bool no_backing = false;   // -U style backing suppression (backing: null)
+  bool force_share = false;  // -U
+  bool image_opts = false;   // filename is a JSON/dotted option string
+  bool check_mode = false;   // open corrupt images writable for repair
+  std::string cache;         // -t: "none", "writeback", "unsafe", ...
+};
+
+// Blockdev options for an image named on the command line.
+Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec);
+Task<Result<std::unique_ptr<Drive>>> co_open_image(Engine& engine, OpenSpec spec);
+// The nodes of the backing chain from `top` down (formats only).
+std::vector<Node*> backing_chain(Node* top);
+// The file name of a node as qemu-img prints it.
+std::string node_filename(Node* node);
+// Format of a node ("qcow2", "raw").
+std::string node_format(Node* node);
+
+// Block status through a backing chain, as qemu-img map reports it.
+struct ChainStatus {
+  uint64_t bytes = 0;
+  bool data = false;
+  bool zero = false;
+  bool present = false;  // allocated in some layer
+  int depth = 0;         // layer that decided (or the last layer)
+  bool has_offset = false;
+  uint64_t offset = 0;
+  Node* map_node = nullptr;
+};
+// Status of [offset, offset + bytes) of `top`, looking down to `base`
+// (exclusive; null means the whole chain).
+Task<Result<ChainStatus>> co_chain_status(Node* top, uint64_t offset, uint64_t bytes,
+                                          Node* base = nullptr);
+
+// Progress bar for -p: "    (45.00/100%)" redrawn in place, as qemu-img.
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled) {}
+  void update(double percent);
+  void finish();
+
+ private:
+  bool enabled_;
+  double last_ = -1;
+};
+
+// Subcommands; each returns the process exit status.
+int cmd_create(Engine& engine, const Args& args);
+int cmd_info(Engine& engine, const Args& args);
+int cmd_check(Engine& engine, const Args& args);
+int cmd_map(Engine& engine, const Args& args);
+int cmd_compare(Engine& engine, const Args& args);
+int cmd_convert(Engine& engine, const Args& args);
+int cmd_resize(Engine& engine, const Args& args);
+int cmd_snapshot(Engine& engine, const Args& args);
+int cmd_commit(Engine& engine, const Args& args);
+int cmd_rebase(Engine& engine, const Args& args);
+int cmd_amend(Engine& engine, const Args& args);
+int cmd_measure(Engine& engine, const Args& args);
+
+// getopt_long over an Args list.
+struct OptionParser {
+  OptionParser(const Args& args, const char* shortopts, const struct option* longopts);
+  // Returns the next option character, -1 at the end, '?' on an error.
+  int next();
+  std::string arg;                // the option's argument
+  std::vector<std::string> rest;  // positional arguments, after next() returned -1
+
+ private:
+  std::vector<std::string> storage_;
+  std::vector<char*> argv_;
+  const char* shortopts_;
+  const struct option* longopts_;
+};
+
+}  // namespace strata::img

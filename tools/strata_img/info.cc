@@ -1,0 +1,259 @@
+// strata-img info [-f FMT] [--output=human|json] [--backing-chain] [-U] [--image-opts] FILE
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <ctime>
+
+#include "block/drivers/qcow2/qcow2.h"
+#include "strata_img/common.h"
+#include "strata_img/info.h"
+
+namespace strata::img {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+uint64_t allocated_bytes(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return uint64_t(st.st_blocks) * 512;
+}
+
+std::string join_backing(const std::string& image, const std::string& backing) {
+  if (backing.empty() || backing[0] == '/' || backing.find("://") != std::string::npos)
+    return backing;
+  auto slash = image.rfind('/');
+  return slash == std::string::npos ? backing : image.substr(0, slash + 1) + backing;
+}
+
+ojson snapshot_json(const qcow2::Snapshot& s) {
+  ojson j;
+  if (s.has_icount && s.icount >= 0) j["icount"] = s.icount;
+  j["vm-clock-nsec"] = s.vm_clock_nsec % 1000000000ull;
+  j["name"] = s.name;
+  j["date-sec"] = s.date_sec;
+  j["date-nsec"] = s.date_nsec;
+  j["vm-clock-sec"] = s.vm_clock_nsec / 1000000000ull;
+  j["id"] = s.id;
+  j["vm-state-size"] = s.vm_state_size;
+  return j;
+}
+
+// QEMU's field order for the qcow2 format-specific data; other keys follow.
+ojson ordered_format_specific(const nlohmann::json& spec) {
+  static const char* order[] = {"compat",      "compression-type", "lazy-refcounts",
+                                "bitmaps",     "refcount-bits",    "corrupt",
+                                "extended-l2", "data-file",        "data-file-raw"};
+  ojson data;
+  const auto& in = spec["data"];
+  for (const char* k : order) {
+    if (in.contains(k)) data[k] = ojson::parse(in[k].dump());
+  }
+  for (auto it = in.begin(); it != in.end(); ++it) {
+    if (!data.contains(it.key())) data[it.key()] = ojson::parse(it->dump());
+  }
+  ojson out;
+  out["type"] = spec["type"];
+  out["data"] = data;
+  return out;
+}
+
+}  // namespace
+
+ojson image_info_json(Node* node) {
+  ojson j;
+  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
+  std::string filename = node_filename(node);
+  if (q && !q->snapshots().empty()) {
+    ojson list = ojson::array();
+    for (const auto& s : q->snapshots()) list.push_back(snapshot_json(s));
+    j["snapshots"] = list;
+  }
+  if (q && !q->header().backing_format.empty())
+    j["backing-filename-format"] = q->header().backing_format;
+  j["virtual-size"] = node->size();
+  j["filename"] = filename;
+  if (q) j["cluster-size"] = q->header().cluster_size();
+  j["format"] = node_format(node);
+  Child* file = node->file();
+  j["actual-size"] = allocated_bytes(file ? node_filename(file->node()) : filename);
+  if (q) j["format-specific"] = ordered_format_specific(node->driver().format_specific());
+  if (q && !q->header().backing_file.empty()) {
+    j["full-backing-filename"] = join_backing(filename, q->header().backing_file);
+    j["backing-filename"] = q->header().backing_file;
+  }
+  j["dirty-flag"] = false;
+  return j;
+}
+
+std::string snapshot_table_text(const std::vector<qcow2::Snapshot>& snaps) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+                "VM CLOCK", "ICOUNT");
+  out += line;
+  for (const auto& s : snaps) {
+    char date[64], clock[64], icount[32] = "";
+    time_t t = s.date_sec;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+    uint64_t secs = s.vm_clock_nsec / 1000000000ull;
+    std::snprintf(clock, sizeof clock, "%02llu:%02llu:%02llu.%03llu",
+                  (unsigned long long)(secs / 3600), (unsigned long long)(secs / 60 % 60),
+                  (unsigned long long)(secs % 60),
+                  (unsigned long long)(s.vm_clock_nsec / 1000000 % 1000));
+    if (s.has_icount && s.icount >= 0)
+      std::snprintf(icount, sizeof icount, "%lld", (long long)s.icount);
+    std::snprintf(line, sizeof line, "%-9s %-16s %8s%20s%13s%11s\n", s.id.c_str(), s.name.c_str(),
+                  size_to_str(s.vm_state_size).c_str(), date, clock, icount);
+    out += line;
+  }
+  return out;
+}
+
+namespace {
+
+void print_format_specific(const ojson& data, int indent) {
+  for (auto it = data.begin(); it != data.end(); ++it) {
+    std::string key = it.key();
+    for (char& c : key) {
+      if (c == '-') c = ' ';
+    }
+    std::string pad(indent, ' ');
+    if (it->is_object()) {
+      std::printf("%s%s:\n", pad.c_str(), key.c_str());
+      print_format_specific(*it, indent + 4);
+    } else if (it->is_array()) {
+      std::printf("%s%s:\n", pad.c_str(), key.c_str());
+      for (const auto& el : *it) {
+        if (el.is_object()) {
+          std::printf("%s    [%d]:\n", pad.c_str(), 0);
+          print_format_specific(el, indent + 8);
+        } else {
+          std::printf("%s    %s\n", pad.c_str(),
+                      el.is_string() ? el.get<std::string>().c_str() : el.dump().c_str());
+        }
+      }
+    } else {
+      std::printf("%s%s: %s\n", pad.c_str(), key.c_str(),
+                  it->is_string() ? it->get<std::string>().c_str() : it->dump().c_str());
+    }
+  }
+}
+
+void print_human(const ojson& j, Node* node) {
+  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
+  std::printf("image: %s\n", j["filename"].get<std::string>().c_str());
+  std::printf("file format: %s\n", j["format"].get<std::string>().c_str());
+  uint64_t vsize = j["virtual-size"];
+  std::printf("virtual size: %s (%llu bytes)\n", size_to_str(vsize).c_str(),
+              (unsigned long long)vsize);
+  std::printf("disk size: %s\n", size_to_str(j["actual-size"].get<uint64_t>()).c_str());
+  if (j.contains("cluster-size"))
+    std::printf("cluster_size: %llu\n", (unsigned long long)j["cluster-size"].get<uint64_t>());
+  if (j.contains("backing-filename")) {
+    std::string b = j["backing-filename"];
+    std::string full = j["full-backing-filename"];
+    if (b == full) {
+      std::printf("backing file: %s\n", b.c_str());
+    } else {
+      std::printf("backing file: %s (actual path: %s)\n", b.c_str(), full.c_str());
+    }
+  }
+  if (j.contains("backing-filename-format")) {
+    std::printf("backing file format: %s\n",
+                j["backing-filename-format"].get<std::string>().c_str());
+  }
+  if (q && !q->snapshots().empty()) {
+    std::printf("Snapshot list:\n%s", snapshot_table_text(q->snapshots()).c_str());
+  }
+  if (j.contains("format-specific")) {
+    std::printf("Format specific information:\n");
+    print_format_specific(j["format-specific"]["data"], 4);
+  }
+}
+
+Task<int> co_info(Engine& engine, OpenSpec spec, bool json, bool chain) {
+  spec.no_backing = !chain;
+  auto drive = co_await co_open_image(engine, spec);
+  if (!drive) {
+    error_report(drive.error().message);
+    co_return 1;
+  }
+  Node* top = (*drive)->edge()->node();
+  std::vector<Node*> nodes = chain ? backing_chain(top) : std::vector<Node*>{top};
+  if (json) {
+    if (chain) {
+      ojson arr = ojson::array();
+      for (Node* n : nodes) arr.push_back(image_info_json(n));
+      std::printf("%s\n", arr.dump(4).c_str());
+    } else {
+      std::printf("%s\n", image_info_json(top).dump(4).c_str());
+    }
+  } else {
+    for (size_t i = 0; i < nodes.size(); i++) {
+      if (i) std::printf("\n");
+      print_human(image_info_json(nodes[i]), nodes[i]);
+    }
+  }
+  co_await (*drive)->co_close();
+  co_return 0;
+}
+
+}  // namespace
+
+int cmd_info(Engine& engine, const Args& args) {
+  enum { kOutput = 256, kBackingChain, kImageOpts, kObject };
+  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
+                                           {"format", required_argument, nullptr, 'f'},
+                                           {"output", required_argument, nullptr, kOutput},
+                                           {"backing-chain", no_argument, nullptr, kBackingChain},
+                                           {"image-opts", no_argument, nullptr, kImageOpts},
+                                           {"object", required_argument, nullptr, kObject},
+                                           {"force-share", no_argument, nullptr, 'U'},
+                                           {nullptr, 0, nullptr, 0}};
+  OptionParser p(args, "f:hU", longopts);
+  OpenSpec spec;
+  bool json = false, chain = false;
+  for (int c; (c = p.next()) != -1;) {
+    switch (c) {
+      case 'f':
+        spec.format = p.arg;
+        break;
+      case 'U':
+        spec.force_share = true;
+        break;
+      case kOutput:
+        if (p.arg != "json" && p.arg != "human") {
+          error_report("--output must be used with human or json as argument.");
+          return 1;
+        }
+        json = p.arg == "json";
+        break;
+      case kBackingChain:
+        chain = true;
+        break;
+      case kImageOpts:
+        spec.image_opts = true;
+        break;
+      case kObject:
+        break;
+      case 'h':
+        std::printf(
+            "Usage: strata-img info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename\n");
+        return 0;
+      default:
+        return 1;
+    }
+  }
+  if (p.rest.size() != 1) {
+    error_report("Expecting one image file name");
+    return 1;
+  }
+  spec.filename = p.rest[0];
+  return engine.run(co_info(engine, spec, json, chain));
+}
+
+}  // namespace strata::img
