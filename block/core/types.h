@@ -14,6 +14,7 @@ enum RequestFlag : uint32_t {
   kReqFua = 1u << 0,         // write: stable on completion
   kReqMayUnmap = 1u << 1,    // write-zeroes: may deallocate
   kReqNoFallback = 1u << 2,  // write-zeroes: fail with ENOTSUP instead of writing zeroes
+  kReqWriteCompressed = 1u << 3,  // write: store compressed (formats that can; whole clusters)
 };
 
 // Block status flags (as QEMU's BDRV_BLOCK_*).

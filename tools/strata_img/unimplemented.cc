@@ -28,8 +28,5 @@ int cmd_measure(Engine&, const Args& args) {
 int cmd_resize(Engine&, const Args& args) {
   return not_yet(args);
 }
-int cmd_convert(Engine&, const Args& args) {
-  return not_yet(args);
-}
 
 }  // namespace strata::img

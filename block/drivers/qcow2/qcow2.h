@@ -118,6 +118,8 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_read_run(uint64_t offset, const Mapping& m, const IoVec& iov);
   Task<Result<void>> co_read_backing(uint64_t offset, const IoVec& iov);
   Task<Result<void>> co_read_compressed(uint64_t entry, uint64_t in_cluster, const IoVec& iov);
+  Task<Result<void>> co_write_compressed(uint64_t offset, const IoVec& iov);
+  Task<Result<bool>> co_store_compressed(uint64_t offset, const uint8_t* data, size_t len);
   Task<Result<uint64_t>> co_write_step(uint64_t offset, const IoVec& iov);
   Task<Result<uint64_t>> co_write_allocating(uint64_t offset, const IoVec& iov, uint64_t nclusters,
                                              std::vector<uint64_t> old_entries);

@@ -196,8 +196,61 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_step(uint64_t offset, const IoVec& 
   co_return co_await co_write_allocating(offset, iov.slice(0, n), count, std::move(old));
 }
 
-Task<Result<void>> Qcow2Driver::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t) {
+// Compressed write of whole clusters (the last one may be partial): each is
+// deflated on the thread pool and packed into shared host clusters; a
+// cluster that does not shrink, or that is already allocated, is written
+// normally.
+Task<Result<void>> Qcow2Driver::co_write_compressed(uint64_t offset, const IoVec& iov) {
+  uint64_t cs = cluster_size();
+  if (offset % cs || (iov.size() % cs && offset + iov.size() != header_.size)) {
+    co_return Error{EINVAL, "Compressed writes must be cluster aligned"};
+  }
+  AlignedBuffer in(cs), out(cs);
+  for (uint64_t pos = 0; pos < iov.size(); pos += cs) {
+    uint64_t len = std::min(cs, iov.size() - pos);
+    std::memset(in.data(), 0, cs);
+    iov.copy_to(pos, in.data(), len);
+    size_t packed = co_await loop_->offload([&in, &out, cs] {
+      return deflate_cluster({in.data(), cs}, {out.data(), cs - 1});
+    });
+    STRATA_CO_TRY_ASSIGN(bool done, co_await co_store_compressed(offset + pos, out.data(), packed));
+    if (!done) STRATA_CO_TRY(co_await co_pwritev(offset + pos, iov.slice(pos, len), 0));
+  }
+  co_return Result<void>{};
+}
+
+// Links `len` compressed bytes as the cluster at guest `offset`; false when
+// the cluster must be written normally instead.
+Task<Result<bool>> Qcow2Driver::co_store_compressed(uint64_t offset, const uint8_t* data,
+                                                    size_t len) {
+  if (len == 0) co_return false;
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  co_await co_wait_inflight(offset, 1);
+  STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1_index(offset)));
+  uint8_t* slot = table->bytes() + l2_index(offset) * 8;
+  uint64_t old = load_be64(slot);
+  ClusterType type = classify(old);
+  if (type != ClusterType::kUnallocated && type != ClusterType::kZeroPlain) co_return false;
+  table.reset();
+  STRATA_CO_TRY_ASSIGN(uint64_t host, co_await refcounts_->co_alloc_bytes(len));
+  auto r = co_await file_->co_pwrite(host, {data, len});
+  if (!r) {
+    uint64_t first = host / cluster_size();
+    refcounts_->free_later(first * cluster_size(), (host + len - 1) / cluster_size() - first + 1);
+    co_return std::move(r).error();
+  }
+  uint32_t shift = 62 - (cluster_bits_ - 8);
+  uint64_t sectors = (host + len - 1) / 512 - host / 512;
+  STRATA_CO_TRY_ASSIGN(table, co_await co_writable_l2(l1_index(offset)));
+  store_be64(table->bytes() + l2_index(offset) * 8, kCompressed | (sectors << shift) | host);
+  l2_cache_->mark_dirty(*table);
+  co_return true;
+}
+
+Task<Result<void>> Qcow2Driver::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) {
   if (corrupt_) co_return Error{EIO, "qcow2: image is corrupt"};
+  if (flags & kReqWriteCompressed) co_return co_await co_write_compressed(offset, iov);
   for (uint64_t pos = 0; pos < iov.size();) {
     STRATA_CO_TRY_ASSIGN(uint64_t n,
                          co_await co_write_step(offset + pos, iov.slice(pos, iov.size() - pos)));
