@@ -192,8 +192,8 @@ Task<Result<void>> ReferenceWalk::co_run() {
 Task<Result<void>> co_compare(Qcow2Driver& d, const ReferenceWalk& walk, int fix,
                               CheckResult& res) {
   Refcounts& rc = d.refcounts();
-  uint64_t covered = rc.table().size() * rc.block_entries();
-  uint64_t end = std::max<uint64_t>(walk.refs().size(), covered);
+  // As QEMU: clusters past the end of the file are not compared.
+  uint64_t end = walk.refs().size();
   for (uint64_t c = 0; c < end; c++) {
     uint64_t bi = c / rc.block_entries();
     if (bi < rc.table().size() && rc.table()[bi] == 0 && c % rc.block_entries() == 0) {
@@ -210,6 +210,8 @@ Task<Result<void>> co_compare(Qcow2Driver& d, const ReferenceWalk& walk, int fix
     }
     uint64_t ref = c < walk.refs().size() ? walk.refs()[c] : 0;
     STRATA_CO_TRY_ASSIGN(uint64_t disk, co_await rc.co_get(c));
+    if (disk || ref)
+      res.image_end_offset = std::max(res.image_end_offset, (c + 1) << d.cluster_bits());
     if (disk == ref) continue;
     bool leak = disk > ref;
     res.messages.push_back(format("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
@@ -281,7 +283,7 @@ Task<Result<CheckResult>> co_check_once(Qcow2Driver& d, int fix) {
   STRATA_CO_TRY(co_await walk.co_run());
   STRATA_CO_TRY(co_await co_compare(d, walk, fix, res));
   STRATA_CO_TRY(co_await co_check_copied(d, fix, res));
-  res.image_end_offset = walk.any() ? (walk.highest() + 1) * cs : 0;
+  if (walk.any()) res.image_end_offset = std::max(res.image_end_offset, (walk.highest() + 1) * cs);
   if (fix) STRATA_CO_TRY(co_await d.co_flush_all_metadata());
   co_return res;
 }
