@@ -10,9 +10,6 @@ int not_yet(const Args& args) {
 }
 }  // namespace
 
-int cmd_snapshot(Engine&, const Args& args) {
-  return not_yet(args);
-}
 int cmd_commit(Engine&, const Args& args) {
   return not_yet(args);
 }
@@ -23,9 +20,6 @@ int cmd_amend(Engine&, const Args& args) {
   return not_yet(args);
 }
 int cmd_measure(Engine&, const Args& args) {
-  return not_yet(args);
-}
-int cmd_resize(Engine&, const Args& args) {
   return not_yet(args);
 }
 

@@ -1,15 +1,20 @@
 // Loading a qcow2 node's persistent dirty bitmaps into its BitmapSet (QEMU's
-// qcow2_load_dirty_bitmaps), read-only nodes only for now.
+// qcow2_load_dirty_bitmaps).
 //
 // Contract: without a bitmaps extension, or with the autoclear bit 0 clear
 // (a bitmap-unaware program wrote the image), nothing is loaded. Otherwise
 // every directory entry becomes a persistent, read-only bitmap of the node,
 // enabled when its `auto` flag is set; an entry found in-use loads as an
 // inconsistent bitmap without data. A corrupt extension, directory or
-// table fails the whole load with QEMU's message and loads nothing. A
-// writable node is refused (ENOTSUP) until the store side (in-use marking
-// at open, crash-safe store at close) exists, because a bitmap loaded there
-// would not be kept consistent on disk.
+// table fails the whole load with QEMU's message and loads nothing.
+// On a read-only node the bitmaps are read-only. On a writable node they
+// record writes, and every entry is first marked in-use on disk in QEMU's
+// crash-safe order (autoclear bit 0 cleared and synced, directory rewritten
+// in place and synced, bit set again and synced), so that whatever happens
+// next QEMU sees them in-use (inconsistent), never stale. Storing them back
+// at close is not implemented yet: after a writable open they stay in-use.
+//
+// co_open_qcow2_bitmaps() is what Qcow2Driver::co_open calls last.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -20,5 +25,9 @@
 namespace strata::qcow2 {
 
 Task<Result<void>> co_load_qcow2_bitmaps(Node& node);
+// The same, for the driver's open path.
+inline Task<Result<void>> co_open_qcow2_bitmaps(Node& node) {
+  return co_load_qcow2_bitmaps(node);
+}
 
 }  // namespace strata::qcow2

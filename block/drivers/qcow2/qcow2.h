@@ -80,6 +80,10 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_flush_all_metadata() { return co_flush_metadata(); }
   Task<Result<void>> co_set_l1_entry(uint64_t index, uint64_t entry);
   uint32_t cluster_bits() const { return cluster_bits_; }
+  // Internal snapshots (snapshot_ops.cc); the node must be drained.
+  Task<Result<void>> co_snapshot_create(std::string name);
+  Task<Result<void>> co_snapshot_apply(std::string name_or_id);
+  Task<Result<void>> co_snapshot_delete(std::string name_or_id);
   // After a repair that left no corruption: clears the dirty and corrupt bits.
   Task<Result<void>> co_mark_repaired();
 
@@ -113,6 +117,14 @@ class Qcow2Driver final : public Driver {
   void free_cluster_entry(uint64_t entry);
   Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
+
+  // Snapshot helpers (snapshot_ops.cc).
+  Task<Result<std::vector<uint64_t>>> co_read_l1_table(uint64_t offset, uint32_t size);
+  Task<Result<void>> co_update_tree_refcounts(std::vector<uint64_t> l1, int64_t delta);
+  Task<Result<void>> co_rebuild_copied();
+  Task<Result<void>> co_write_snapshot_table(std::vector<Snapshot> snapshots);
+  Task<Result<void>> co_write_whole_l1();
+  int find_snapshot(const std::string& name_or_id) const;
 
   // Data path (qcow2_io.cc).
   Task<Result<void>> co_read_run(uint64_t offset, const Mapping& m, const IoVec& iov);

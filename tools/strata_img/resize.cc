@@ -1,0 +1,108 @@
+// strata-img resize [-f FMT] [--shrink] [--preallocation=MODE] [-q] [-U] FILE [+|-]SIZE
+#include <cstdio>
+
+#include "strata_img/common.h"
+
+namespace strata::img {
+
+namespace {
+
+Task<int> co_resize(Engine& engine, OpenSpec spec, std::string size_text, bool shrink, bool quiet,
+                    Preallocation prealloc) {
+  spec.writable = true;
+  auto drive = co_await co_open_image(engine, spec);
+  if (!drive) {
+    error_report(drive.error().message);
+    co_return 1;
+  }
+  uint64_t current = (*drive)->size();
+  int sign = 0;
+  if (!size_text.empty() && (size_text[0] == '+' || size_text[0] == '-')) {
+    sign = size_text[0] == '+' ? 1 : -1;
+    size_text = size_text.substr(1);
+  }
+  uint64_t value = 0;
+  if (!parse_img_size(size_text, &value)) {
+    error_report("Invalid image size specified. You may use k, M, G, T, P or E suffixes for ");
+    co_await (*drive)->co_close();
+    co_return 1;
+  }
+  uint64_t target = sign > 0 ? current + value : sign < 0 ? current - value : value;
+  int rc = 0;
+  if (sign < 0 && value > current) {
+    error_report("New image size must be positive");
+    rc = 1;
+  } else if (target < current && !shrink) {
+    error_report("Use the --shrink option to perform a shrink operation.");
+    rc = 1;
+  } else {
+    auto r = co_await (*drive)->edge()->co_truncate(target, false, prealloc);
+    if (r) r = co_await (*drive)->co_flush();
+    if (!r) {
+      error_report(r.error().message);
+      rc = 1;
+    } else if (!quiet) {
+      std::printf("Image resized.\n");
+    }
+  }
+  co_await (*drive)->co_close();
+  co_return rc;
+}
+
+}  // namespace
+
+int cmd_resize(Engine& engine, const Args& args) {
+  enum { kShrink = 256, kPrealloc, kImageOpts, kObject };
+  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
+                                           {"shrink", no_argument, nullptr, kShrink},
+                                           {"preallocation", required_argument, nullptr, kPrealloc},
+                                           {"image-opts", no_argument, nullptr, kImageOpts},
+                                           {"object", required_argument, nullptr, kObject},
+                                           {nullptr, 0, nullptr, 0}};
+  // Negative sizes ("-1G") look like options: stop option parsing at the
+  // first non-option argument.
+  OptionParser p(args, "+f:hqU", longopts);
+  OpenSpec spec;
+  bool shrink = false, quiet = false;
+  Preallocation prealloc = Preallocation::kOff;
+  for (int c; (c = p.next()) != -1;) {
+    switch (c) {
+      case 'f':
+        spec.format = p.arg;
+        break;
+      case 'q':
+        quiet = true;
+        break;
+      case 'U':
+        spec.force_share = true;
+        break;
+      case kShrink:
+        shrink = true;
+        break;
+      case kPrealloc:
+        if (!parse_preallocation(p.arg, &prealloc)) {
+          error_report("Invalid preallocation mode '" + p.arg + "'");
+          return 1;
+        }
+        break;
+      case kImageOpts:
+        spec.image_opts = true;
+        break;
+      case kObject:
+        break;
+      case 'h':
+        std::printf("Usage: strata-img resize [-f fmt] [--shrink] filename [+|-]size\n");
+        return 0;
+      default:
+        return 1;
+    }
+  }
+  if (p.rest.size() != 2) {
+    error_report("Expecting image file name and size");
+    return 1;
+  }
+  spec.filename = p.rest[0];
+  return engine.run(co_resize(engine, spec, p.rest[1], shrink, quiet, prealloc));
+}
+
+}  // namespace strata::img
