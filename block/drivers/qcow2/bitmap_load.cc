@@ -84,7 +84,7 @@ Task<Result<void>> co_load_qcow2_bitmaps(Node& node) {
     }
     loaded.emplace_back(&e, std::move(bits));
   }
-  (void)co_mark_in_use;
+  if (writable) STRATA_CO_TRY(co_await co_mark_in_use(header, *driver->file(), *dir));
   BitmapSet& set = node.bitmaps();
   for (auto& [e, bits] : loaded) {
     auto created = set.create(uint64_t{1} << e->granularity_bits, e->name);

@@ -64,7 +64,7 @@ TEST(Qcow2BitmapLoad, ReadOnlyNodeGetsQemusBitmaps) {
   engine.run(engine.co_close_all());
 }
 
-TEST(Qcow2BitmapLoad, InUseLoadsInconsistentAndWritableIsRefused) {
+TEST(Qcow2BitmapLoad, InUseLoadsInconsistent) {
   if (!have_qemu()) GTEST_SKIP() << "qemu-img not installed";
   testing::TempDir dir;
   std::string img = dir.file("b.qcow2");
@@ -83,15 +83,43 @@ TEST(Qcow2BitmapLoad, InUseLoadsInconsistentAndWritableIsRefused) {
   EXPECT_EQ(enable_bitmap(engine.graph(), "q", "b", true).error().message,
             "Bitmap 'b' is inconsistent and cannot be used");
   engine.run(engine.co_close_all());
-  // Until bitmaps are stored at close, a writable node must not load them.
-  Engine rw_engine;
-  Node* rw = open_qcow2(rw_engine, img, false);
-  ASSERT_TRUE(rw);
-  auto r = rw_engine.run(co_load_qcow2_bitmaps(*rw));
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, ENOTSUP);
-  EXPECT_TRUE(query_bitmaps(*rw).is_null());
-  rw_engine.run(rw_engine.co_close_all());
+}
+
+// A writable open marks the bitmaps in-use on disk (QEMU's order), so QEMU
+// never trusts a bitmap Strata's writes may have outdated.
+TEST(Qcow2BitmapLoad, WritableOpenMarksInUseOnDisk) {
+  if (!have_qemu()) GTEST_SKIP() << "qemu-img not installed";
+  testing::TempDir dir;
+  std::string img = dir.file("c.qcow2");
+  std::string cmd = "qemu-img create -q -f qcow2 " + img + " 1M && qemu-img bitmap --add " + img +
+                    " b && qemu-io -f qcow2 -c 'write 64k 4k' " + img + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  {
+    Engine engine;
+    Node* node = open_qcow2(engine, img, false);
+    ASSERT_TRUE(node);
+    ASSERT_TRUE(engine.run(co_load_qcow2_bitmaps(*node)));
+    auto b = lookup_bitmap(engine.graph(), "q", "b");
+    ASSERT_TRUE(b);
+    EXPECT_FALSE((*b)->read_only());
+    EXPECT_TRUE((*b)->recording());
+    EXPECT_EQ((*b)->count(), 65536u);
+    std::vector<uint8_t> data(4096, 7);
+    ASSERT_TRUE(engine.run(node->co_pwritev(0, IoVec(data.data(), data.size()), 0)));
+    EXPECT_EQ((*b)->count(), 2u * 65536);
+    engine.run(engine.co_close_all());
+  }
+  std::string info = dir.file("info.txt");
+  ASSERT_EQ(std::system(("qemu-img info --output=json " + img + " > " + info).c_str()), 0);
+  ASSERT_EQ(std::system(("grep -q in-use " + info).c_str()), 0) << "bitmap not in-use on disk";
+  EXPECT_EQ(std::system(("qemu-img check -q " + img).c_str()), 0);
+  // Reopened read-only, the bitmap is inconsistent.
+  Engine engine;
+  Node* node = open_qcow2(engine, img, true);
+  ASSERT_TRUE(node);
+  ASSERT_TRUE(engine.run(co_load_qcow2_bitmaps(*node)));
+  EXPECT_EQ(query_bitmaps(*node)[0]["inconsistent"], true);
+  engine.run(engine.co_close_all());
 }
 
 }  // namespace
