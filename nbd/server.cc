@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/log.h"
+#include "nbd/bitmaps.h"
 #include "nbd/channel.h"
 
 namespace strata::nbd {
@@ -12,7 +13,9 @@ constexpr size_t kMaxWaitingClients = 128;
 }  // namespace
 
 Server::Server(Engine& engine, ServerOptions options)
-    : engine_(engine), options_(std::move(options)), connections_idle_(engine.loop()) {}
+    : engine_(engine), options_(std::move(options)), connections_idle_(engine.loop()) {
+  if (!options_.bitmap_resolver) options_.bitmap_resolver = resolve_dirty_bitmap;
+}
 
 Server::~Server() {
   if (!connections_.empty()) {

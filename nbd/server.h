@@ -30,6 +30,7 @@ struct ServerOptions {
   uint32_t max_connections = 0;
   std::shared_ptr<TlsCreds> tls;
   ConnectionLimits limits;
+  // Null: the node's dirty bitmaps (nbd/bitmaps.h).
   BitmapResolver bitmap_resolver;
 };
 
