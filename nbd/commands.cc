@@ -119,11 +119,13 @@ Task<Result<void>> Connection::co_simple_command(const Request& req,
     case kCmdFlush:
       co_return co_await root->co_flush();
     case kCmdTrim: {
+      session_.exp->forget_data();
       STRATA_CO_TRY(co_await root->co_pdiscard(req.offset, req.length));
       if (fua) co_return co_await root->co_flush();
       co_return Result<void>{};
     }
     case kCmdWriteZeroes: {
+      session_.exp->forget_data();
       uint32_t flags = (req.flags & kCmdFlagNoHole) ? 0u : uint32_t{kReqMayUnmap};
       if (fua) flags |= kReqFua;
       if (req.flags & kCmdFlagFastZero) flags |= kReqNoFallback;
@@ -172,18 +174,23 @@ Task<void> Connection::co_read(const Request& req, Message& m, ReplyEncoder& enc
 
 Task<Result<void>> Connection::co_read_sparse(const Request& req, Message& m, ReplyEncoder& enc,
                                               AlignedBuffer& buf) {
-  Child* root = session_.exp->root();
+  Export& exp = *session_.exp;
+  Child* root = exp.root();
   uint64_t end = req.offset + req.length;
   struct Piece {
     uint64_t offset, length;
     bool hole;
   };
   std::vector<Piece> pieces;
-  for (uint64_t pos = req.offset; pos < end;) {
-    auto st = co_await co_chain_status(root, pos, end - pos);
+  if (exp.known_data(req.offset, req.length)) pieces.push_back({req.offset, req.length, false});
+  for (uint64_t pos = pieces.empty() ? req.offset : end; pos < end;) {
+    // Ask about the whole rest of the export: the answer costs the same and
+    // a long data extent spares the following reads their lookups.
+    auto st = co_await co_chain_status(root, pos, exp.size() - pos);
     if (!st) co_return std::move(st).error();
-    uint64_t len = std::min(st->bytes, end - pos);
     bool hole = (st->flags & kStatusZero) != 0;
+    if (!hole) exp.note_data(pos, st->bytes);
+    uint64_t len = std::min(st->bytes, end - pos);
     if (!pieces.empty() && pieces.back().hole == hole) {
       pieces.back().length += len;
     } else {

@@ -73,6 +73,19 @@ class Export {
   const ContextCatalog& catalog() const { return catalog_; }
   const BitmapView& bitmap(size_t index) const { return *bitmaps_[index]; }
 
+  // A range last seen holding data. Sparse reads inside it skip the block
+  // status lookup (which can cost a scan of the file in the kernel). Saying
+  // "data" is always safe for a read: the bytes are read either way; only
+  // the hole answer could go stale, and holes are never remembered.
+  bool known_data(uint64_t offset, uint64_t length) const {
+    return offset >= data_start_ && offset + length <= data_end_;
+  }
+  void note_data(uint64_t offset, uint64_t length) {
+    data_start_ = offset;
+    data_end_ = offset + length;
+  }
+  void forget_data() { data_start_ = data_end_ = 0; }
+
   bool closing() const { return closing_; }
   // Registers a client; false once the export is closing.
   bool attach_client(ExportClient* client);
@@ -95,6 +108,8 @@ class Export {
   CoQueue clients_gone_;
   bool closing_ = false;
   bool closed_ = false;
+  uint64_t data_start_ = 0;
+  uint64_t data_end_ = 0;
 };
 
 }  // namespace strata::nbd
