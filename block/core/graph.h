@@ -85,6 +85,11 @@ class Graph {
   // Points an existing parent edge at another node (backing change, pivot).
   Result<void> retarget(Child& edge, Node& to);
 
+  // Re-derives permissions after `node`'s flags changed (blockdev-reopen,
+  // snapshot commit making the old image read-only); on a conflict nothing
+  // changes and the caller restores the flags.
+  Result<void> refresh_node_perms(Node& node) { return refresh_perms({&node}); }
+
   // Moves every parent of `from` (except `to` itself) to `to`, after
   // draining both.
   Task<Result<void>> co_replace_node(Node& from, Node& to);

@@ -1,0 +1,255 @@
+// Request checks, negotiation, lookup, validation, execution, envelopes.
+#include "qmp/dispatcher.h"
+
+#include <sys/time.h>
+
+#include <cstdio>
+
+#include "qmp/context.h"
+#include "qmp/errors.h"
+
+namespace strata::qmp {
+
+using nlohmann::json;
+
+namespace {
+
+json error_body(ErrorClass cls, const std::string& desc) {
+  return {{"class", error_class_name(cls)}, {"desc", desc}};
+}
+
+json error_response(ErrorClass cls, const std::string& desc, const json* id) {
+  json r = {{"error", error_body(cls, desc)}};
+  if (id) r["id"] = *id;
+  return r;
+}
+
+// QEMU's qmp_dispatch_check_obj: only execute/exec-oob/arguments/id/control.
+std::optional<std::string> check_envelope(const json& request) {
+  for (auto it = request.begin(); it != request.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "execute" || key == "exec-oob") {
+      if (!it->is_string()) return "QMP input member '" + key + "' must be a string";
+    } else if (key == "arguments") {
+      if (!it->is_object()) return "QMP input member 'arguments' must be an object";
+    } else if (key != "id" && key != "control") {
+      return "QMP input member '" + key + "' is unexpected";
+    }
+  }
+  bool has_exec = request.contains("execute");
+  bool has_oob = request.contains("exec-oob");
+  if (has_exec && has_oob)
+    return "QMP input member 'execute' and 'exec-oob' are mutually exclusive";
+  if (!has_exec && !has_oob) return "QMP input lacks member 'execute'";
+  return std::nullopt;
+}
+
+Result<json> negotiate(Session& session, const json& args) {
+  if (auto it = args.find("enable"); it != args.end()) {
+    for (const auto& cap : *it) {
+      if (cap == "oob") session.oob = true;
+    }
+  }
+  session.negotiated = true;
+  return json::object();
+}
+
+Task<Result<json>> co_execute(QmpContext& ctx, Session& session, const std::string& name, json args,
+                              bool oob) {
+  const CommandSpec* spec = ctx.registry().find(name);
+  if (!session.negotiated && name != "qmp_capabilities") {
+    co_return class_error(ErrorClass::kCommandNotFound,
+                          "Expecting capabilities negotiation with 'qmp_capabilities'");
+  }
+  if (session.negotiated && name == "qmp_capabilities") {
+    co_return class_error(ErrorClass::kCommandNotFound,
+                          "Capabilities negotiation is already complete, command ignored");
+  }
+  if (!spec) {
+    co_return class_error(ErrorClass::kCommandNotFound,
+                          "The command " + name + " has not been found");
+  }
+  if (oob) co_return Error{EINVAL, "The command " + name + " does not support OOB"};
+  STRATA_CO_TRY(ctx.registry().validate_arguments(*spec, args));
+  if (name == "qmp_capabilities") co_return negotiate(session, args);
+  auto guard = co_await ctx.command_lock().co_scoped_lock();
+  co_return co_await spec->handler(ctx, std::move(args));
+}
+
+}  // namespace
+
+Task<Result<json>> co_execute_command(QmpContext& ctx, std::string name, json args) {
+  const CommandSpec* spec = ctx.registry().find(name);
+  if (!spec) {
+    co_return class_error(ErrorClass::kCommandNotFound,
+                          "The command " + name + " has not been found");
+  }
+  STRATA_CO_TRY(ctx.registry().validate_arguments(*spec, args));
+  auto guard = co_await ctx.command_lock().co_scoped_lock();
+  co_return co_await spec->handler(ctx, std::move(args));
+}
+
+Task<json> co_dispatch(QmpContext& ctx, Session& session, JsonMessage message) {
+  if (!message.value) co_return error_response(ErrorClass::kGenericError, message.error, nullptr);
+  json& request = *message.value;
+  if (!request.is_object()) {
+    co_return error_response(ErrorClass::kGenericError, "QMP input must be a JSON object", nullptr);
+  }
+  const json* id = request.contains("id") ? &request["id"] : nullptr;
+  if (auto bad = check_envelope(request)) {
+    co_return error_response(ErrorClass::kGenericError, *bad, id);
+  }
+  if (request.contains("exec-oob") && !session.oob) {
+    co_return error_response(ErrorClass::kGenericError, "QMP input member 'exec-oob' is unexpected",
+                             id);
+  }
+  bool oob = request.contains("exec-oob");
+  std::string name = request[oob ? "exec-oob" : "execute"].get<std::string>();
+  json args = request.contains("arguments") ? request["arguments"] : json::object();
+  auto result = co_await co_execute(ctx, session, name, std::move(args), oob);
+  if (!result) {
+    co_return error_response(error_class_of(result.error()), result.error().message, id);
+  }
+  json response = {{"return", std::move(*result)}};
+  if (id) response["id"] = *id;
+  co_return response;
+}
+
+json version_info() {
+  return {{"qemu", {{"major", 10}, {"minor", 1}, {"micro", 0}}},
+          {"package", std::string("strata ") + STRATA_VERSION}};
+}
+
+json greeting() {
+  return {{"QMP", {{"version", version_info()}, {"capabilities", json::array({"oob"})}}}};
+}
+
+json make_event(const std::string& name, const json& data) {
+  json event = {{"event", name}};
+  if (!data.is_null()) event["data"] = data;
+  timeval tv{};
+  if (gettimeofday(&tv, nullptr) == 0) {
+    event["timestamp"] = {{"seconds", static_cast<int64_t>(tv.tv_sec)},
+                          {"microseconds", static_cast<int64_t>(tv.tv_usec)}};
+  } else {
+    event["timestamp"] = {{"seconds", -1}, {"microseconds", -1}};
+  }
+  return event;
+}
+
+namespace {
+
+void write_string(std::string& out, const std::string& s) {
+  out.push_back('"');
+  // Decode UTF-8 so that non-ASCII characters become \uXXXX escapes (the
+  // output is ASCII, as QEMU's); invalid bytes become U+FFFD.
+  size_t i = 0;
+  auto put_u = [&out](uint32_t u) {
+    char buf[8];
+    std::snprintf(buf, sizeof(buf), "\\u%04X", u);
+    out += buf;
+  };
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      i++;
+      switch (c) {
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\b':
+          out += "\\b";
+          break;
+        case '\f':
+          out += "\\f";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
+        default:
+          if (c < 0x20 || c == 0x7f) {
+            put_u(c);
+          } else {
+            out.push_back(static_cast<char>(c));
+          }
+      }
+      continue;
+    }
+    int extra = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : -1;
+    uint32_t cp = extra == 3 ? c & 0x07 : extra == 2 ? c & 0x0f : c & 0x1f;
+    bool valid = extra > 0;
+    for (int k = 1; valid && k <= extra; k++) {
+      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) {
+        valid = false;
+      } else {
+        cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
+      }
+    }
+    if (!valid || cp > 0x10ffff) {
+      put_u(0xfffd);
+      i++;
+      continue;
+    }
+    i += extra + 1;
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      put_u(0xd800 + (cp >> 10));
+      put_u(0xdc00 + (cp & 0x3ff));
+    } else {
+      put_u(cp);
+    }
+  }
+  out.push_back('"');
+}
+
+void write_value(std::string& out, const json& v) {
+  switch (v.type()) {
+    case json::value_t::object: {
+      out.push_back('{');
+      bool first = true;
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        if (!first) out += ", ";
+        first = false;
+        write_string(out, it.key());
+        out += ": ";
+        write_value(out, it.value());
+      }
+      out.push_back('}');
+      break;
+    }
+    case json::value_t::array: {
+      out.push_back('[');
+      for (size_t i = 0; i < v.size(); i++) {
+        if (i) out += ", ";
+        write_value(out, v[i]);
+      }
+      out.push_back(']');
+      break;
+    }
+    case json::value_t::string:
+      write_string(out, v.get_ref<const std::string&>());
+      break;
+    default:
+      out += v.dump(-1, ' ', true, json::error_handler_t::replace);
+      break;
+  }
+}
+
+}  // namespace
+
+std::string to_qmp_text(const json& value) {
+  std::string out;
+  write_value(out, value);
+  return out;
+}
+
+}  // namespace strata::qmp

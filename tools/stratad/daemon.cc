@@ -1,0 +1,215 @@
+// Process life: daemonizing, pid file, signals, startup, serving, shutdown.
+#include "stratad/daemon.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "base/log.h"
+#include "qmp/context.h"
+#include "qmp/server.h"
+#include "stratad/startup.h"
+
+namespace strata::stratad {
+
+namespace {
+
+void fail(const std::string& message) {
+  std::fprintf(stderr, "stratad: %s\n", message.c_str());
+}
+
+// Forks; the parent waits for the child to report startup and exits with
+// its status. Returns the write end of the status pipe in the child.
+int daemonize_or_exit() {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    fail(std::string("pipe: ") + std::strerror(errno));
+    std::exit(1);
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    fail(std::string("fork: ") + std::strerror(errno));
+    std::exit(1);
+  }
+  if (pid > 0) {
+    close(fds[1]);
+    char status = 1;
+    ssize_t n = read(fds[0], &status, 1);
+    std::_Exit(n == 1 ? status : 1);
+  }
+  close(fds[0]);
+  setsid();
+  return fds[1];
+}
+
+void finish_daemonizing(int status_fd, char status) {
+  if (status_fd < 0) return;
+  if (status == 0) {
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, STDIN_FILENO);
+      dup2(null, STDOUT_FILENO);
+      dup2(null, STDERR_FILENO);
+      if (null > STDERR_FILENO) close(null);
+    }
+    if (chdir("/") != 0) {
+      // Keep the current directory; relative paths were resolved already.
+    }
+  }
+  ssize_t n = write(status_fd, &status, 1);
+  (void)n;
+  close(status_fd);
+}
+
+// Locks and writes the pid file as QEMU does (a second daemon using the
+// same file fails instead of overwriting it).
+Result<int> write_pidfile(const std::string& path) {
+  int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return Error{errno, "Cannot open pid file: " + std::string(std::strerror(errno))};
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  if (fcntl(fd, F_SETLK, &lock) != 0) {
+    int err = errno;
+    close(fd);
+    return Error{err, "Cannot lock pid file: " + std::string(std::strerror(err))};
+  }
+  std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(fd, 0) != 0 ||
+      write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+    int err = errno;
+    close(fd);
+    return Error{err, "Failed to write pid file: " + std::string(std::strerror(err))};
+  }
+  return fd;
+}
+
+// Waits for SIGINT/SIGTERM/SIGHUP (blocked in every thread) and asks the
+// loop to shut down.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(Loop& loop, qmp::QmpContext& ctx) {
+    thread_ = std::thread([this, &loop, &ctx] { wait_loop(loop, ctx); });
+  }
+  ~SignalWatcher() {
+    stopping_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+  static void block_signals() {
+    sigset_t set = signal_set();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+
+ private:
+  static sigset_t signal_set() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    return set;
+  }
+  void wait_loop(Loop& loop, qmp::QmpContext& ctx) {
+    sigset_t set = signal_set();
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (stopping_) return;
+      loop.post([&ctx] { ctx.request_shutdown(); });
+    }
+  }
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+};
+
+struct Daemon {
+  Engine& engine;
+  qmp::QmpContext& ctx;
+  qmp::Server& server;
+  CoEvent shutdown;
+};
+
+Task<Result<void>> co_startup(Daemon* d, const CommandLine* cl) {
+  Startup startup(d->ctx, d->server);
+  for (const auto& option : cl->actions) {
+    auto r = co_await startup.co_apply(option);
+    if (!r)
+      co_return Error{r.error().code,
+                      "--" + option.name + " " + option.value + ": " + r.error().message};
+  }
+  co_return Result<void>{};
+}
+
+Task<void> co_shutdown(Daemon* d) {
+  co_await d->server.co_close();
+  co_await d->engine.co_close_all();
+}
+
+// Keeps the loop alive while nothing else does (no monitor, no export):
+// the daemon then only waits for a signal, as qemu-storage-daemon does.
+Task<void> co_keepalive(Daemon* d) {
+  while (!d->shutdown.is_set()) co_await d->engine.loop().co_sleep(100);
+}
+
+Task<void> co_serve(Daemon* d) {
+  d->engine.loop().spawn(co_keepalive(d));
+  co_await d->shutdown.co_wait();
+  co_await co_shutdown(d);
+}
+
+}  // namespace
+
+int run_daemon(const CommandLine& cl) {
+  int status_fd = cl.daemonize ? daemonize_or_exit() : -1;
+  // A client that goes away must not kill the daemon: writes then fail
+  // with EPIPE instead.
+  signal(SIGPIPE, SIG_IGN);
+  SignalWatcher::block_signals();
+  Engine engine;
+  engine.logger().set_level(LogLevel::kWarning);
+  qmp::QmpContext ctx(engine);
+  qmp::Server server(ctx);
+  Daemon d{engine, ctx, server, CoEvent(engine.loop())};
+  ctx.set_event_sink([&server](const std::string& name, const nlohmann::json& data) {
+    server.broadcast_event(name, data);
+  });
+  // Deferred, so that `quit` is answered before the monitors close.
+  ctx.set_shutdown_handler([&d] { d.engine.loop().post([&d] { d.shutdown.set(); }); });
+
+  auto started = engine.run(co_startup(&d, &cl));
+  int pid_fd = -1;
+  if (started && !cl.pidfile.empty()) {
+    auto fd = write_pidfile(cl.pidfile);
+    if (fd) {
+      pid_fd = *fd;
+    } else {
+      started = std::move(fd).error();
+    }
+  }
+  if (!started) {
+    fail(started.error().message);
+    engine.run(co_shutdown(&d));
+    finish_daemonizing(status_fd, 1);
+    return 1;
+  }
+  finish_daemonizing(status_fd, 0);
+  {
+    SignalWatcher signals(engine.loop(), ctx);
+    engine.run(co_serve(&d));
+  }
+  if (pid_fd >= 0) {
+    unlink(cl.pidfile.c_str());
+    close(pid_fd);
+  }
+  return 0;
+}
+
+}  // namespace strata::stratad
