@@ -11,7 +11,7 @@ build="${1:-$here/build}"
 runs="${2:-5}"
 strata_nbd="$build/tools/strata-nbd"
 dir="$(mktemp -d /dev/shm/nbd-bench.XXXXXX)"
-trap 'rm -rf "$dir"' EXIT
+trap 'cat "$dir/fio.err" 2>/dev/null >&2; rm -rf "$dir"' EXIT
 img="$dir/disk.qcow2"
 qemu-img create -q -f qcow2 "$img" 1G
 qemu-io -f qcow2 -c "write -P 0x5a 0 1G" "$img" >/dev/null
@@ -37,8 +37,8 @@ seq_read() {  # MiB/s of nbdcopy to null: with $1 connections
 }
 fio_iops() {  # $1: randread|randwrite
   fio --name=b --ioengine=nbd --uri="$uri" --rw="$1" --bs=4k --iodepth=16 --size=1G \
-    --runtime=5 --time_based --output-format=json 2>/dev/null |
-    python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; \
+    --runtime=5 --time_based --output-format=json 2>>"$dir/fio.err" |
+    python3 -c "import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index('{'):])['jobs'][0]; \
 print(round(j['read']['iops'] + j['write']['iops']))"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -49,6 +49,7 @@ for test in "seq1" "seq4" "randread" "randwrite"; do
   for _ in $(seq "$runs"); do
     for server in strata qemu; do
       pid=$(start_server "$server" "")
+      # (fio prints a line before its JSON; the parser skips it)
       case $test in
         seq1) seq_read 1 ;;
         seq4) seq_read 4 ;;
