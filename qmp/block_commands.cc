@@ -24,12 +24,7 @@ Result<void> check_deletable(const Node& node) {
   for (const Child* p : node.parents()) {
     if (p->is_root()) return Error{EBUSY, "Node " + name + " is in use"};
   }
-  for (const Child* p : node.parents()) {
-    if (p->role() & kRoleCow) {
-      return Error{EBUSY, "Node '" + name + "' is busy: node is used as backing hd of '" +
-                              p->parent()->name() + "'"};
-    }
-  }
+  STRATA_TRY(check_not_backing(node));
   if (!node.monitor_owned()) return Error{EINVAL, "Node " + name + " is not owned by the monitor"};
   if (!node.parents().empty()) return Error{EBUSY, "Block device " + name + " is in use"};
   return {};

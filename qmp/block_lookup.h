@@ -25,4 +25,16 @@ inline Result<Node*> lookup_device_or_node(const Graph& graph, const nlohmann::j
   return lookup_bs(graph, args.value("device", ""), args.value("node-name", ""));
 }
 
+// QEMU's op blocker on a node that is some node's backing file: "Node 'x'
+// is busy: node is used as backing hd of 'y'".
+inline Result<void> check_not_backing(const Node& node) {
+  for (const Child* p : node.parents()) {
+    if (!p->is_root() && (p->role() & kRoleCow)) {
+      return Error{EBUSY, "Node '" + node.name() + "' is busy: node is used as backing hd of '" +
+                              p->parent()->name() + "'"};
+    }
+  }
+  return {};
+}
+
 }  // namespace strata::qmp

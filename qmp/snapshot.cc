@@ -96,6 +96,7 @@ Task<Result<void>> ExternalSnapshot::co_prepare() {
   STRATA_CO_TRY_ASSIGN(old_, lookup_bs(graph_, device, node_name));
   co_await old_->co_drain_begin();
   drained_ = true;
+  STRATA_CO_TRY(check_not_backing(*old_));
   if (!old_->read_only()) {
     auto flushed = co_await old_->co_flush(nullptr);
     if (!flushed) co_return Error{EIO, "An IO error has occurred"};

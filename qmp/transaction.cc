@@ -74,7 +74,8 @@ Task<Result<json>> co_transaction(QmpContext& ctx, json args) {
 
 void register_transaction_command(CommandRegistry& registry) {
   registry.schema().add_object("Abort", {});
-  registry.add_action({"abort", "Abort", false, make_abort});
+  // qemu-storage-daemon accepts `abort` in grouped transactions too.
+  registry.add_action({"abort", "Abort", true, make_abort});
   registry.add(
       {.name = "transaction",
        .args = {{"actions", "[TransactionAction]"}, {"properties", "TransactionProperties", true}},

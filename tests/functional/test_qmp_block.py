@@ -223,6 +223,9 @@ def test_blockdev_snapshot(daemon, workdir):
     assert info["r0"]["ro"] is True
     assert {"child": "backing", "node-name": "r0"} in info["ov"]["children"]
     assert c.error("blockdev-snapshot", {"node": "r0", "overlay": "ov"}) == (
+        "GenericError", "Node 'r0' is busy: node is used as backing hd of 'ov'")
+    c.execute("blockdev-add", driver="null-co", **{"node-name": "n1"})
+    assert c.error("blockdev-snapshot", {"node": "n1", "overlay": "ov"}) == (
         "GenericError", "The overlay already has a backing image")
     assert c.error("blockdev-del", {"node-name": "r0"}) == (
         "GenericError", "Node 'r0' is busy: node is used as backing hd of 'ov'")

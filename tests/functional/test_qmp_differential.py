@@ -16,7 +16,8 @@ QSD = "qemu-storage-daemon"
 NODE_FIELDS = ["node-name", "drv", "ro", "file", "backing_file_depth", "detect_zeroes",
                "encrypted", "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
                "write_threshold", "cache", "backing_file"]
-IMAGE_FIELDS = ["virtual-size", "format", "filename", "dirty-flag"]
+# dirty-flag: QEMU omits it for drivers without image info (null-co).
+IMAGE_FIELDS = ["virtual-size", "format", "filename"]
 
 
 def image_view(image):
@@ -35,9 +36,9 @@ def nodes_view(reply):
             continue  # implicit node names differ between implementations
         view = {k: n.get(k) for k in NODE_FIELDS}
         image = image_view(n["image"])
-        if n["drv"] == "qcow2" or n["drv"] == "file":
+        if n["drv"] in ("qcow2", "file", "null-co"):
             image.pop("filename")  # QEMU reports json: filenames for some
-            view.pop("file")
+            view.pop("file")  # pseudo names differ: json:{...} / null-co://
             if image.get("backing-image"):
                 image["backing-image"].pop("filename", None)
         view["image"] = image
