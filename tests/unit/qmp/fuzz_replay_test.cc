@@ -59,7 +59,7 @@ TEST(QmpFuzzReplay, SeedsAndMutations) {
   for (const auto& seed : seeds()) {
     harness.run_one(reinterpret_cast<const uint8_t*>(seed.data()), seed.size());
   }
-  for (int i = 0; i < 1000; i++) {
+  for (int i = 0; i < 3000; i++) {
     std::string input = mutate(seeds()[rng() % seeds().size()], rng);
     harness.run_one(reinterpret_cast<const uint8_t*>(input.data()), input.size());
   }
