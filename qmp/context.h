@@ -48,6 +48,14 @@ class QmpContext {
   void set_shutdown_handler(std::function<void()> fn) { shutdown_handler_ = std::move(fn); }
   bool shutdown_requested() const { return shutdown_requested_; }
 
+  // Work to do when the daemon shuts down, before the monitors close and
+  // the graph is closed (cancel jobs, close exports, emitting their events
+  // to the monitors still connected). Hooks run in registration order.
+  void add_shutdown_hook(std::function<Task<void>()> hook) {
+    shutdown_hooks_.push_back(std::move(hook));
+  }
+  Task<void> co_run_shutdown_hooks();
+
   template <typename T>
   T& service() {
     std::type_index key(typeid(T));
@@ -72,6 +80,7 @@ class QmpContext {
   EventSink event_sink_;
   std::function<void()> shutdown_handler_;
   bool shutdown_requested_ = false;
+  std::vector<std::function<Task<void>()>> shutdown_hooks_;
   std::vector<Service> services_;
 };
 

@@ -107,6 +107,12 @@ void QmpContext::emit_event(const std::string& name, const nlohmann::json& data)
   if (event_sink_) event_sink_(name, data);
 }
 
+Task<void> QmpContext::co_run_shutdown_hooks() {
+  auto hooks = std::move(shutdown_hooks_);
+  shutdown_hooks_.clear();
+  for (auto& hook : hooks) co_await hook();
+}
+
 void QmpContext::request_shutdown() {
   shutdown_requested_ = true;
   if (shutdown_handler_) shutdown_handler_();

@@ -22,7 +22,8 @@
 // the "return" value (json::object() for commands that return nothing) or
 // an Error (see qmp/errors.h for classes other than GenericError). State an
 // area needs across commands (the NBD server, say) lives in a service object
-// owned by the QmpContext (QmpContext::service<T>()), never in globals.
+// owned by the QmpContext (QmpContext::service<T>()), never in globals;
+// shutdown work goes in QmpContext::add_shutdown_hook().
 // Commands run one at a time across all monitors, as in QEMU.
 //
 // Transaction actions (qmp/transaction.h) are registered the same way with

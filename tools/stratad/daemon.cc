@@ -149,6 +149,7 @@ Task<Result<void>> co_startup(Daemon* d, const CommandLine* cl) {
 }
 
 Task<void> co_shutdown(Daemon* d) {
+  co_await d->ctx.co_run_shutdown_hooks();
   co_await d->server.co_close();
   co_await d->engine.co_close_all();
 }

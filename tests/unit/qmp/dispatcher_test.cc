@@ -53,6 +53,21 @@ TEST_F(DispatcherTest, EventsReachTheSinkWithTimestamps) {
   EXPECT_FALSE(events[1].contains("data"));
 }
 
+Task<void> co_mark(int* count) {
+  ++*count;
+  co_return;
+}
+
+TEST_F(DispatcherTest, ShutdownHooksRunOnceInOrder) {
+  int count = 0;
+  ctx.add_shutdown_hook([&count] { return co_mark(&count); });
+  ctx.add_shutdown_hook([&count] { return co_mark(&count); });
+  engine.run(ctx.co_run_shutdown_hooks());
+  EXPECT_EQ(count, 2);
+  engine.run(ctx.co_run_shutdown_hooks());
+  EXPECT_EQ(count, 2);
+}
+
 TEST(QmpText, RendersLikeQemu) {
   EXPECT_EQ(to_qmp_text(json{{"return", json::object()}}), R"({"return": {}})");
   EXPECT_EQ(to_qmp_text(json{{"a", json::array({1, "x", true, nullptr})}}),
