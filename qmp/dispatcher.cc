@@ -24,22 +24,25 @@ json error_response(ErrorClass cls, const std::string& desc, const json* id) {
   return r;
 }
 
-// QEMU's qmp_dispatch_check_obj: only execute/exec-oob/arguments/id/control.
-std::optional<std::string> check_envelope(const json& request) {
+// QEMU's qmp_dispatch_check_obj: only execute, exec-oob (with the oob
+// capability), arguments and id.
+std::optional<std::string> check_envelope(const json& request, bool oob_enabled) {
   for (auto it = request.begin(); it != request.end(); ++it) {
     const std::string& key = it.key();
+    if (key == "exec-oob" && !oob_enabled) return "QMP input member 'exec-oob' is unexpected";
     if (key == "execute" || key == "exec-oob") {
       if (!it->is_string()) return "QMP input member '" + key + "' must be a string";
     } else if (key == "arguments") {
       if (!it->is_object()) return "QMP input member 'arguments' must be an object";
-    } else if (key != "id" && key != "control") {
+    } else if (key != "id") {
       return "QMP input member '" + key + "' is unexpected";
     }
   }
   bool has_exec = request.contains("execute");
   bool has_oob = request.contains("exec-oob");
-  if (has_exec && has_oob)
+  if (has_exec && has_oob) {
     return "QMP input member 'execute' and 'exec-oob' are mutually exclusive";
+  }
   if (!has_exec && !has_oob) return "QMP input lacks member 'execute'";
   return std::nullopt;
 }
@@ -96,12 +99,8 @@ Task<json> co_dispatch(QmpContext& ctx, Session& session, JsonMessage message) {
     co_return error_response(ErrorClass::kGenericError, "QMP input must be a JSON object", nullptr);
   }
   const json* id = request.contains("id") ? &request["id"] : nullptr;
-  if (auto bad = check_envelope(request)) {
+  if (auto bad = check_envelope(request, session.oob)) {
     co_return error_response(ErrorClass::kGenericError, *bad, id);
-  }
-  if (request.contains("exec-oob") && !session.oob) {
-    co_return error_response(ErrorClass::kGenericError, "QMP input member 'exec-oob' is unexpected",
-                             id);
   }
   bool oob = request.contains("exec-oob");
   std::string name = request[oob ? "exec-oob" : "execute"].get<std::string>();
