@@ -65,6 +65,20 @@ def test_keyval_and_json_blockdevs(workdir):
         c.execute("object-del", id="sec1")
 
 
+def test_legacy_chardev_flags(workdir):
+    sock = os.path.join(str(workdir), "legacy.sock")
+    with Daemon(strata_binary("stratad"), workdir,
+                ["--chardev", f"socket,id=old,path={sock},server,nowait",
+                 "--monitor", "chardev=old,mode=control,pretty=on"]) as d:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.01)
+        with QmpClient(sock) as c:
+            assert c.execute("query-block") == []
+        assert d.client().execute("query-block") == []
+
+
 def test_pidfile_daemonize_and_sigterm(workdir):
     require("qemu-img")
     path = qcow2_image(workdir, "d.qcow2")

@@ -55,6 +55,27 @@ Result<json> nbd_server_arguments(json o) {
   return o;
 }
 
+// QemuOpts' old boolean shorthands: "server", "nowait", "wait" alone.
+std::string expand_chardev_flags(const std::string& value) {
+  std::string out;
+  size_t start = 0;
+  while (start <= value.size()) {
+    size_t end = start;
+    while (end < value.size() &&
+           !(value[end] == ',' && (end + 1 >= value.size() || value[end + 1] != ','))) {
+      end += (value[end] == ',') ? 2 : 1;
+    }
+    std::string element = value.substr(start, end - start);
+    if (element == "server") element = "server=on";
+    if (element == "nowait") element = "wait=off";
+    if (element == "wait") element = "wait=on";
+    if (!out.empty() || start > 0) out += ",";
+    out += element;
+    start = end + 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 Task<Result<void>> Startup::co_apply(ActionOption option) {
@@ -78,7 +99,7 @@ Task<Result<void>> Startup::co_blockdev(std::string value) {
 }
 
 Result<void> Startup::chardev(const std::string& value) {
-  STRATA_TRY_ASSIGN(json o, qmp::parse_keyval(value, "backend"));
+  STRATA_TRY_ASSIGN(json o, qmp::parse_keyval(expand_chardev_flags(value), "backend"));
   STRATA_TRY(only_keys(o, {"backend", "id", "path", "host", "port", "server", "wait", "ipv4",
                            "ipv6", "nodelay", "telnet"}));
   if (!o.contains("id")) return Error{EINVAL, "Parameter 'id' is missing"};
