@@ -214,6 +214,10 @@ def test_blockdev_snapshot(daemon, workdir):
         "GenericError", "Cannot find device='nope' nor node-name='nope'")
     assert c.error("blockdev-snapshot", {"node": "r0", "overlay": "f0"}) == (
         "GenericError", "The overlay does not support backing images")
+    c.execute("blockdev-add", driver="null-co", **{"node-name": "n2"})
+    c.execute("blockdev-add", driver="fault", **{"node-name": "flt", "file": "n2"})
+    assert c.error("blockdev-snapshot", {"node": "r0", "overlay": "flt"}) == (
+        "GenericError", "Filters cannot be used as overlays")
     c.execute("blockdev-snapshot", node="r0", overlay="ov")
     info = nodes(c)
     assert info["ov"]["backing_file_depth"] == 1
