@@ -239,3 +239,22 @@ def test_quit_shuts_down_cleanly(daemon):
     with pytest.raises((ConnectionError, OSError)):
         other.execute("query-block")
     assert not os.path.exists(daemon.sock)
+
+
+def test_client_leaving_during_a_running_command(daemon, workdir):
+    """The command finishes without its client; other monitors wait their
+    turn (commands run one at a time) and are answered."""
+    target = os.path.join(str(workdir), "slow.raw")
+    c = daemon.client()
+    c.send_raw(json.dumps({"execute": "blockdev-create", "arguments": {
+        "job-id": "j", "options": {"driver": "file", "filename": target,
+                                   "size": 64 << 20, "preallocation": "full"}}}))
+    time.sleep(0.05)
+    c.close()
+    other = daemon.client()
+    assert other.execute("query-block") == []
+    deadline = time.time() + 20
+    while not (os.path.exists(target) and os.path.getsize(target) == 64 << 20):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert daemon.proc.poll() is None
