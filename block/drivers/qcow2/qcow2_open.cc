@@ -5,6 +5,7 @@
 
 #include "base/fs.h"
 #include "block/core/driver_registry.h"
+#include "block/drivers/qcow2/bitmap_load.h"
 #include "block/drivers/qcow2/check.h"
 #include "block/drivers/qcow2/probe.h"
 #include "block/drivers/qcow2/qcow2.h"
@@ -156,13 +157,9 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
   STRATA_CO_TRY_ASSIGN(file_, co_await ctx.co_open_child("file", kRoleImage, true));
   STRATA_CO_TRY(co_await co_read_header());
   writable_ = !node().read_only();
-  if (header_.incompatible_features & kIncompatCorrupt && writable_) {
+  check_mode_ = opt_bool(ctx.options(), "x-check", false);
+  if (header_.incompatible_features & kIncompatCorrupt && writable_ && !check_mode_) {
     co_return Error{EACCES, "qcow2: Image is corrupt; cannot be opened read/write"};
-  }
-  if (header_.incompatible_features & kIncompatDirty && writable_) {
-    co_return Error{ENOTSUP,
-                    "qcow2: image is dirty (lazy refcounts after a crash); repair it with "
-                    "'strata-img check -r all' first"};
   }
   STRATA_CO_TRY(apply_cache_options(ctx.options()));
   l2_cache_->set_file(file_);
@@ -188,6 +185,8 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
     header_.autoclear_features &= kAutoclearKept;
     STRATA_CO_TRY(co_await co_write_header());
   }
+  // Persistent dirty bitmaps (block/drivers/qcow2/bitmap_load.h).
+  if (!check_mode_) STRATA_CO_TRY(co_await co_open_qcow2_bitmaps(node()));
   co_return Result<void>{};
 }
 
