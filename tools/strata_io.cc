@@ -13,6 +13,7 @@
 //   flush                     flush
 //   truncate SIZE             resize the image
 //   map                       print allocation extents
+//   echo TEXT                 print TEXT (to mark progress when driven by a pipe)
 //   quit                      stop
 // Output follows qemu-io ("wrote 4096/4096 bytes at offset 0"); a failed
 // command prints its error and makes the exit status 1.
@@ -67,6 +68,10 @@ class Session {
     auto w = split_words(line);
     if (w.empty() || w[0][0] == '#') co_return true;
     std::string cmd = w[0];
+    if (cmd == "echo") {
+      std::printf("%s\n", line.size() > 5 ? line.substr(5).c_str() : "");
+      co_return true;
+    }
     bool zero = false, unmap = false;
     int pattern = -1;
     std::vector<std::string> pos;
@@ -93,6 +98,7 @@ class Session {
     if (cmd == "flush") co_return check(co_await drive_.co_flush(), "flush");
     if (cmd == "truncate") co_return check(co_await drive_.co_resize(off), "truncate");
     if (cmd == "map") co_return co_await co_map();
+
     co_return fail(cmd + ": unknown command");
   }
 
@@ -190,6 +196,7 @@ Task<int> co_main(Engine& engine, Args args) {
     for (std::string line; std::getline(std::cin, line);) {
       if (line == "quit" || line == "q") break;
       ok = co_await session.co_run(line) && ok;
+      std::fflush(stdout);
     }
   }
   std::fflush(stdout);
