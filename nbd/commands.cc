@@ -44,6 +44,10 @@ std::string range_text(const Request& req) {
 
 Connection::Outcome Connection::check_request(const Request& req) const {
   const Export& exp = *session_.exp;
+  if (req.payload_dropped) {
+    return {kEinval, "payload of " + std::to_string(req.length) + " bytes exceeds the maximum of " +
+                         std::to_string(kMaxPayload)};
+  }
   if (req.type > kCmdBlockStatus) {
     return {kEinval, "unsupported command " + std::to_string(req.type)};
   }

@@ -88,7 +88,7 @@ Task<Result<bool>> Connection::co_next_request() {
     if (payload_len > kMaxSkippedPayload) co_return Error{EPROTO, "request payload too large"};
     STRATA_CO_TRY(co_await co_skip_payload(payload_len));
     payload_len = 0;
-    req->flags |= 0x8000;  // marks "payload dropped" for check_request
+    req->payload_dropped = true;
   }
   size_t cost = static_cast<size_t>(payload_len);
   if (req->type == kCmdRead && req->length <= kMaxPayload) cost = static_cast<size_t>(req->length);

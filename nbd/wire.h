@@ -38,6 +38,9 @@ struct Request {
   uint64_t cookie = 0;
   uint64_t offset = 0;
   uint64_t length = 0;  // 32-bit in compact form
+  // Set by the connection when it read and dropped a payload that was too
+  // large; the request then fails with EINVAL.
+  bool payload_dropped = false;
 };
 // `header` is 28 bytes (compact) or 32 bytes (extended). A wrong magic is an
 // error (the stream cannot be resynchronised: disconnect).
