@@ -121,7 +121,15 @@ class Daemon:
             return f.read()
 
     def client(self, **kwargs):
-        return QmpClient(self.sock, **kwargs)
+        # The socket file appears at bind(), a moment before listen().
+        deadline = time.time() + 10
+        while True:
+            try:
+                return QmpClient(self.sock, **kwargs)
+            except (ConnectionRefusedError, FileNotFoundError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def stop(self, timeout=20):
         if self.proc.poll() is None:
