@@ -2,6 +2,7 @@
 // query-qmp-schema, quit) and the list of every area's registrations.
 #include "qmp/commands.h"
 
+#include "qmp/commands_bitmap.h"
 #include "qmp/context.h"
 #include "qmp/dispatcher.h"
 #include "qmp/objects.h"
@@ -61,6 +62,7 @@ void register_all_commands(QmpContext& ctx) {
   register_block_commands(ctx);
   register_snapshot_commands(ctx.registry());
   register_object_commands(ctx);
+  register_bitmap_commands(ctx);
 }
 
 }  // namespace strata::qmp
