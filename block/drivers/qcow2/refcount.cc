@@ -179,7 +179,8 @@ Task<Result<void>> Refcounts::co_grow_table(uint64_t min_entries) {
 // The first run of `count` free clusters at or after the free hint;
 // clusters without a refcount block are free.
 Task<Result<uint64_t>> Refcounts::co_find_free_run(uint64_t count) {
-  uint64_t start = std::max<uint64_t>(free_index_, 1);
+  free_index_ = std::max<uint64_t>(free_index_, 1);
+  uint64_t start = free_index_;
   uint64_t run = 0;
   for (uint64_t c = start;; c++) {
     if (((c + 1) << cluster_bits_) > kOffsetMask) co_return Error{EFBIG, "qcow2: image too large"};
