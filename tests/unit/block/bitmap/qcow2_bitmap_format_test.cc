@@ -71,8 +71,8 @@ TEST(Qcow2BitmapFormat, DecodesBitmapsQemuWrote) {
   testing::TempDir dir;
   std::string img_path = dir.file("a.qcow2");
   std::string cmd =
-      "qemu-img create -q -f qcow2 " + img_path + " 10487296 && qemu-img bitmap --add " +
-      img_path + " b64k && qemu-img bitmap --add -g 512 " + img_path +
+      "qemu-img create -q -f qcow2 " + img_path + " 10487296 && qemu-img bitmap --add " + img_path +
+      " b64k && qemu-img bitmap --add -g 512 " + img_path +
       " b512 && qemu-img bitmap --add --disable " + img_path +
       " off && qemu-io -f qcow2 -c 'write 0 4k' -c 'write 1M 64k' -c 'write 10M 1k' -c "
       "'write 5000000 777' " +

@@ -96,7 +96,7 @@ TEST(Qcow2BitmapLoad, WritableOpenMarksInUseOnDisk) {
     Engine engine;
     Node* node = open_qcow2(engine, img, false);
     ASSERT_TRUE(node);
-      auto b = lookup_bitmap(engine.graph(), "q", "b");
+    auto b = lookup_bitmap(engine.graph(), "q", "b");
     ASSERT_TRUE(b);
     EXPECT_FALSE((*b)->read_only());
     EXPECT_TRUE((*b)->recording());
