@@ -1,7 +1,16 @@
 // blockdev-create. Until block jobs exist the image is created synchronously
 // before the command returns (no job, no JOB_STATUS_CHANGE events, nothing
 // to dismiss); docs/qmp.md lists this difference.
+//
+// A qcow2 image is written to the file behind its `file` node: an existing
+// `file` node (directly or below raw/filters) named by reference, or an
+// existing file given inline. While it is written, the command holds write
+// and resize permissions on that node, so a node in use by a format (whose
+// image would be destroyed under it) is refused as in QEMU.
 #include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cstring>
 
 #include <vector>
 
@@ -37,11 +46,27 @@ Task<Result<void>> co_fill_zeroes(Loop& loop, int fd, uint64_t size) {
   co_return Result<void>{};
 }
 
+// QEMU's "<what>: <strerror>" messages.
+Error os_error(const std::string& what, const Error& e) {
+  return Error{e.code, what + ": " + std::strerror(e.code)};
+}
+
 Task<Result<void>> co_size_file(Loop& loop, int fd, uint64_t size, std::string prealloc) {
-  STRATA_CO_TRY(co_await fs::co_ftruncate(loop, fd, 0));
-  if (prealloc == "full") STRATA_CO_TRY(co_await co_fill_zeroes(loop, fd, size));
-  if (prealloc == "falloc" && size) STRATA_CO_TRY(co_await fs::co_allocate(loop, fd, 0, size));
-  co_return co_await fs::co_ftruncate(loop, fd, size);
+  if (size > static_cast<uint64_t>(INT64_MAX)) {
+    co_return Error{EINVAL, "Could not resize file: Invalid argument"};
+  }
+  auto r = co_await fs::co_ftruncate(loop, fd, 0);
+  if (r && prealloc == "full") {
+    r = co_await co_fill_zeroes(loop, fd, size);
+    if (!r) co_return os_error("Could not preallocate new data", r.error());
+  }
+  if (r && prealloc == "falloc" && size) {
+    r = co_await fs::co_allocate(loop, fd, 0, size);
+    if (!r) co_return os_error("Could not preallocate new data", r.error());
+  }
+  if (r) r = co_await fs::co_ftruncate(loop, fd, size);
+  if (!r) co_return os_error("Could not resize file", r.error());
+  co_return Result<void>{};
 }
 
 Task<Result<void>> co_create_file(Loop& loop, json o) {
@@ -52,27 +77,47 @@ Task<Result<void>> co_create_file(Loop& loop, json o) {
     co_return Error{ENOTSUP, "Unsupported preallocation mode 'metadata'"};
   }
   auto fd = co_await fs::co_open(loop, filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (!fd) {
-    co_return Error{fd.error().code, "Could not create '" + filename + "': " + fd.error().message};
-  }
+  if (!fd) co_return os_error("Could not create '" + filename + "'", fd.error());
   auto r = co_await co_size_file(loop, *fd, size, prealloc);
   (void)co_await fs::co_close(loop, *fd);
   co_return r;
 }
 
-// The file of a protocol node given as `file` (a node name or options).
-Result<std::string> target_file(Graph& graph, const json& file) {
-  if (file.is_string()) {
-    Node* node = graph.find(file.get<std::string>());
-    if (!node) {
-      return Error{ENOENT, "Cannot find device='' nor node-name='" + file.get<std::string>() + "'"};
-    }
-    return node->driver().filename();
-  }
-  if (file.value("driver", "") == "file" && file.contains("filename")) {
-    return file["filename"].get<std::string>();
+// The `file` node named by reference, below raw (without a window) and
+// filters, which write to it unchanged.
+Result<Node*> file_node(Graph& graph, const std::string& name) {
+  Node* node = graph.find(name);
+  if (!node) return Error{ENOENT, "Cannot find device='" + name + "' nor node-name='" + name + "'"};
+  for (Node* n = node; n;
+       n = n->driver().filtered_child() ? n->driver().filtered_child()->node() : nullptr) {
+    if (n->driver_name() == "file") return n;
   }
   return Error{ENOTSUP, "Creating qcow2 images is supported on 'file' nodes only"};
+}
+
+// Where the image goes: the node to hold while writing (null for an
+// inline file) and the path.
+struct Target {
+  Node* node = nullptr;
+  std::string path;
+};
+
+Result<Target> target_of(Graph& graph, const json& file) {
+  if (file.is_string()) {
+    STRATA_TRY_ASSIGN(Node * node, file_node(graph, file.get<std::string>()));
+    return Target{node, node->driver().filename()};
+  }
+  if (file.value("driver", "") != "file" || !file.contains("filename")) {
+    return Error{ENOTSUP, "Creating qcow2 images is supported on 'file' nodes only"};
+  }
+  // As QEMU, which opens the node: the file must exist.
+  std::string path = file["filename"].get<std::string>();
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    return Error{errno, "Could not open '" + path + "': " + std::strerror(errno)};
+  }
+  if (S_ISDIR(st.st_mode)) return Error{EISDIR, "'" + path + "' is a directory"};
+  return Target{nullptr, path};
 }
 
 Result<uint32_t> qcow2_version(const json& o) {
@@ -80,11 +125,24 @@ Result<uint32_t> qcow2_version(const json& o) {
   return v == "v2" ? 2u : 3u;
 }
 
+// The image was written behind the node's back: let the node see the size
+// of the file now (a truncate to the same size).
+Task<Result<void>> co_refresh_size(Child& user, const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) co_return Error{errno, std::strerror(errno)};
+  co_return co_await user.co_truncate(static_cast<uint64_t>(st.st_size), false,
+                                      Preallocation::kOff);
+}
+
 Task<Result<void>> co_create_qcow2(QmpContext& ctx, json o) {
-  STRATA_CO_TRY_ASSIGN(std::string path, target_file(ctx.engine().graph(), o["file"]));
+  Graph& graph = ctx.engine().graph();
+  STRATA_CO_TRY_ASSIGN(Target target, target_of(graph, o["file"]));
   if (o.contains("data-file")) co_return Error{ENOTSUP, "External data files are not supported"};
   qcow2::CreateOptions options;
   options.size = o["size"].get<uint64_t>();
+  if (options.size > static_cast<uint64_t>(INT64_MAX)) {
+    co_return Error{EINVAL, "Image size cannot be negative"};
+  }
   options.cluster_size = o.value("cluster-size", uint64_t{65536});
   STRATA_CO_TRY_ASSIGN(options.version, qcow2_version(o));
   options.lazy_refcounts = o.value("lazy-refcounts", false);
@@ -95,7 +153,19 @@ Task<Result<void>> co_create_qcow2(QmpContext& ctx, json o) {
   options.backing_file = o.value("backing-file", "");
   options.backing_format = o.value("backing-fmt", "");
   STRATA_CO_TRY(qcow2::validate_create_options(options));
-  co_return co_await qcow2::co_create_image(ctx.engine(), std::move(path), std::move(options));
+  Child* user = nullptr;
+  if (target.node) {
+    auto root =
+        graph.attach_root(*target.node, "blockdev-create", kPermWrite | kPermResize, kPermAll);
+    if (!root) co_return std::move(root).error();
+    user = *root;
+  }
+  auto r = co_await qcow2::co_create_image(ctx.engine(), target.path, std::move(options));
+  if (user) {
+    if (r) r = co_await co_refresh_size(*user, target.path);
+    co_await graph.co_detach(user);
+  }
+  co_return r;
 }
 
 Task<Result<json>> co_blockdev_create(QmpContext& ctx, json args) {

@@ -202,6 +202,47 @@ def test_blockdev_create_file_and_qcow2(daemon, workdir):
     assert info["format"] == "qcow2" and info["virtual-size"] == 4 << 20
 
 
+def test_blockdev_create_through_nodes(daemon, workdir):
+    """qcow2 images go to existing file nodes only, never under a format
+    node that uses them; the node sees the new image at once."""
+    require("qemu-img")
+    c = daemon.client()
+    used = qcow2_image(workdir, "used.qcow2", "8M")
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 1M", used])
+    c.execute("blockdev-add", driver="file", **{"node-name": "fu", "filename": used})
+    c.execute("blockdev-add", driver="qcow2", **{"node-name": "qu", "file": "fu"})
+    cls, desc = c.error("blockdev-create", {"job-id": "j", "options": {
+        "driver": "qcow2", "file": "fu", "size": 1 << 20}})
+    assert cls == "GenericError" and "Permission conflict on node 'fu'" in desc
+    assert c.error("blockdev-create", {"job-id": "j", "options": {
+        "driver": "qcow2", "file": "qu", "size": 1 << 20}}) == (
+        "GenericError", "Creating qcow2 images is supported on 'file' nodes only")
+    assert c.error("blockdev-create", {"job-id": "j", "options": {
+        "driver": "qcow2", "file": "nosuch", "size": 1 << 20}}) == (
+        "GenericError", "Cannot find device='nosuch' nor node-name='nosuch'")
+    missing = os.path.join(str(workdir), "missing.qcow2")
+    assert c.error("blockdev-create", {"job-id": "j", "options": {
+        "driver": "qcow2", "file": {"driver": "file", "filename": missing},
+        "size": 1 << 20}}) == (
+        "GenericError", f"Could not open '{missing}': No such file or directory")
+    assert not os.path.exists(missing)
+    assert c.error("blockdev-create", {"job-id": "j", "options": {
+        "driver": "file", "filename": missing, "size": -1}}) == (
+        "GenericError", "Could not resize file: Invalid argument")
+    # The image in use is untouched.
+    c.execute("blockdev-del", **{"node-name": "qu"})
+    c.execute("blockdev-del", **{"node-name": "fu"})
+    run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x55 0 1M", used])
+    # Created on an unused file node, then opened on top of that same node.
+    empty = raw_image(workdir, "empty.img", 0)
+    c.execute("blockdev-add", driver="file", **{"node-name": "fe", "filename": empty})
+    c.execute("blockdev-create", **{"job-id": "j", "options": {
+        "driver": "qcow2", "file": "fe", "size": 4 << 20}})
+    c.execute("blockdev-add", driver="qcow2", **{"node-name": "qe", "file": "fe"})
+    assert nodes(c)["qe"]["image"]["virtual-size"] == 4 << 20
+    assert daemon.proc.poll() is None
+
+
 def test_blockdev_snapshot(daemon, workdir):
     base = raw_image(workdir)
     overlay = qcow2_image(workdir, "overlay.qcow2", backing=base, backing_fmt="raw")
