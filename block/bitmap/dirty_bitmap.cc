@@ -5,6 +5,7 @@
 #include <bit>
 #include <cerrno>
 
+#include "block/bitmap/bitmap_store.h"
 #include "block/core/node.h"
 
 namespace strata {
@@ -70,6 +71,10 @@ BitmapSet::BitmapSet(Node& node) : node_(node) {
 
 BitmapSet::~BitmapSet() {
   node_.remove_hook(hook_id_);
+}
+
+void BitmapSet::set_store(std::unique_ptr<BitmapStore> store) {
+  store_ = std::move(store);
 }
 
 DirtyBitmap* BitmapSet::find(std::string_view name) const {

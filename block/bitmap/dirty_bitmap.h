@@ -32,6 +32,7 @@ namespace strata {
 
 class Node;
 class BitmapSet;
+class BitmapStore;
 
 // QEMU's BDRV_BITMAP_* check flags.
 enum BitmapCheck : unsigned {
@@ -129,6 +130,11 @@ class BitmapSet {
   // BlockDirtyInfo list, newest first as QEMU lists it.
   nlohmann::json query_info() const;
 
+  // Where the node's format keeps persistent bitmaps (installed by the
+  // driver at open, see bitmap_store.h), or null.
+  BitmapStore* store() const { return store_.get(); }
+  void set_store(std::unique_ptr<BitmapStore> store);
+
  private:
   friend class DirtyBitmap;
   // Rebuilds recording_ after a bitmap was added, removed, enabled or
@@ -140,6 +146,7 @@ class BitmapSet {
   std::vector<std::unique_ptr<DirtyBitmap>> bitmaps_;
   // The bits of every enabled bitmap: what mark() walks on each write.
   std::vector<HBitmap*> recording_;
+  std::unique_ptr<BitmapStore> store_;
 };
 
 // QEMU's default granularity for a node's bitmaps: its cluster size clamped

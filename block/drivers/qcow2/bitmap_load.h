@@ -11,18 +11,28 @@
 // record writes, and every entry is first marked in-use on disk in QEMU's
 // crash-safe order (autoclear bit 0 cleared and synced, directory rewritten
 // in place and synced, bit set again and synced), so that whatever happens
-// next QEMU sees them in-use (inconsistent), never stale. Storing them back
-// at close is not implemented yet: after a writable open they stay in-use.
+// next QEMU sees them in-use (inconsistent), never stale. Every qcow2 node
+// gets a Qcow2BitmapStore (bitmap_store.h), which stores them back at close.
 //
 // co_open_qcow2_bitmaps() is what Qcow2Driver::co_open calls last.
 // Thread rules: loop-thread only.
 #pragma once
 
 #include "block/core/node.h"
+#include "block/drivers/qcow2/bitmap_format.h"
+#include "block/drivers/qcow2/format.h"
 #include "strata/result.h"
 #include "strata/task.h"
 
 namespace strata::qcow2 {
+
+// The directory the header points at, checked; empty without the
+// extension or with autoclear bit 0 clear.
+struct BitmapDirectory {
+  BitmapsExtension ext;
+  std::vector<BitmapDirEntry> entries;
+};
+Task<Result<BitmapDirectory>> co_read_bitmap_directory(const Header& header, Child& file);
 
 Task<Result<void>> co_load_qcow2_bitmaps(Node& node);
 // The same, for the driver's open path.

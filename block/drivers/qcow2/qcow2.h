@@ -86,6 +86,10 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_snapshot_delete(std::string name_or_id);
   // After a repair that left no corruption: clears the dirty and corrupt bits.
   Task<Result<void>> co_mark_repaired();
+  // For the bitmaps extension (bitmap_store.cc), under the metadata lock:
+  // the in-memory header, and writing it out (synced).
+  Header& mutable_header() { return header_; }
+  Task<Result<void>> co_rewrite_header() { return co_write_header(); }
 
  private:
   // Open helpers (qcow2_open.cc).

@@ -6,6 +6,7 @@
 #include "base/fs.h"
 #include "block/core/driver_registry.h"
 #include "block/drivers/qcow2/bitmap_load.h"
+#include "block/drivers/qcow2/bitmap_store.h"
 #include "block/drivers/qcow2/check.h"
 #include "block/drivers/qcow2/probe.h"
 #include "block/drivers/qcow2/qcow2.h"
@@ -276,6 +277,8 @@ Task<Result<void>> Qcow2Driver::co_flush() {
 
 Task<void> Qcow2Driver::co_close() {
   if (!writable_ || !l2_cache_ || corrupt_) co_return;
+  // Persistent dirty bitmaps go back to the image first (bitmap_store.h).
+  (void)co_await co_store_qcow2_bitmaps(node());
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
   auto r = co_await co_flush_metadata();
@@ -297,6 +300,7 @@ nlohmann::json Qcow2Driver::format_specific() const {
                          {"compression-type", header_.compression_type == 1 ? "zstd" : "zlib"}};
   if (header_.version >= 3) {
     data["lazy-refcounts"] = bool(header_.compatible_features & kCompatLazyRefcounts);
+    if (auto bitmaps = qcow2_bitmaps_info(node()); !bitmaps.is_null()) data["bitmaps"] = bitmaps;
   }
   data["refcount-bits"] = header_.refcount_bits();
   if (header_.version >= 3) {
