@@ -269,9 +269,12 @@ Task<Result<void>> Qcow2BitmapStore::co_store_bitmaps() {
 
 Task<Result<void>> Qcow2BitmapStore::co_store_locked() {
   Qcow2Driver& d = driver();
+  // Newest first, the order in which QEMU walks a node's bitmaps (and so
+  // appends new ones to the directory).
   std::vector<const DirtyBitmap*> bitmaps;
-  for (DirtyBitmap* b : node_.bitmaps().all()) {
-    if (storable(*b)) bitmaps.push_back(b);
+  std::vector<DirtyBitmap*> all = node_.bitmaps().all();
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (storable(**it)) bitmaps.push_back(*it);
   }
   if (bitmaps.empty()) co_return Result<void>{};
   STRATA_CO_TRY_ASSIGN(BitmapDirectory dir,

@@ -79,12 +79,13 @@ TEST(Qcow2BitmapStore, NewBitmapsAreStoredAtCloseWithQemusFlags) {
   }
   auto bitmaps = qemu_bitmaps(dir, img);
   ASSERT_EQ(bitmaps.size(), 2u) << bitmaps.dump();
-  EXPECT_EQ(bitmaps[0]["name"], "on");
-  EXPECT_EQ(bitmaps[0]["flags"], nlohmann::json::array({"auto"}));
-  EXPECT_EQ(bitmaps[0]["granularity"], 65536);
-  EXPECT_EQ(bitmaps[1]["name"], "off");
-  EXPECT_EQ(bitmaps[1]["flags"], nlohmann::json::array());
-  EXPECT_EQ(bitmaps[1]["granularity"], 512);
+  // Newest first, as QEMU appends them.
+  EXPECT_EQ(bitmaps[1]["name"], "on");
+  EXPECT_EQ(bitmaps[1]["flags"], nlohmann::json::array({"auto"}));
+  EXPECT_EQ(bitmaps[1]["granularity"], 65536);
+  EXPECT_EQ(bitmaps[0]["name"], "off");
+  EXPECT_EQ(bitmaps[0]["flags"], nlohmann::json::array());
+  EXPECT_EQ(bitmaps[0]["granularity"], 512);
   sh("qemu-img check -q " + img);
   Engine engine;
   ASSERT_TRUE(open_qcow2(engine, img, true));
