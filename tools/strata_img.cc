@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "strata_img/bitmap.h"
 #include "strata_img/common.h"
 
 namespace {
@@ -20,6 +21,7 @@ const Command kCommands[] = {
     {"resize", strata::img::cmd_resize},   {"snapshot", strata::img::cmd_snapshot},
     {"commit", strata::img::cmd_commit},   {"rebase", strata::img::cmd_rebase},
     {"amend", strata::img::cmd_amend},     {"measure", strata::img::cmd_measure},
+    {"bitmap", strata::img::cmd_bitmap},
 };
 
 void usage() {

@@ -30,6 +30,8 @@ class BitmapStore {
                                                      uint64_t granularity) = 0;
   virtual Task<Result<void>> co_remove_persistent_bitmap(const std::string& name) = 0;
   virtual Task<Result<void>> co_store_bitmaps() = 0;
+  // QEMU's bdrv_supports_persistent_dirty_bitmap (qcow2: v3 only).
+  virtual bool supports_persistent() const = 0;
 };
 
 // The store of the node's format, or null if it cannot store bitmaps.

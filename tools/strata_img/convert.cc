@@ -13,6 +13,7 @@
 #include "base/sync.h"
 #include "block/core/options.h"
 #include "block/drivers/qcow2/create.h"
+#include "strata_img/bitmap.h"
 #include "strata_img/common.h"
 #include "strata_img/convert.h"
 
@@ -172,6 +173,8 @@ struct ConvertArgs {
   bool target_is_zero = false;
   bool quiet = false;
   bool progress = false;
+  bool bitmaps = false;      // --bitmaps (strata_img/bitmap.h)
+  bool skip_broken = false;  // --skip-broken-bitmaps
   ConvertPlan plan;
 };
 
@@ -217,6 +220,10 @@ Task<int> co_convert(Engine& engine, ConvertArgs a) {
     co_return 1;
   }
   Node* src_node = (*src)->edge()->node();
+  if (a.bitmaps && !check_convert_bitmaps(*src_node, a.skip_broken)) {
+    co_await (*src)->co_close();
+    co_return 1;
+  }
   uint64_t size = src_node->size();
   uint64_t cluster = 0;
   if (!a.no_create) {
@@ -241,6 +248,11 @@ Task<int> co_convert(Engine& engine, ConvertArgs a) {
     co_return 1;
   }
   Node* dst_node = (*dst)->edge()->node();
+  if (a.bitmaps && !target_takes_bitmaps(*dst_node)) {
+    co_await (*dst)->co_close();
+    co_await (*src)->co_close();
+    co_return 1;
+  }
   if (cluster == 0) cluster = 65536;
   a.plan.cluster_size = cluster;
   bool zeroed = (!a.no_create && !a.plan.target_has_backing) || a.target_is_zero;
@@ -252,26 +264,39 @@ Task<int> co_convert(Engine& engine, ConvertArgs a) {
   progress.update(0);
   auto r = co_await co_copy_image(engine, a.plan, src_node, (*dst)->edge(), zeroed, &progress);
   progress.finish();
+  bool bitmaps_ok = !r || !a.bitmaps ||
+                    co_await co_copy_convert_bitmaps(engine, *src_node, *dst_node, a.skip_broken);
   co_await (*dst)->co_close();
   co_await (*src)->co_close();
   if (!r) {
     error_report("error while writing: " + r.error().message);
     co_return 1;
   }
-  co_return 0;
+  co_return bitmaps_ok ? 0 : 1;
 }
 
 }  // namespace
 
 int cmd_convert(Engine& engine, const Args& args) {
-  enum { kImageOpts = 256, kObject, kTargetIsZero, kTargetImageOpts, kSalvage, kBitmaps };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {"force-share", no_argument, nullptr, 'U'},
-                                           {"target-is-zero", no_argument, nullptr, kTargetIsZero},
-                                           {"salvage", no_argument, nullptr, kSalvage},
-                                           {nullptr, 0, nullptr, 0}};
+  enum {
+    kImageOpts = 256,
+    kObject,
+    kTargetIsZero,
+    kTargetImageOpts,
+    kSalvage,
+    kBitmaps,
+    kSkipBroken
+  };
+  static const struct option longopts[] = {
+      {"help", no_argument, nullptr, 'h'},
+      {"image-opts", no_argument, nullptr, kImageOpts},
+      {"object", required_argument, nullptr, kObject},
+      {"force-share", no_argument, nullptr, 'U'},
+      {"target-is-zero", no_argument, nullptr, kTargetIsZero},
+      {"salvage", no_argument, nullptr, kSalvage},
+      {"bitmaps", no_argument, nullptr, kBitmaps},
+      {"skip-broken-bitmaps", no_argument, nullptr, kSkipBroken},
+      {nullptr, 0, nullptr, 0}};
   OptionParser p(args, "hf:O:B:F:Cco:l:S:pt:T:qnm:WrU", longopts);
   ConvertArgs a;
   for (int c; (c = p.next()) != -1;) {
@@ -332,6 +357,12 @@ int cmd_convert(Engine& engine, const Args& args) {
       case kTargetIsZero:
         a.target_is_zero = true;
         break;
+      case kBitmaps:
+        a.bitmaps = true;
+        break;
+      case kSkipBroken:
+        a.skip_broken = true;
+        break;
       case kObject:
       case kSalvage:
       case 'C':
@@ -356,6 +387,10 @@ int cmd_convert(Engine& engine, const Args& args) {
   }
   if (a.plan.parallel < 1 || a.plan.parallel > 16) {
     error_report("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+    return 1;
+  }
+  if (a.skip_broken && !a.bitmaps) {
+    error_report("Use of --skip-broken-bitmaps requires --bitmaps");
     return 1;
   }
   if (a.opts.count("backing_fmt") && !a.opts.count("backing_file")) {

@@ -50,6 +50,14 @@ ojson ordered_format_specific(const nlohmann::json& spec) {
   for (const char* k : order) {
     if (in.contains(k)) data[k] = ojson::parse(in[k].dump());
   }
+  // Each bitmap as QEMU lists it: flags, name, granularity.
+  if (data.contains("bitmaps")) {
+    for (auto& b : data["bitmaps"]) {
+      ojson e;
+      for (const char* k : {"flags", "name", "granularity"}) e[k] = b[k];
+      b = e;
+    }
+  }
   for (auto it = in.begin(); it != in.end(); ++it) {
     if (!data.contains(it.key())) data[it.key()] = ojson::parse(it->dump());
   }
@@ -127,12 +135,13 @@ void print_format_specific(const ojson& data, int indent) {
       print_format_specific(*it, indent + 4);
     } else if (it->is_array()) {
       std::printf("%s%s:\n", pad.c_str(), key.c_str());
+      int index = 0;
       for (const auto& el : *it) {
         if (el.is_object()) {
-          std::printf("%s    [%d]:\n", pad.c_str(), 0);
+          std::printf("%s    [%d]:\n", pad.c_str(), index++);
           print_format_specific(el, indent + 8);
         } else {
-          std::printf("%s    %s\n", pad.c_str(),
+          std::printf("%s    [%d]: %s\n", pad.c_str(), index++,
                       el.is_string() ? el.get<std::string>().c_str() : el.dump().c_str());
         }
       }

@@ -211,6 +211,10 @@ Qcow2Driver& Qcow2BitmapStore::driver() const {
   return static_cast<Qcow2Driver&>(node_.driver());
 }
 
+bool Qcow2BitmapStore::supports_persistent() const {
+  return driver().header().version >= 3;
+}
+
 Task<Result<void>> Qcow2BitmapStore::co_can_store_new_bitmap(const std::string& name,
                                                              uint64_t granularity) {
   BitmapSet& set = node_.bitmaps();

@@ -38,6 +38,7 @@ class Qcow2BitmapStore final : public BitmapStore {
                                              uint64_t granularity) override;
   Task<Result<void>> co_remove_persistent_bitmap(const std::string& name) override;
   Task<Result<void>> co_store_bitmaps() override;
+  bool supports_persistent() const override;
 
   // The directory as last read or written.
   const std::vector<BitmapDirEntry>& on_disk() const { return on_disk_; }
