@@ -1,10 +1,19 @@
-// blockdev-reopen: changes the common options of existing nodes atomically.
+// blockdev-reopen: changes the options of existing nodes, all or nothing.
 //
-// Supported: read-only (read-write to read-only), detect-zeroes, discard,
-// force-share, auto-read-only, and `backing` (null to detach, the current
-// child, or another node by name). The driver options and the other
-// children must be given unchanged. Making a read-only node writable needs
-// the drivers to reopen their files and is refused (docs/qmp.md).
+// Each entry gives the complete options of one node; omitted common
+// options return to their defaults (for implicit children: to what they
+// inherit from their parent). Changeable: read-only (both ways, with the
+// permission update and image locks that follow), auto-read-only,
+// force-share, cache (direct and no-flush), discard, detect-zeroes, and
+// `backing` (null to detach, the current child, or another node by name).
+// Implicit children not named in an entry are reopened with the flags they
+// inherit; an implicit child may also be given inline. Driver options and
+// other children must stay as they are ("Cannot change the option 'x'").
+//
+// Phases, as QEMU's reopen queue: plan every node (validation), let each
+// driver prepare (a file opened again, say), switch the flags and
+// re-derive permissions, change backing links, then commit every driver;
+// any failure aborts the drivers and restores the flags and links.
 #include "block/core/graph.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
@@ -27,24 +36,68 @@ bool is_common(const std::string& key) {
   return false;
 }
 
+// A `file` or `backing` child pointed at another node (null: detach).
+struct LinkChange {
+  std::string child;
+  Node* to = nullptr;
+};
+
 struct Plan {
   Node* node = nullptr;
   NodeFlags flags;
   json options;
-  bool change_backing = false;
-  Node* new_backing = nullptr;  // with change_backing: null detaches
+  bool keep_options = false;  // an inherited-only plan keeps the old options
+  std::vector<LinkChange> links;
 };
 
-Result<NodeFlags> new_flags(const Node& node, const json& o) {
-  NodeFlags f = node.flags();
-  f.read_only = o.value("read-only", false);
-  f.auto_read_only = o.value("auto-read-only", false);
-  f.force_share = o.value("force-share", false);
-  f.discard_unmap = o.value("discard", "ignore") == "unmap";
-  std::string dz = o.value("detect-zeroes", "off");
-  f.detect_zeroes = dz == "on"      ? DetectZeroes::kOn
-                    : dz == "unmap" ? DetectZeroes::kUnmap
-                                    : DetectZeroes::kOff;
+// The defaults an entry starts from: QEMU's, or for an implicit child what
+// it inherits from its parent's new flags.
+NodeFlags base_flags(const NodeFlags* inherited, const Child* edge) {
+  NodeFlags f;
+  if (inherited) {
+    f.read_only = inherited->read_only;
+    f.auto_read_only = inherited->auto_read_only;
+    f.force_share = inherited->force_share;
+    f.cache_direct = inherited->cache_direct;
+    f.cache_no_flush = inherited->cache_no_flush;
+    f.discard_unmap = inherited->discard_unmap;
+  }
+  if (edge && (edge->role() & kRoleCow)) f.read_only = true;
+  return f;
+}
+
+Result<DetectZeroes> detect_zeroes_of(const std::string& dz) {
+  if (dz == "on") return DetectZeroes::kOn;
+  if (dz == "unmap") return DetectZeroes::kUnmap;
+  return DetectZeroes::kOff;
+}
+
+// force-share cannot change in QEMU: an entry repeats the value the node
+// was opened with, or omits it if it was never given.
+Result<void> check_force_share(const Node& node, const json& o) {
+  const json& old = node.options();
+  if (o.contains("force-share")) {
+    if (!old.contains("force-share") || old["force-share"] != o["force-share"]) {
+      return Error{EINVAL, "Cannot change the option 'force-share'"};
+    }
+  } else if (!o.empty() && old.contains("force-share")) {
+    return Error{EINVAL, "Option 'force-share' cannot be reset to its default value"};
+  }
+  return {};
+}
+
+// `discard` keeps its value unless given (QEMU keeps the open flag).
+Result<NodeFlags> new_flags(const Node& node, const json& o, NodeFlags f) {
+  f.read_only = o.value("read-only", f.read_only);
+  f.auto_read_only = o.value("auto-read-only", f.auto_read_only);
+  f.force_share = node.flags().force_share;
+  f.discard_unmap = node.flags().discard_unmap;
+  if (o.contains("discard")) f.discard_unmap = o["discard"] == "unmap";
+  STRATA_TRY_ASSIGN(f.detect_zeroes, detect_zeroes_of(o.value("detect-zeroes", "off")));
+  if (auto c = o.find("cache"); c != o.end()) {
+    f.cache_direct = c->value("direct", f.cache_direct);
+    f.cache_no_flush = c->value("no-flush", f.cache_no_flush);
+  }
   if (f.detect_zeroes == DetectZeroes::kUnmap && !f.discard_unmap) {
     return Error{EINVAL,
                  "setting detect-zeroes to unmap is not allowed without setting discard "
@@ -53,101 +106,221 @@ Result<NodeFlags> new_flags(const Node& node, const json& o) {
   if (f.force_share && !f.read_only) {
     return Error{EINVAL, "force-share=on can only be used with read-only images"};
   }
-  if (auto c = o.find("cache"); c != o.end()) {
-    if (c->value("direct", false) != f.cache_direct) {
-      return Error{EINVAL, "Cannot change the option 'cache.direct'"};
-    }
-    f.cache_no_flush = c->value("no-flush", false);
-  }
-  if (node.read_only() && !f.read_only) {
-    return Error{ENOTSUP, "Cannot make node '" + node.name() +
-                              "' writable: reopening read-write is not supported yet"};
-  }
   return f;
 }
 
-// A child option may name the current child or repeat its options.
-bool same_child(const Child* current, const json& v) {
-  if (!current) return false;
-  if (v.is_string()) return v.get<std::string>() == current->node()->name();
-  return v.is_object() && v.value("node-name", "") == current->node()->name();
+bool is_implicit_child(const Child& c) {
+  return !c.node()->monitor_owned() && c.node()->parents().size() == 1;
 }
 
-Result<void> plan_backing(const Graph& graph, Plan& plan, const json& v) {
-  Child* current = plan.node->backing();
-  if (v.is_null()) {
-    plan.change_backing = current != nullptr;
+class Planner {
+ public:
+  explicit Planner(const Graph& graph) : graph_(graph) {}
+
+  Result<void> add_entry(const json& o) {
+    std::string name = o.value("node-name", "");
+    if (name.empty()) return Error{EINVAL, "node-name not specified"};
+    Node* node = graph_.find(name);
+    if (!node) return Error{ENOENT, "Failed to find node with node-name='" + name + "'"};
+    return add(*node, o, nullptr, nullptr);
+  }
+
+  std::vector<Plan> take() { return std::move(plans_); }
+
+ private:
+  Result<void> add(Node& node, const json& o, const NodeFlags* inherited, const Child* edge) {
+    for (const auto& p : plans_) {
+      if (p.node == &node) {
+        return Error{EINVAL, "Node '" + node.name() + "' is already in the reopen queue"};
+      }
+    }
+    if (o.contains("driver") && o["driver"] != node.driver_name()) {
+      return Error{EINVAL, "Cannot change the option 'driver'"};
+    }
+    if (o.contains("node-name") && o["node-name"] != node.name()) {
+      return Error{EINVAL, "Cannot change the option 'node-name'"};
+    }
+    Plan plan;
+    plan.node = &node;
+    STRATA_TRY(check_force_share(node, o));
+    STRATA_TRY_ASSIGN(plan.flags, new_flags(node, o, base_flags(inherited, edge)));
+    plan.options = o;
+    plan.keep_options = o.empty();
+    size_t index = plans_.size();
+    plans_.push_back(plan);
+    STRATA_TRY(check_driver_options(index, o));
+    return add_implicit_children(node, o, plans_[index].flags);
+  }
+
+  Result<void> check_driver_options(size_t index, const json& o) {
+    if (o.empty()) return {};  // inherited only: nothing else changes
+    Plan& plan = plans_[index];
+    Node& node = *plan.node;
+    const json& old = node.options();
+    if (!o.contains("backing") && node.driver().supports_backing() && node.backing()) {
+      return Error{EINVAL, "backing is missing for '" + node.name() + "'"};
+    }
+    for (auto it = o.begin(); it != o.end(); ++it) {
+      const std::string& key = it.key();
+      if (is_common(key)) continue;
+      if (key == "backing" || key == "file") {
+        STRATA_TRY(plan_link(plan, key, *it));
+      } else if (Child* c = node.child(key)) {
+        if (!same_child(c, *it)) return Error{EINVAL, "Cannot change the option '" + key + "'"};
+      } else if (!old.contains(key) || old[key] != *it) {
+        return Error{EINVAL, "Cannot change the option '" + key + "'"};
+      }
+    }
+    for (auto it = old.begin(); it != old.end(); ++it) {
+      if (!is_common(it.key()) && !o.contains(it.key()) && !node.child(it.key())) {
+        return Error{EINVAL, "Option '" + it.key() + "' cannot be reset to its default value"};
+      }
+    }
     return {};
   }
-  if (same_child(current, v)) return {};
-  if (!v.is_string()) return Error{EINVAL, "Cannot change the option 'backing'"};
-  Node* target = graph.find(v.get<std::string>());
-  if (!target) {
-    return Error{ENOENT, "Cannot find device='' nor node-name='" + v.get<std::string>() + "'"};
-  }
-  if (!plan.node->driver().supports_backing()) {
-    return Error{EINVAL,
-                 "Driver '" + plan.node->driver_name() + "' does not support backing files"};
-  }
-  plan.change_backing = true;
-  plan.new_backing = target;
-  return {};
-}
 
-Result<Plan> make_plan(const Graph& graph, const json& o) {
-  Plan plan;
-  std::string name = o.value("node-name", "");
-  if (name.empty()) return Error{EINVAL, "node-name not specified"};
-  plan.node = graph.find(name);
-  if (!plan.node) return Error{ENOENT, "Failed to find node with node-name='" + name + "'"};
-  if (o["driver"].get<std::string>() != plan.node->driver_name()) {
-    return Error{EINVAL, "Cannot change the option 'driver'"};
+  // Implicit children follow their parent: given inline, or inherited.
+  Result<void> add_implicit_children(Node& node, const json& o, NodeFlags parent_flags) {
+    std::vector<std::pair<Child*, json>> todo;
+    for (const auto& c : node.children()) {
+      if (!is_implicit_child(*c)) continue;
+      auto it = o.find(c->name());
+      json child_options = json::object();
+      if (it != o.end() && it->is_object()) child_options = *it;
+      if (it != o.end() && !it->is_object()) continue;  // named: already checked
+      todo.emplace_back(c.get(), std::move(child_options));
+    }
+    for (auto& [c, child_options] : todo) {
+      STRATA_TRY(add(*c->node(), child_options, &parent_flags, c));
+    }
+    return {};
   }
-  STRATA_TRY_ASSIGN(plan.flags, new_flags(*plan.node, o));
-  const json& old = plan.node->options();
-  for (auto it = o.begin(); it != o.end(); ++it) {
-    const std::string& key = it.key();
-    if (is_common(key)) continue;
-    if (key == "backing") {
-      STRATA_TRY(plan_backing(graph, plan, *it));
-    } else if (Child* c = plan.node->child(key)) {
-      if (!same_child(c, *it)) return Error{EINVAL, "Cannot change the option '" + key + "'"};
-    } else if (!old.contains(key) || old[key] != *it) {
-      return Error{EINVAL, "Cannot change the option '" + key + "'"};
+
+  // A child option may name the current child or repeat its options.
+  static bool same_child(const Child* current, const json& v) {
+    if (!current) return false;
+    if (v.is_string()) return v.get<std::string>() == current->node()->name();
+    if (!v.is_object()) return false;
+    if (v.contains("node-name")) return v["node-name"] == current->node()->name();
+    return is_implicit_child(*current);  // inline options of the implicit child
+  }
+
+  static bool reaches(const Node& from, const Node& to) {
+    if (&from == &to) return true;
+    for (const auto& c : from.children()) {
+      if (reaches(*c->node(), to)) return true;
+    }
+    return false;
+  }
+
+  // `file` or `backing`: the current child, null (backing only: detach) or
+  // another node by name.
+  Result<void> plan_link(Plan& plan, const std::string& key, const json& v) {
+    Child* current = plan.node->child(key);
+    if (v.is_null()) {
+      if (key == "file") return Error{EINVAL, "Cannot change the option 'file'"};
+      if (current) plan.links.push_back({key, nullptr});
+      return {};
+    }
+    if (same_child(current, v)) return {};
+    if (!v.is_string()) return Error{EINVAL, "Cannot change the option '" + key + "'"};
+    Node* target = graph_.find(v.get<std::string>());
+    if (!target) {
+      return Error{ENOENT, "Cannot find device='' nor node-name='" + v.get<std::string>() + "'"};
+    }
+    if (key == "backing" && !plan.node->driver().supports_backing()) {
+      return Error{EINVAL,
+                   "Driver '" + plan.node->driver_name() + "' does not support backing files"};
+    }
+    if (key == "file" && !current) return Error{EINVAL, "Cannot change the option 'file'"};
+    if (reaches(*target, *plan.node)) {
+      return Error{EINVAL, "Making '" + target->name() + "' a " + key + " child of '" +
+                               plan.node->name() + "' would create a cycle"};
+    }
+    plan.links.push_back({key, target});
+    return {};
+  }
+
+  const Graph& graph_;
+  std::vector<Plan> plans_;
+};
+
+// Link changes, undone in reverse order on failure. Detaching cannot fail
+// and is done last, once nothing can fail any more.
+class Relinker {
+ public:
+  explicit Relinker(Graph& graph) : graph_(graph) {}
+
+  Result<void> apply(std::vector<Plan>& plans) {
+    for (auto& p : plans) {
+      for (auto& l : p.links) {
+        if (l.to) STRATA_TRY(link(*p.node, l));
+      }
+    }
+    return {};
+  }
+
+  // After failure: the old links again, in reverse order.
+  Task<void> co_undo() {
+    for (auto it = done_.rbegin(); it != done_.rend(); ++it) {
+      if (it->from) {
+        (void)graph_.retarget(*it->edge, *it->from);
+      } else {
+        co_await graph_.co_detach(it->edge);
+      }
+    }
+    done_.clear();
+  }
+
+  // After success: detaches, and closes implicit nodes nobody uses now.
+  Task<void> co_finish(std::vector<Plan>& plans) {
+    for (auto& p : plans) {
+      for (auto& l : p.links) {
+        if (!l.to) co_await graph_.co_detach(p.node->child(l.child));
+      }
+    }
+    for (auto& d : done_) {
+      if (d.from) co_await graph_.co_release_if_unused(d.from);
     }
   }
-  for (auto it = old.begin(); it != old.end(); ++it) {
-    if (!is_common(it.key()) && !o.contains(it.key()) && !plan.node->child(it.key())) {
-      return Error{EINVAL, "Cannot change the option '" + it.key() + "'"};
+
+ private:
+  struct Done {
+    Child* edge;
+    Node* from;  // null: the edge was added
+  };
+
+  Result<void> link(Node& node, const LinkChange& l) {
+    if (Child* current = node.child(l.child)) {
+      Node* from = current->node();
+      STRATA_TRY(graph_.retarget(*current, *l.to));
+      done_.push_back({current, from});
+      return {};
+    }
+    STRATA_TRY_ASSIGN(Child * edge, graph_.attach_child(node, *l.to, l.child, kRoleCow));
+    done_.push_back({edge, nullptr});
+    return {};
+  }
+
+  Graph& graph_;
+  std::vector<Done> done_;
+};
+
+// Drivers prepare in order; on failure the prepared ones are aborted.
+Task<Result<void>> co_prepare_drivers(std::vector<Plan>& plans) {
+  for (size_t i = 0; i < plans.size(); i++) {
+    auto r = co_await plans[i].node->driver().co_reopen_prepare(plans[i].flags);
+    if (!r) {
+      for (size_t j = 0; j < i; j++) plans[j].node->driver().reopen_abort();
+      co_return std::move(r).error();
     }
   }
-  plan.options = o;
-  return plan;
-}
-
-Task<Result<void>> co_apply_backing(Graph& graph, Plan& plan) {
-  if (!plan.change_backing) co_return Result<void>{};
-  Child* current = plan.node->backing();
-  if (plan.new_backing && current) co_return graph.retarget(*current, *plan.new_backing);
-  if (plan.new_backing) {
-    auto edge = graph.attach_child(*plan.node, *plan.new_backing, "backing", kRoleCow);
-    if (!edge) co_return std::move(edge).error();
-    co_return Result<void>{};
-  }
-  co_await graph.co_detach(current);
   co_return Result<void>{};
 }
 
-Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
-  Graph& graph = ctx.engine().graph();
-  std::vector<Plan> plans;
-  for (const auto& o : args["options"]) {
-    auto plan = make_plan(graph, o);
-    if (!plan) co_return std::move(plan).error();
-    plans.push_back(std::move(*plan));
-  }
-  // Flags first, all or nothing; then backing changes (which check
-  // permissions themselves).
+// New flags and permissions, then the new links; on failure, the old flags,
+// links and permissions again.
+Task<Result<void>> co_switch(Graph& graph, std::vector<Plan>& plans) {
   std::vector<NodeFlags> saved;
   for (auto& p : plans) {
     saved.push_back(p.node->flags());
@@ -158,13 +331,40 @@ Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
     r = graph.refresh_node_perms(*p.node);
     if (!r) break;
   }
-  for (size_t i = 0; r && i < plans.size(); i++) r = co_await co_apply_backing(graph, plans[i]);
-  if (!r) {
-    for (size_t i = 0; i < plans.size(); i++) plans[i].node->mutable_flags() = saved[i];
-    for (auto& p : plans) (void)graph.refresh_node_perms(*p.node);
-    co_return std::move(r).error();
+  Relinker relinker(graph);
+  if (r) r = relinker.apply(plans);
+  if (r) {
+    co_await relinker.co_finish(plans);
+    co_return r;
   }
-  for (auto& p : plans) p.node->set_options(p.options);
+  co_await relinker.co_undo();
+  for (size_t i = 0; i < plans.size(); i++) plans[i].node->mutable_flags() = saved[i];
+  for (auto& p : plans) (void)graph.refresh_node_perms(*p.node);
+  co_return r;
+}
+
+Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
+  Graph& graph = ctx.engine().graph();
+  Planner planner(graph);
+  for (const auto& o : args["options"]) STRATA_CO_TRY(planner.add_entry(o));
+  std::vector<Plan> plans = planner.take();
+  for (auto& p : plans) co_await p.node->co_drain_begin();
+  auto r = co_await co_prepare_drivers(plans);
+  if (r) {
+    r = co_await co_switch(graph, plans);
+    for (auto& p : plans) {
+      if (r) {
+        p.node->driver().reopen_commit();
+      } else {
+        p.node->driver().reopen_abort();
+      }
+    }
+  }
+  for (auto& p : plans) p.node->drain_end();
+  if (!r) co_return std::move(r).error();
+  for (auto& p : plans) {
+    if (!p.keep_options) p.node->set_options(p.options);
+  }
   co_return json::object();
 }
 

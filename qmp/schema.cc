@@ -238,7 +238,8 @@ Result<void> Schema::check_alternate(const TypeInfo& t, json& value, const std::
     const TypeInfo* alt = find(name);
     if (alt && alternative_takes(*alt, value)) return check(*alt, value, path, leaf);
   }
-  return invalid_parameter_type(path, t.name);
+  // QEMU's generated alternate visitors name the member alone.
+  return invalid_parameter_type(leaf.empty() ? "null" : leaf, t.name);
 }
 
 // Introspection.

@@ -27,6 +27,22 @@ Task<Result<void>> Driver::co_truncate(uint64_t, bool, Preallocation) {
   co_return Error{ENOTSUP, "Driver '" + node().driver_name() + "' does not support resizing"};
 }
 
+Task<Result<void>> Driver::co_reopen_prepare(const NodeFlags& flags) {
+  const NodeFlags& now = node().flags();
+  if (flags.read_only != now.read_only) {
+    co_return Error{ENOTSUP, "Driver '" + node().driver_name() + "' does not support reopening " +
+                                 (flags.read_only ? "read-only" : "read-write")};
+  }
+  if (flags.cache_direct != now.cache_direct) {
+    co_return Error{EINVAL, "Cannot change the option 'cache.direct'"};
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> accept_any_reopen() {
+  co_return Result<void>{};
+}
+
 std::string Driver::filename() const {
   if (Child* f = node().file()) return f->node()->driver().filename();
   return "";

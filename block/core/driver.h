@@ -26,6 +26,7 @@ namespace strata {
 class Child;
 class Node;
 class OpenContext;
+struct NodeFlags;
 
 class Driver {
  public:
@@ -43,6 +44,18 @@ class Driver {
   virtual Task<Result<void>> co_flush();
   virtual Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes);
   virtual Task<Result<void>> co_truncate(uint64_t size, bool exact, Preallocation prealloc);
+
+  // blockdev-reopen, in QEMU's phases: co_reopen_prepare() readies the
+  // driver for `flags` (the node still has its old flags) without changing
+  // what it serves; then exactly one of reopen_commit() / reopen_abort()
+  // follows. The default accepts what the dispatcher applies alone
+  // (detect-zeroes, discard, force-share, auto-read-only, cache.no-flush)
+  // and refuses a change of read-only or cache.direct, which a driver with
+  // files or metadata must handle itself; drivers without such state
+  // return accept_any_reopen().
+  virtual Task<Result<void>> co_reopen_prepare(const NodeFlags& flags);
+  virtual void reopen_commit() {}
+  virtual void reopen_abort() {}
 
   virtual uint64_t size() const = 0;
   virtual Limits limits() const { return {}; }
@@ -74,6 +87,10 @@ class Driver {
  private:
   Node* node_ = nullptr;
 };
+
+// For drivers whose state does not depend on the node flags (raw, null,
+// filters): every reopen is fine.
+Task<Result<void>> accept_any_reopen();
 
 // QEMU's default permission rules, usable by drivers that override child_perm.
 void filter_default_perms(uint64_t perm, uint64_t shared, uint64_t* nperm, uint64_t* nshared);

@@ -21,6 +21,7 @@ class FilterDriver : public Driver {
   uint64_t size() const override;
   Limits limits() const override;
   Child* filtered_child() const override { return file_; }
+  Task<Result<void>> co_reopen_prepare(const NodeFlags&) override { return accept_any_reopen(); }
 
  protected:
   Child* file_ = nullptr;

@@ -25,6 +25,7 @@ class FileDriver final : public Driver {
  public:
   ~FileDriver() override {
     if (fd_ >= 0) ::close(fd_);
+    if (reopen_fd_ >= 0) ::close(reopen_fd_);
   }
 
   Task<Result<void>> co_open(OpenContext& ctx) override;
@@ -40,6 +41,11 @@ class FileDriver final : public Driver {
   Limits limits() const override;
   Result<void> check_perm(uint64_t perm, uint64_t shared) override;
   void set_perm(uint64_t perm, uint64_t shared) override;
+  // Read-only and cache.direct changes open the file again; the new
+  // descriptor takes over the image locks at commit.
+  Task<Result<void>> co_reopen_prepare(const NodeFlags& flags) override;
+  void reopen_commit() override;
+  void reopen_abort() override;
   nlohmann::json format_specific() const override { return nullptr; }
   std::string filename() const override { return filename_; }
 
@@ -54,6 +60,10 @@ class FileDriver final : public Driver {
   uint64_t size_ = 0;
   bool direct_ = false;
   bool locking_ = true;
+  uint64_t perm_ = 0;  // as last set by set_perm
+  uint64_t shared_ = kPermAll;
+  int reopen_fd_ = -1;  // between co_reopen_prepare and commit/abort
+  bool reopen_direct_ = false;
   bool is_block_device_ = false;
   bool zero_range_works_ = true;
   bool punch_hole_works_ = true;
@@ -270,8 +280,33 @@ Result<void> FileDriver::check_perm(uint64_t perm, uint64_t shared) {
 }
 
 void FileDriver::set_perm(uint64_t perm, uint64_t shared) {
+  perm_ = perm;
+  shared_ = shared;
   if (!locking_ || fd_ < 0) return;
   (void)ImageLock::apply(fd_, perm, shared);
+}
+
+Task<Result<void>> FileDriver::co_reopen_prepare(const NodeFlags& flags) {
+  if (flags.read_only == node().read_only() && flags.cache_direct == direct_) {
+    co_return Result<void>{};
+  }
+  int oflags = (flags.read_only ? O_RDONLY : O_RDWR) | (flags.cache_direct ? O_DIRECT : 0);
+  auto fd = co_await fs::co_open(*loop_, filename_, oflags);
+  if (!fd) co_return std::move(fd).error();
+  reopen_fd_ = *fd;
+  reopen_direct_ = flags.cache_direct;
+  co_return Result<void>{};
+}
+
+void FileDriver::reopen_commit() {
+  if (reopen_fd_ < 0) return;
+  if (locking_) (void)ImageLock::apply(reopen_fd_, perm_, shared_);
+  ::close(std::exchange(fd_, std::exchange(reopen_fd_, -1)));
+  direct_ = reopen_direct_;
+}
+
+void FileDriver::reopen_abort() {
+  if (reopen_fd_ >= 0) ::close(std::exchange(reopen_fd_, -1));
 }
 
 }  // namespace

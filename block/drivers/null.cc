@@ -51,6 +51,7 @@ class NullDriver final : public Driver {
     co_return Result<void>{};
   }
   uint64_t size() const override { return size_; }
+  Task<Result<void>> co_reopen_prepare(const NodeFlags&) override { return accept_any_reopen(); }
   std::string filename() const override { return read_zeroes_ ? "null-co://,read-zeroes=on" : "null-co://"; }
 
  private:

@@ -26,6 +26,7 @@ class RawDriver final : public Driver {
   uint64_t size() const override;
   Limits limits() const override { return file_->node()->limits(); }
   Child* filtered_child() const override { return windowed() ? nullptr : file_; }
+  Task<Result<void>> co_reopen_prepare(const NodeFlags&) override { return accept_any_reopen(); }
 
  private:
   bool windowed() const { return offset_ != 0 || has_size_; }

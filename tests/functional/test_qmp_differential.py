@@ -4,6 +4,7 @@ fields one side adds, allocation sizes)."""
 import json
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -223,3 +224,162 @@ def test_same_replies_as_qemu_storage_daemon(tmp_path):
             mismatches.append(f"step {i} {steps[i][1]}:\n  qsd:    {json.dumps(q)}\n"
                               f"  strata: {json.dumps(s)}")
     assert not mismatches, "\n".join(mismatches)
+
+
+def schema_view(reply):
+    """The introspection entries of a few commands and their argument
+    types (names differ: QEMU numbers its implicit types)."""
+    by_name = {e["name"]: e for e in reply["return"]}
+
+    def resolve(name):
+        e = by_name[name]
+        kind = e["meta-type"]
+        if kind == "builtin":
+            return name
+        if kind == "enum":
+            return {"enum": e["values"]}
+        if kind == "array":
+            return [resolve(e["element-type"])]
+        if kind == "object":
+            return {"members": [{k: resolve(v) if k == "type" else v for k, v in m.items()}
+                                for m in e["members"]]}
+        return kind
+
+    out = {}
+    for command in ("block_resize", "blockdev-del", "query-named-block-nodes",
+                    "blockdev-snapshot-sync", "qmp_capabilities", "quit"):
+        e = by_name[command]
+        out[command] = {"meta-type": e["meta-type"], "arg-type": resolve(e["arg-type"])}
+    return out
+
+
+def options_script(workdir):
+    """Common blockdev options and blockdev-reopen."""
+    disks = [os.path.join(workdir, f"d{i}.raw") for i in range(3)]
+    top = os.path.join(workdir, "top.qcow2")
+    cmd = lambda name, args=None, view=None: ("cmd", (name, args), view)  # noqa: E731
+    f = lambda i, **extra: {"driver": "file", "filename": disks[i], **extra}  # noqa: E731
+    return [
+        cmd("qmp_capabilities"),
+        cmd("query-qmp-schema", None, schema_view),
+        cmd("blockdev-add", {"driver": "file", "node-name": "f0", "filename": disks[0],
+                             "auto-read-only": True, "discard": "unmap",
+                             "detect-zeroes": "unmap",
+                             "cache": {"direct": True, "no-flush": True}}),
+        cmd("blockdev-add", {"driver": "raw", "node-name": "r0", "file": "f0"}),
+        cmd("blockdev-add", {"driver": "raw", "node-name": "r1", "read-only": True,
+                             "force-share": True, "file": f(1)}),
+        cmd("blockdev-add", {"driver": "qcow2", "node-name": "t0", "backing": None,
+                             "file": {"driver": "file", "filename": top}}),
+        cmd("blockdev-add", f(2, **{"node-name": "f2"})),
+        cmd("query-named-block-nodes", None, nodes_view),
+        # Reopen: flags both ways, cache.direct, inherited by implicit children.
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "f0", "read-only": True})]}),
+        cmd("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "r1",
+                                             "file": f(1)}]}),
+        cmd("query-named-block-nodes", None, nodes_view),
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "f0",
+                                                     "cache": {"direct": True}})]}),
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "f0",
+                                                     "detect-zeroes": "unmap"})]}),
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "f0",
+                                                     "force-share": True})]}),
+        cmd("query-named-block-nodes", None, nodes_view),
+        # Errors.
+        cmd("blockdev-reopen", {"options": [f(0)]}),
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "zz"})]}),
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "r0"})]}),
+        cmd("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "r0",
+                                             "file": "f2"}]}),
+        cmd("blockdev-reopen", {"options": [f(2, **{"node-name": "f0"})]}),
+        cmd("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "r0",
+                                             "file": None}]}),
+        cmd("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "r0",
+                                             "file": "r0"}]}),
+        cmd("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "r0",
+                                             "file": "nosuch"}]}),
+        cmd("query-named-block-nodes", None, nodes_view),
+        cmd("blockdev-reopen", {"options": [f(0, **{"node-name": "f0", "read-only": True}),
+                                            {"driver": "raw", "node-name": "r0",
+                                             "file": "f0"}]}),
+        cmd("query-named-block-nodes", None, nodes_view),
+        # Backing: null, another node, missing.
+        cmd("blockdev-reopen", {"options": [{"driver": "qcow2", "node-name": "t0",
+                                             "file": {"driver": "file", "filename": top},
+                                             "backing": "r1"}]}),
+        cmd("query-named-block-nodes", None, nodes_view),
+        cmd("blockdev-reopen", {"options": [{"driver": "qcow2", "node-name": "t0",
+                                             "file": {"driver": "file", "filename": top}}]}),
+        cmd("blockdev-reopen", {"options": [{"driver": "qcow2", "node-name": "t0",
+                                             "file": {"driver": "file", "filename": top},
+                                             "backing": None}]}),
+        cmd("query-named-block-nodes", None, nodes_view),
+        # blockdev-create: the errors both report before any job.
+        cmd("blockdev-create", {"job-id": "1j", "options": {"driver": "file",
+                                                            "filename": disks[2], "size": 0}}),
+        cmd("blockdev-create", {"job-id": "j", "options": {"driver": "nosuch"}}),
+        cmd("blockdev-create", {"job-id": "j", "options": {"driver": "file",
+                                                           "filename": disks[2]}}),
+    ]
+
+
+def test_options_and_reopen_same_as_qemu_storage_daemon(tmp_path):
+    if shutil.which(QSD) is None:
+        pytest.fail(f"{QSD} is not installed (./test installs qemu-system-common)")
+    require("qemu-img")
+    results = {}
+    for name, binary in (("qsd", QSD), ("strata", strata_binary("stratad"))):
+        workdir = str(tmp_path / "run")
+        if os.path.exists(workdir):
+            shutil.rmtree(workdir)
+        os.makedirs(workdir)
+        for i in range(3):
+            with open(os.path.join(workdir, f"d{i}.raw"), "wb") as f:
+                f.truncate(1 << 20)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(workdir, "top.qcow2"),
+             "1M"])
+        with Daemon(binary, workdir) as d:
+            results[name] = drive(d, options_script(workdir))
+    steps = options_script(str(tmp_path / "run"))
+    mismatches = []
+    for i, (q, s) in enumerate(zip(results["qsd"], results["strata"])):
+        if q != s:
+            mismatches.append(f"step {i} {steps[i][1]}:\n  qsd:    {json.dumps(q)}\n"
+                              f"  strata: {json.dumps(s)}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+def shutdown_messages(daemon, how):
+    """What a monitor receives from `quit` or a signal until the daemon has
+    closed the connection."""
+    c = daemon.client()
+    messages = []
+    if how == "quit":
+        messages.append(c.request("quit", id=7))
+    else:
+        daemon.proc.send_signal(how)
+    try:
+        while True:
+            messages.append(c.read_message())
+    except (ConnectionError, OSError):
+        pass
+    messages.append(daemon.proc.wait(20))
+    return messages
+
+
+@pytest.mark.parametrize("how", ["quit", signal.SIGTERM, signal.SIGINT])
+def test_shutdown_same_as_qemu_storage_daemon(tmp_path, how):
+    if shutil.which(QSD) is None:
+        pytest.fail(f"{QSD} is not installed (./test installs qemu-system-common)")
+    results = {}
+    for name, binary in (("qsd", QSD), ("strata", strata_binary("stratad"))):
+        workdir = str(tmp_path / name)
+        os.makedirs(workdir)
+        disk = os.path.join(workdir, "d.raw")
+        with open(disk, "wb") as f:
+            f.truncate(1 << 20)
+        args = ["--blockdev", f"driver=file,node-name=f0,filename={disk}"]
+        with Daemon(binary, workdir, args) as d:
+            results[name] = shutdown_messages(d, how)
+    # No SHUTDOWN event (qemu-storage-daemon sends none), exit status 0.
+    assert results["strata"] == results["qsd"]

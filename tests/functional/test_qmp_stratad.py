@@ -1,6 +1,7 @@
 """stratad's qemu-storage-daemon command line: options, keyval syntax,
 pid file, daemonizing, signals and clean shutdown (image locks released,
 checked with qemu-img)."""
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,31 @@ def test_export_and_nbd_server_hook(workdir):
     else:
         with pytest.raises(RuntimeError, match="--nbd-server"):
             Daemon(strata_binary("stratad"), workdir, args)
+
+
+@pytest.mark.parametrize("how", ["quit", signal.SIGTERM])
+def test_shutdown_flushes_and_unlocks(workdir, how):
+    """What QMP changed is on disk once the daemon is gone, and the image is
+    unlocked: qemu-img opens it without -U."""
+    require("qemu-img")
+    path = qcow2_image(workdir, "grow.qcow2", "1M")
+    created = os.path.join(str(workdir), "created.qcow2")
+    open(created, "wb").close()
+    args = ["--blockdev", f"driver=qcow2,node-name=q0,file.driver=file,file.filename={path}",
+            "--blockdev", f"driver=file,node-name=fc,filename={created}"]
+    with Daemon(strata_binary("stratad"), workdir, args) as d:
+        c = d.client()
+        c.execute("block_resize", **{"node-name": "q0", "size": 3 << 20})
+        c.execute("blockdev-create", **{"job-id": "j", "options": {
+            "driver": "qcow2", "file": "fc", "size": 2 << 20}})
+        c.execute("blockdev-add", driver="qcow2", **{"node-name": "qc", "file": "fc"})
+        c.execute("block_resize", **{"node-name": "qc", "size": 4 << 20})
+        if how == "quit":
+            assert c.execute("quit") == {}
+        else:
+            d.proc.send_signal(how)
+        assert d.proc.wait(20) == 0
+    for image, size in ((path, 3 << 20), (created, 4 << 20)):
+        info = json.loads(run(["qemu-img", "info", "--output=json", image]).stdout)
+        assert info["virtual-size"] == size
+        run(["qemu-img", "check", image])
