@@ -9,6 +9,9 @@ namespace {
 // gets EINVAL); larger ones look like a denial of service: disconnect.
 constexpr uint64_t kMaxSkippedPayload = 2ull * kMaxPayload;
 constexpr size_t kSkipChunk = 64 * 1024;
+// How often the handshake watchdog looks at the clock; it bounds how long a
+// finished connection waits for its watchdog to notice.
+constexpr uint64_t kWatchdogTickMs = 50;
 }  // namespace
 
 Connection::Connection(Loop& loop, HandshakeHost& host, std::unique_ptr<Channel> channel,
@@ -34,9 +37,21 @@ ReplyMode Connection::mode() const {
   return session_.structured ? ReplyMode::kStructured : ReplyMode::kSimple;
 }
 
+Task<void> Connection::co_handshake_watchdog() {
+  uint64_t deadline = Loop::now_ns() + limits_.handshake_ms * 1'000'000;
+  // Past the deadline keep closing: during STARTTLS the channel is being
+  // replaced, and the new one must be closed too.
+  while (!handshake_over_) {
+    if (Loop::now_ns() >= deadline && channel_) channel_->close();
+    co_await loop_.co_sleep(kWatchdogTickMs);
+  }
+}
+
 Task<void> Connection::co_run() {
+  if (limits_.handshake_ms > 0) requests_.spawn(co_handshake_watchdog());
   Handshake handshake(host_, channel_, this);
   auto negotiated = co_await handshake.co_run();
+  handshake_over_ = true;
   if (negotiated && negotiated->has_value()) {
     session_ = **negotiated;
     registered_ = true;

@@ -9,7 +9,8 @@
 // violation that desynchronises the stream (bad magic, oversized payload)
 // drops the connection; everything else gets an error reply. DISC finishes
 // the requests in flight, then closes. disconnect() closes at once; co_run()
-// still waits for the requests in flight before it returns.
+// still waits for the requests in flight before it returns. A client still
+// negotiating after `handshake_ms` is dropped.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -29,6 +30,9 @@ namespace strata::nbd {
 struct ConnectionLimits {
   size_t max_requests = 64;
   size_t max_bytes = 128u << 20;
+  // A client that has not finished negotiating after this long is dropped
+  // (qemu-nbd's handshake-max-seconds); 0: no limit.
+  uint64_t handshake_ms = 10'000;
 };
 
 class Connection final : public ExportClient {
@@ -50,6 +54,8 @@ class Connection final : public ExportClient {
     std::string message;
   };
   Task<Result<void>> co_transmission();
+  // Drops the connection if the handshake outlives limits_.handshake_ms.
+  Task<void> co_handshake_watchdog();
   // False once the client sent DISC.
   Task<Result<bool>> co_next_request();
   Task<Result<void>> co_skip_payload(uint64_t length);
@@ -80,6 +86,7 @@ class Connection final : public ExportClient {
   size_t in_flight_ = 0;
   size_t bytes_in_flight_ = 0;
   bool registered_ = false;
+  bool handshake_over_ = false;
 };
 
 }  // namespace strata::nbd

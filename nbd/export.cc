@@ -11,6 +11,19 @@ namespace strata::nbd {
 Export::Export(Graph& graph, ExportOptions options)
     : graph_(graph), options_(std::move(options)), clients_gone_(graph.engine().loop()) {}
 
+namespace {
+
+// Where the i-th bitmap is looked for: its given node, or the exported one.
+Result<Node*> bitmap_holder(Graph& graph, Node& exported, const ExportOptions& o, size_t i) {
+  if (i >= o.bitmap_nodes.size() || o.bitmap_nodes[i].empty()) return &exported;
+  const std::string& name = o.bitmap_nodes[i];
+  Node* n = graph.find(name);
+  if (!n) return Error{ENOENT, "Cannot find device='" + name + "' nor node-name='" + name + "'"};
+  return n;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Export>> Export::create(Graph& graph, ExportOptions options,
                                                const BitmapResolver& resolver) {
   if (options.id.empty()) options.id = options.name;
@@ -20,17 +33,18 @@ Result<std::unique_ptr<Export>> Export::create(Graph& graph, ExportOptions optio
   }
   Node* node = graph.find(options.node_name);
   if (!node) {
-    return Error{ENOENT, "Cannot find device='" + options.node_name + "' nor node-name='" +
-                             options.node_name + "'"};
+    return Error{ENOENT, "Cannot find device='' nor node-name='" + options.node_name + "'"};
   }
   if (options.writable && node->read_only()) {
-    return Error{EPERM, "Cannot export read-only node '" + options.node_name + "' as writable"};
+    return Error{EPERM, "Cannot export read-only node as writable"};
   }
   std::unique_ptr<Export> exp(new Export(graph, std::move(options)));
   const ExportOptions& o = exp->options_;
-  for (const auto& name : o.bitmaps) {
+  for (size_t i = 0; i < o.bitmaps.size(); i++) {
+    const std::string& name = o.bitmaps[i];
     if (!resolver) return Error{ENOTSUP, "Dirty bitmaps are not available to NBD exports"};
-    auto view = resolver(*node, name, o.writable);
+    STRATA_TRY_ASSIGN(Node * holder, bitmap_holder(graph, *node, o, i));
+    auto view = resolver(*holder, name, o.writable);
     if (!view) return std::move(view).error();
     exp->bitmaps_.push_back(std::move(*view));
     exp->catalog_.bitmaps.push_back(name);

@@ -31,6 +31,9 @@ struct ExportOptions {
   bool writable = false;
   bool writethrough = false;  // every write is FUA
   std::vector<std::string> bitmaps;
+  // Per bitmap (when not empty): the node to look for it in, instead of the
+  // exported node and its chain (block-export-add's {node, name} form).
+  std::vector<std::string> bitmap_nodes;
   bool allocation_depth = false;
   // Advertise CAN_MULTI_CONN. Safe whenever set (one node, one cache for all
   // clients); qemu-nbd advertises it only when it allows several clients.

@@ -13,7 +13,11 @@ constexpr size_t kMaxWaitingClients = 128;
 }  // namespace
 
 Server::Server(Engine& engine, ServerOptions options)
-    : engine_(engine), options_(std::move(options)), connections_idle_(engine.loop()) {
+    : engine_(engine),
+      options_(std::move(options)),
+      connections_idle_(engine.loop()),
+      export_gone_(engine.loop()),
+      removals_(engine.loop()) {
   if (!options_.bitmap_resolver) options_.bitmap_resolver = resolve_dirty_bitmap;
 }
 
@@ -113,21 +117,42 @@ std::vector<Export*> Server::list_exports() {
   return out;
 }
 
+bool Server::has_export(const Export* exp) const {
+  return std::any_of(exports_.begin(), exports_.end(),
+                     [exp](const auto& e) { return e.get() == exp; });
+}
+
 void Server::forget_export(Export* exp) {
   std::string id = exp->id();
   auto it = std::find_if(exports_.begin(), exports_.end(),
                          [exp](const auto& e) { return e.get() == exp; });
   if (it == exports_.end()) return;
   exports_.erase(it);
+  export_gone_.wake_all();
   if (on_export_deleted_) on_export_deleted_(id);
+}
+
+Result<void> Server::begin_remove_export(const std::string& id, RemoveMode mode) {
+  Export* exp = export_by_id(id);
+  if (!exp) return Error{ENOENT, "Export '" + id + "' is not found"};
+  if (exp->closing()) return Error{EBUSY, "Export '" + id + "' is already shutting down"};
+  if (mode == RemoveMode::kSafe && exp->client_count() > 0) {
+    return Error{EBUSY, "export '" + id + "' still in use"};
+  }
+  exp->begin_close();
+  removals_.spawn(co_finish_removal(exp));
+  return {};
+}
+
+Task<void> Server::co_finish_removal(Export* exp) {
+  (void)co_await exp->co_close(RemoveMode::kHard);
+  forget_export(exp);
 }
 
 Task<Result<void>> Server::co_remove_export(std::string id, RemoveMode mode) {
   Export* exp = export_by_id(id);
-  if (!exp) co_return Error{ENOENT, "Export '" + id + "' is not found"};
-  if (exp->closing()) co_return Error{EBUSY, "Export '" + id + "' is already shutting down"};
-  STRATA_CO_TRY(co_await exp->co_close(mode));
-  forget_export(exp);
+  STRATA_CO_TRY(begin_remove_export(id, mode));
+  while (has_export(exp)) co_await export_gone_.wait();
   co_return Result<void>{};
 }
 
@@ -137,12 +162,11 @@ Task<void> Server::co_stop() {
   listeners_.clear();
   waiting_.clear();
   for (auto& c : connections_) c->disconnect();
-  while (!connections_.empty()) co_await connections_idle_.wait();
-  while (!exports_.empty()) {
-    Export* exp = exports_.front().get();
-    (void)co_await exp->co_close(RemoveMode::kHard);
-    forget_export(exp);
+  for (Export* exp : exports()) {
+    if (!exp->closing()) (void)begin_remove_export(exp->id(), RemoveMode::kHard);
   }
+  while (!connections_.empty()) co_await connections_idle_.wait();
+  co_await removals_.co_join();
 }
 
 }  // namespace strata::nbd

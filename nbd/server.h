@@ -6,7 +6,8 @@
 // bounds the clients served at once; further clients wait, unserved, until
 // a slot frees (as in a listen backlog). With TLS credentials every client
 // must STARTTLS first. co_stop() stops listening, disconnects every client,
-// removes every export and returns once all of it is finished; the Server
+// removes every export (also those being removed) and returns once all of
+// it is finished; the Server
 // may then be destroyed (it must be, before its Engine).
 // Thread rules: loop-thread only.
 #pragma once
@@ -46,6 +47,12 @@ class Server final : public HandshakeHost {
   Result<uint16_t> listen_tcp(const std::string& host, uint16_t port);
 
   Result<Export*> add_export(ExportOptions options);
+  // Starts removing export `id` (QEMU's block-export-del): refuses an
+  // unknown id, one already shutting down, and in safe mode one with
+  // clients; otherwise the export refuses new clients at once, drops its
+  // clients and is gone (on_export_deleted) once their requests finished.
+  Result<void> begin_remove_export(const std::string& id, RemoveMode mode);
+  // begin_remove_export(), then waits until the export is gone.
   Task<Result<void>> co_remove_export(std::string id, RemoveMode mode);
   Export* export_by_id(const std::string& id) const;
   std::vector<Export*> exports() const;
@@ -73,6 +80,8 @@ class Server final : public HandshakeHost {
   void start(std::unique_ptr<Stream> stream);
   Task<void> co_serve(Connection* conn);
   void forget_export(Export* exp);
+  Task<void> co_finish_removal(Export* exp);
+  bool has_export(const Export* exp) const;
 
   Engine& engine_;
   ServerOptions options_;
@@ -81,6 +90,8 @@ class Server final : public HandshakeHost {
   std::list<std::unique_ptr<Connection>> connections_;
   std::deque<std::unique_ptr<Stream>> waiting_;
   CoQueue connections_idle_;
+  CoQueue export_gone_;
+  TaskGroup removals_;
   bool stopping_ = false;
   std::function<void(const std::string&)> on_export_deleted_;
   std::function<void()> on_client_closed_;

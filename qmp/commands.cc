@@ -3,6 +3,7 @@
 #include "qmp/commands.h"
 
 #include "qmp/commands_bitmap.h"
+#include "qmp/commands_nbd.h"
 #include "qmp/context.h"
 #include "qmp/dispatcher.h"
 #include "qmp/objects.h"
@@ -63,6 +64,7 @@ void register_all_commands(QmpContext& ctx) {
   register_snapshot_commands(ctx.registry());
   register_object_commands(ctx);
   register_bitmap_commands(ctx);
+  register_nbd_commands(ctx);
 }
 
 }  // namespace strata::qmp
