@@ -2,6 +2,7 @@
 discard, backing changes, all or nothing, checked on the daemon's open
 files (/proc) and with qemu-io against its image locks."""
 import os
+import time
 
 import pytest
 
@@ -200,9 +201,10 @@ def test_backing_null_and_another_node(daemon, workdir):
 
 
 def test_write_lock_follows_read_only(daemon, workdir):
-    """A writable export needs write permission on the file: reopening the
-    node read-write takes QEMU's write lock (qemu-io can no longer open the
-    image), read-only releases it. Needs the NBD export commands."""
+    """A writable export needs write permission on the file: with the node
+    read-write it holds QEMU's write lock (qemu-io -r, which refuses to
+    share write, cannot open the image); read-only is refused while the
+    export writes. Needs the NBD export commands."""
     require("qemu-io")
     c = daemon.client()
     names = {e["name"] for e in c.execute("query-commands")}
@@ -210,21 +212,23 @@ def test_write_lock_follows_read_only(daemon, workdir):
         pytest.skip("the NBD export commands are not registered in this build")
     path = raw_image(workdir)
     sock = os.path.join(str(workdir), "nbd.sock")
+    file = {"driver": "file", "filename": path}
     c.execute("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
-    c.execute("blockdev-add", driver="raw", **{"node-name": "r0",
-                                               "file": {"driver": "file", "filename": path}})
-    c.execute("blockdev-reopen", options=[{"driver": "raw", "node-name": "r0",
-                                           "read-only": True}])
-    run(["qemu-io", "-f", "raw", "-c", "write 0 4k", path])  # no lock held
-    # A writable export on a read-only node is refused...
+    c.execute("blockdev-add", driver="raw", **{"node-name": "r0", "file": file,
+                                               "read-only": True})
     assert c.error("block-export-add", {"type": "nbd", "id": "e0", "node-name": "r0",
                                         "writable": True})[0] == "GenericError"
-    c.execute("blockdev-reopen", options=[{"driver": "raw", "node-name": "r0"}])
+    run(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k", path])  # no write lock
+    c.execute("blockdev-reopen", options=[{"driver": "raw", "node-name": "r0", "file": file}])
     c.execute("block-export-add", type="nbd", id="e0", **{"node-name": "r0"}, writable=True)
-    locked = run(["qemu-io", "-f", "raw", "-c", "read 0 4k", path], check=False)
+    locked = run(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k", path], check=False)
     assert locked.returncode != 0 and "lock" in locked.stderr
-    # ...and read-only is refused while the export writes.
     assert c.error("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "r0",
+                                                    "file": file,
                                                     "read-only": True}]})[0] == "GenericError"
     c.execute("block-export-del", id="e0")
-    run(["qemu-io", "-f", "raw", "-c", "read 0 4k", path])
+    deadline = time.time() + 10
+    while run(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k", path],
+              check=False).returncode != 0:
+        assert time.time() < deadline, "the write lock was not released"
+        time.sleep(0.1)
