@@ -117,15 +117,26 @@ class Planner {
  public:
   explicit Planner(const Graph& graph) : graph_(graph) {}
 
+  // A node named twice takes its last entry, as in QEMU's reopen queue.
   Result<void> add_entry(const json& o) {
     std::string name = o.value("node-name", "");
     if (name.empty()) return Error{EINVAL, "node-name not specified"};
     Node* node = graph_.find(name);
     if (!node) return Error{ENOENT, "Failed to find node with node-name='" + name + "'"};
-    return add(*node, o, nullptr, nullptr);
+    for (auto& e : entries_) {
+      if (e.first == node) {
+        e.second = o;
+        return {};
+      }
+    }
+    entries_.emplace_back(node, o);
+    return {};
   }
 
-  std::vector<Plan> take() { return std::move(plans_); }
+  Result<std::vector<Plan>> take() {
+    for (auto& [node, o] : entries_) STRATA_TRY(add(*node, o, nullptr, nullptr));
+    return std::move(plans_);
+  }
 
  private:
   Result<void> add(Node& node, const json& o, const NodeFlags* inherited, const Child* edge) {
@@ -242,6 +253,7 @@ class Planner {
   }
 
   const Graph& graph_;
+  std::vector<std::pair<Node*, json>> entries_;
   std::vector<Plan> plans_;
 };
 
@@ -347,7 +359,7 @@ Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
   Graph& graph = ctx.engine().graph();
   Planner planner(graph);
   for (const auto& o : args["options"]) STRATA_CO_TRY(planner.add_entry(o));
-  std::vector<Plan> plans = planner.take();
+  STRATA_CO_TRY_ASSIGN(std::vector<Plan> plans, planner.take());
   for (auto& p : plans) co_await p.node->co_drain_begin();
   auto r = co_await co_prepare_drivers(plans);
   if (r) {

@@ -123,9 +123,6 @@ def test_errors_and_all_or_nothing(daemon, workdir):
         ([{"driver": "file", "node-name": "r0", "filename": path}],
          "Cannot change the option 'driver'"),
         ([{"driver": "file", "filename": path}], "node-name not specified"),
-        ([{"driver": "file", "node-name": "f0", "filename": path},
-          {"driver": "file", "node-name": "f0", "filename": path}],
-         "Node 'f0' is already in the reopen queue"),
         ([{"driver": "raw", "node-name": "r0", "file": "f0", "backing": "f1"}],
          "Parameter 'options[0].backing' is unexpected"),
     ]:
@@ -140,6 +137,14 @@ def test_errors_and_all_or_nothing(daemon, workdir):
     info = nodes(c)
     assert info["f1"]["ro"] is False and info["f1"]["detect_zeroes"] == "off"
     assert [f & O_ACCMODE for f in open_flags(pid, other)] == [O_RDWR]
+    # A node named twice takes its last entry (as QEMU).
+    c.execute("blockdev-reopen", options=[
+        {"driver": "file", "node-name": "f1", "filename": other, "detect-zeroes": "on"},
+        {"driver": "file", "node-name": "f1", "filename": other, "read-only": True}])
+    info = nodes(c)
+    assert info["f1"]["ro"] is True and info["f1"]["detect_zeroes"] == "off"
+    c.execute("blockdev-reopen", options=[{"driver": "file", "node-name": "f1",
+                                           "filename": other}])
     # The file child can point at another node; swapping two in one call.
     c.execute("blockdev-add", driver="raw", **{"node-name": "r1", "file": "f1"})
     c.execute("blockdev-reopen", options=[{"driver": "raw", "node-name": "r0", "file": "f1"},
