@@ -3,13 +3,16 @@
 # scripts/serve-demo.sh demo   start stratad, walk through QMP queries, stop it
 #
 # The demo disk is created under var/ on first run (qcow2, with strata-img
-# when it is built, qemu-img otherwise). The QMP socket is var/qmp.sock.
+# when it is built, qemu-img otherwise). The QMP socket is var/qmp.sock; the
+# disk is exported writable over NBD at nbd+unix:///demo?socket=var/nbd.sock.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build="${STRATA_BUILD_DIR:-$here/build}"
 var="$here/var"
 disk="$var/demo.qcow2"
 qmp="$var/qmp.sock"
+nbd_sock="$var/nbd.sock"
+nbd_uri="nbd+unix:///demo?socket=$nbd_sock"
 stratad="$build/tools/stratad"
 
 mkdir -p "$var"
@@ -27,10 +30,14 @@ args=(
   --monitor chardev=qmp0
   --blockdev "driver=file,node-name=demo-file,filename=$disk"
   --blockdev "driver=qcow2,node-name=demo,file=demo-file"
+  --nbd-server "addr.type=unix,addr.path=$nbd_sock"
+  --export "type=nbd,id=demo,node-name=demo,name=demo,writable=on"
 )
 
 if [ "${1:-}" != demo ]; then
   echo "QMP socket: $qmp"
+  echo "NBD export: $nbd_uri"
+  echo "Try: nbdinfo '$nbd_uri'"
   echo "Try: printf '%s\n' '{\"execute\":\"qmp_capabilities\"}' '{\"execute\":\"query-named-block-nodes\"}' | socat - UNIX-CONNECT:$qmp"
   exec "$stratad" "${args[@]}"
 fi
@@ -40,7 +47,7 @@ fi
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -S "$qmp" ] && break; sleep 0.05; done
-echo "stratad (pid $pid) serves $disk; QMP socket: $qmp"
+echo "stratad (pid $pid) serves $disk; QMP socket: $qmp; NBD export: $nbd_uri"
 PYTHONPATH="$here/tests/functional" python3 - "$qmp" "$var" <<'EOF'
 import json, os, sys
 from qmp_client import QmpClient
@@ -55,6 +62,7 @@ show("query-version", c.execute("query-version"))
 nodes = c.execute("query-named-block-nodes")
 show("query-named-block-nodes (summary)",
      [{k: n[k] for k in ("node-name", "drv", "ro", "file")} for n in nodes])
+show("query-block-exports", c.execute("query-block-exports"))
 overlay = os.path.join(var, "demo-snap.qcow2")
 if os.path.exists(overlay):
     os.unlink(overlay)
