@@ -150,8 +150,29 @@ Result<DirtyBitmap*> BitmapSet::reclaim(DirtyBitmap& bitmap) {
   return &bitmap;
 }
 
+// One call per write for all bitmaps. recording_ is grouped by granularity,
+// so the granule word and mask are computed once per group; a bitmap whose
+// granules are already dirty (the common case) costs one load and compare.
 void BitmapSet::mark(uint64_t offset, uint64_t bytes) {
-  for (HBitmap* bits : recording_) bits->set(offset, bytes);
+  if (bytes == 0) return;
+  uint32_t group_bits = UINT32_MAX;
+  uint64_t word = 0, mask = 0;
+  bool one_word = false;
+  for (HBitmap* bits : recording_) {
+    if (bits->granularity_bits() != group_bits) {
+      group_bits = bits->granularity_bits();
+      uint64_t first = offset >> group_bits;
+      uint64_t last = (offset + bytes - 1) >> group_bits;
+      one_word = first / 64 == last / 64 && offset + bytes > offset;
+      word = first / 64;
+      mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
+    }
+    uint64_t size = bits->size();
+    if (one_word && offset < size && bytes <= size - offset && bits->word_all_set(word, mask)) {
+      continue;
+    }
+    bits->set(offset, bytes);
+  }
 }
 
 void BitmapSet::refresh_recording() {
@@ -159,6 +180,9 @@ void BitmapSet::refresh_recording() {
   for (const auto& b : bitmaps_) {
     if (b->enabled_) recording_.push_back(&b->bits_);
   }
+  std::stable_sort(recording_.begin(), recording_.end(), [](const HBitmap* a, const HBitmap* b) {
+    return a->granularity_bits() < b->granularity_bits();
+  });
 }
 
 void BitmapSet::on_resize(uint64_t new_size) {

@@ -44,6 +44,27 @@ HBitmap::HBitmap(uint64_t size, uint32_t granularity_bits)
   allocate_levels();
 }
 
+HBitmap::HBitmap(const HBitmap& other)
+    : size_(other.size_),
+      gran_bits_(other.gran_bits_),
+      nbits_(other.nbits_),
+      count_(other.count_),
+      levels_(other.levels_) {
+  bottom_words_ = levels_.back().data();
+}
+
+HBitmap& HBitmap::operator=(const HBitmap& other) {
+  if (this != &other) {
+    size_ = other.size_;
+    gran_bits_ = other.gran_bits_;
+    nbits_ = other.nbits_;
+    count_ = other.count_;
+    levels_ = other.levels_;
+    bottom_words_ = levels_.back().data();
+  }
+  return *this;
+}
+
 void HBitmap::allocate_levels() {
   std::vector<Level> bottom_up;
   uint64_t words = words_for(nbits_);
@@ -54,6 +75,7 @@ void HBitmap::allocate_levels() {
   }
   levels_.assign(std::make_move_iterator(bottom_up.rbegin()),
                  std::make_move_iterator(bottom_up.rend()));
+  bottom_words_ = levels_.back().data();
 }
 
 // Words [first, last] of level `lv` gained bits, so they are non-zero now.

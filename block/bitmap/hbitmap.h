@@ -38,6 +38,10 @@ class HBitmap {
  public:
   // `granularity_bits` in [0, 63).
   HBitmap(uint64_t size, uint32_t granularity_bits);
+  HBitmap(const HBitmap& other);
+  HBitmap& operator=(const HBitmap& other);
+  HBitmap(HBitmap&&) noexcept = default;
+  HBitmap& operator=(HBitmap&&) noexcept = default;
 
   uint64_t size() const { return size_; }
   uint32_t granularity_bits() const { return gran_bits_; }
@@ -59,10 +63,16 @@ class HBitmap {
       uint64_t last = (offset + bytes - 1) >> gran_bits_;
       if (first / 64 == last / 64) {
         uint64_t mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
-        if ((levels_.back()[first / 64] & mask) == mask) return;
+        if ((bottom_words_[first / 64] & mask) == mask) return;
       }
     }
     set_range(offset, bytes);
+  }
+  // The write path's test for a range inside one bottom word: are the
+  // granules of `mask` in word `word` all dirty already? BitmapSet::mark
+  // computes the word and mask once for every bitmap of a granularity.
+  bool word_all_set(uint64_t word, uint64_t mask) const {
+    return (bottom_words_[word] & mask) == mask;
   }
   void reset(uint64_t offset, uint64_t bytes);
   void set_all();
@@ -127,6 +137,11 @@ class HBitmap {
 
   uint64_t size_;
   uint32_t gran_bits_;
+  // levels_.back().data(), kept next to size_ and gran_bits_ so that the
+  // write path's check touches one cache line of this object and one word.
+  // Moves keep it valid (the buffer moves); copies and allocate_levels()
+  // set it.
+  uint64_t* bottom_words_ = nullptr;
   uint64_t nbits_;
   uint64_t count_ = 0;
   std::vector<Level> levels_;  // levels_[0] is the top (one word)

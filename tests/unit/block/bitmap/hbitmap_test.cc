@@ -374,3 +374,34 @@ TEST(HBitmap, SparseExtentsOnOneTebibyte) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// Copies and moves keep the write path's fast check on their own words.
+TEST(HBitmap, CopiesAndMovesAreIndependent) {
+  HBitmap a(1 << 20, 12);
+  a.set(0, 4096);
+  HBitmap copy(a);
+  copy.set(8192, 4096);  // slow path on the copy's words
+  copy.set(8192, 4096);  // fast path: must see the copy's words
+  EXPECT_TRUE(copy.get(8192));
+  EXPECT_FALSE(a.get(8192));
+  HBitmap assigned(4096, 9);
+  assigned = a;
+  a.reset_all();
+  assigned.set(0, 4096);
+  EXPECT_TRUE(assigned.get(0));
+  EXPECT_EQ(assigned.count(), 1u);
+  HBitmap moved(std::move(assigned));
+  moved.set(65536, 1);
+  EXPECT_TRUE(moved.word_all_set(0, 1));
+  EXPECT_EQ(moved.count(), 2u);
+  copy.truncate(2 << 20);
+  copy.set(1 << 20, 4096);
+  EXPECT_TRUE(copy.word_all_set((1 << 20) / 4096 / 64, 1));
+  EXPECT_EQ(copy.count(), 3u);
+}
+
+}  // namespace
+}  // namespace strata
