@@ -49,7 +49,7 @@ def test_unread_replies_and_flooded_writes_stay_bounded(workdir):
         deadline = time.time() + 5
         while time.time() < deadline:
             try:
-                writer.s.sendall(request(CMD_WRITE, written, 0, 32 * MiB) + payload)
+                writer.s.sendall(request(CMD_WRITE, written, 32 * MiB, 32 * MiB) + payload)
                 written += 1
             except (TimeoutError, OSError):
                 break
