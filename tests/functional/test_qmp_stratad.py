@@ -144,8 +144,10 @@ def test_export_and_nbd_server_hook(workdir):
             d.client().execute("quit")
             assert d.proc.wait(20) == 0
     else:
-        with pytest.raises(RuntimeError, match="--nbd-server"):
-            Daemon(strata_binary("stratad"), workdir, args)
+        mon = os.path.join(str(workdir), "m.sock")
+        r = stratad("--chardev", f"socket,id=m,path={mon},server=on,wait=off",
+                    "--monitor", "m", *args)
+        assert r.returncode == 1 and "--nbd-server" in r.stderr
 
 
 @pytest.mark.parametrize("how", ["quit", signal.SIGTERM])

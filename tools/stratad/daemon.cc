@@ -135,6 +135,7 @@ struct Daemon {
   qmp::QmpContext& ctx;
   qmp::Server& server;
   CoEvent shutdown;
+  CoEvent keepalive_done;
 };
 
 Task<Result<void>> co_startup(Daemon* d, const CommandLine* cl) {
@@ -158,12 +159,16 @@ Task<void> co_shutdown(Daemon* d) {
 // the daemon then only waits for a signal, as qemu-storage-daemon does.
 Task<void> co_keepalive(Daemon* d) {
   while (!d->shutdown.is_set()) co_await d->engine.loop().co_sleep(100);
+  d->keepalive_done.set();
 }
 
+// Returns once the keep-alive task has ended too, so that no coroutine is
+// left suspended when the loop stops.
 Task<void> co_serve(Daemon* d) {
   d->engine.loop().spawn(co_keepalive(d));
   co_await d->shutdown.co_wait();
   co_await co_shutdown(d);
+  co_await d->keepalive_done.co_wait();
 }
 
 }  // namespace
@@ -178,7 +183,7 @@ int run_daemon(const CommandLine& cl) {
   engine.logger().set_level(LogLevel::kWarning);
   qmp::QmpContext ctx(engine);
   qmp::Server server(ctx);
-  Daemon d{engine, ctx, server, CoEvent(engine.loop())};
+  Daemon d{engine, ctx, server, CoEvent(engine.loop()), CoEvent(engine.loop())};
   ctx.set_event_sink([&server](const std::string& name, const nlohmann::json& data) {
     server.broadcast_event(name, data);
   });
