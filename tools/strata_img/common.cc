@@ -75,11 +75,12 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
       co_return Error{EINVAL, "Could not parse the image options '" + spec.filename + "'"};
     }
   } else {
-    std::string fmt = spec.format;
+    nlohmann::json file = engine.graph().drivers().protocol_options(spec.filename);
+    std::string fmt = spec.format.empty() && file["driver"] != "file" ? "raw" : spec.format;
     if (fmt.empty()) {
       STRATA_CO_TRY_ASSIGN(fmt, co_await qcow2::co_probe_format(engine.loop(), spec.filename));
     }
-    opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", spec.filename}}}};
+    opts = {{"driver", fmt}, {"file", file}};
   }
   if (spec.no_backing && opts.value("driver", "") == "qcow2") opts["backing"] = nullptr;
   if (spec.force_share) opts["force-share"] = true;
@@ -171,6 +172,48 @@ void Progress::finish() {
   update(100);
   std::printf("\n");
   std::fflush(stdout);
+}
+
+OptionUse handle_common_option(int c, const std::string& arg, CommonOptions* out) {
+  switch (c) {
+    case 'f':
+      out->spec.format = arg;
+      return OptionUse::kHandled;
+    case 'U':
+      out->spec.force_share = true;
+      return OptionUse::kHandled;
+    case 'q':
+      out->quiet = true;
+      return OptionUse::kHandled;
+    case 't':
+      out->spec.cache = arg;
+      return OptionUse::kHandled;
+    case kOptImageOpts:
+      out->spec.image_opts = true;
+      return OptionUse::kHandled;
+    case kOptObject:
+      return OptionUse::kHandled;
+    case kOptOutput:
+      if (arg == "json" || arg == "human") {
+        out->json = arg == "json";
+        return OptionUse::kHandled;
+      }
+      error_report("--output must be used with human or json as argument.");
+      return OptionUse::kError;
+    default:
+      return OptionUse::kNotCommon;
+  }
+}
+
+std::vector<struct option> long_options(std::initializer_list<struct option> own) {
+  std::vector<struct option> all = {{"help", no_argument, nullptr, 'h'},
+                                    {"image-opts", no_argument, nullptr, kOptImageOpts},
+                                    {"object", required_argument, nullptr, kOptObject},
+                                    {"output", required_argument, nullptr, kOptOutput},
+                                    {"force-share", no_argument, nullptr, 'U'}};
+  all.insert(all.end(), own.begin(), own.end());
+  all.push_back({nullptr, 0, nullptr, 0});
+  return all;
 }
 
 OptionParser::OptionParser(const Args& args, const char* shortopts, const struct option* longopts)

@@ -94,6 +94,22 @@ int cmd_rebase(Engine& engine, const Args& args);
 int cmd_amend(Engine& engine, const Args& args);
 int cmd_measure(Engine& engine, const Args& args);
 
+// Options shared by the subcommands: -f FMT, -U, -q, -t CACHE,
+// --image-opts, --object (accepted and ignored: no secrets or throttle
+// groups are needed offline), --output=human|json, --force-share.
+enum CommonOption : int { kOptImageOpts = 0x1000, kOptObject, kOptOutput, kOptFirstOwn };
+struct CommonOptions {
+  OpenSpec spec;
+  bool quiet = false;
+  bool json = false;  // --output=json
+};
+enum class OptionUse { kHandled, kNotCommon, kError };
+// Applies option `c` (as returned by OptionParser::next) when it is one of
+// the common ones; kError after printing qemu-img's message.
+OptionUse handle_common_option(int c, const std::string& arg, CommonOptions* out);
+// The common long options followed by `own` (which must not repeat them).
+std::vector<struct option> long_options(std::initializer_list<struct option> own);
+
 // getopt_long over an Args list.
 struct OptionParser {
   OptionParser(const Args& args, const char* shortopts, const struct option* longopts);

@@ -47,6 +47,8 @@ class MetadataCache {
   Task<Result<std::shared_ptr<Table>>> co_get(uint64_t offset);
   Task<Result<std::shared_ptr<Table>>> co_get_new(uint64_t offset);
   void mark_dirty(Table& t) { t.dirty = true; }
+  // Whether the table at `offset` is cached.
+  bool contains(uint64_t offset) const { return tables_.count(offset) != 0; }
   bool has_dirty() const;
   // Writes every dirty table (after the hook).
   Task<Result<void>> co_flush();

@@ -11,6 +11,9 @@ namespace strata::qcow2 {
 namespace {
 
 constexpr uint64_t kMaxTrackedClusters = 1ull << 26;
+// References this far past the end of the file are corruption, not
+// clusters to count: memory for the counts stays bounded by the file size.
+constexpr uint64_t kSlackClusters = 1ull << 20;
 
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string format(const char* fmt, ...) {
@@ -48,6 +51,7 @@ class ReferenceWalk {
   uint64_t highest_ = 0;
   bool any_ = false;
   uint64_t next_contiguous_ = 0;
+  uint64_t file_clusters_ = 0;
 };
 
 void ReferenceWalk::add(uint64_t offset, uint64_t bytes) {
@@ -55,13 +59,16 @@ void ReferenceWalk::add(uint64_t offset, uint64_t bytes) {
   uint64_t first = offset >> bits_;
   uint64_t last = (offset + bytes - 1) >> bits_;
   for (uint64_t c = first; c <= last; c++) {
-    if (c >= kMaxTrackedClusters) {
+    if (c >= std::min(kMaxTrackedClusters, file_clusters_ + kSlackClusters)) {
       res_.corruptions++;
       res_.messages.push_back(
           format("ERROR: cluster %" PRIu64 " is far beyond the end of the image", c));
       return;
     }
-    if (c >= refs_.size()) refs_.resize(std::max<uint64_t>(c + 1, refs_.size() * 2), 0);
+    if (c >= refs_.size()) {
+      uint64_t cap = std::min(kMaxTrackedClusters, file_clusters_ + kSlackClusters);
+      refs_.resize(std::min<uint64_t>(std::max<uint64_t>(c + 1, refs_.size() * 2), cap), 0);
+    }
     refs_[c]++;
     highest_ = std::max(highest_, c);
     any_ = true;
@@ -140,6 +147,9 @@ Task<Result<void>> ReferenceWalk::co_walk_bitmaps() {
   uint64_t dir_size = load_be64(ext->data.data() + 8);
   uint64_t dir_offset = load_be64(ext->data.data() + 16);
   if (dir_size > 1024ull * 65535) co_return Error{EINVAL, "bitmap directory too large"};
+  if (dir_offset + dir_size > d_.file()->node()->size()) {
+    co_return Error{EINVAL, "bitmap directory past the end of the file"};
+  }
   add(dir_offset, dir_size);
   std::vector<uint8_t> dir(dir_size);
   STRATA_CO_TRY(co_await co_read(dir_offset, dir));
@@ -150,7 +160,12 @@ Task<Result<void>> ReferenceWalk::co_walk_bitmaps() {
     uint16_t name_size = load_be16(&dir[pos + 18]);
     uint32_t extra = load_be32(&dir[pos + 20]);
     pos += round_up(24 + uint64_t(extra) + name_size, 8);
-    if (table_size > 0x8000000) continue;
+    if (table_size > 0x8000000 ||
+        table_offset + uint64_t(table_size) * 8 > d_.file()->node()->size()) {
+      res_.corruptions++;
+      res_.messages.push_back("ERROR bitmap table past the end of the file");
+      continue;
+    }
     add(table_offset, uint64_t(table_size) * 8);
     std::vector<uint8_t> table(uint64_t(table_size) * 8);
     STRATA_CO_TRY(co_await co_read(table_offset, table));
@@ -164,7 +179,11 @@ Task<Result<void>> ReferenceWalk::co_walk_bitmaps() {
 
 Task<Result<void>> ReferenceWalk::co_run() {
   const Header& h = d_.header();
-  refs_.assign(div_round_up(d_.file()->node()->size(), cs_), 0);
+  file_clusters_ = div_round_up(d_.file()->node()->size(), cs_);
+  if (file_clusters_ > kMaxTrackedClusters) {
+    co_return Error{EFBIG, "qcow2: image file has too many clusters to check"};
+  }
+  refs_.assign(file_clusters_, 0);
   add(0, cs_);
   STRATA_CO_TRY(co_await co_walk_l1(h.l1_table_offset, h.l1_size, true));
   for (const auto& s : d_.snapshots()) {

@@ -6,6 +6,7 @@
 
 #include "base/fs.h"
 #include "block/drivers/qcow2/format.h"
+#include "block/drivers/qcow2/qcow2.h"
 #include "block/drivers/qcow2/refcount.h"
 #include "strata/drive.h"
 
@@ -80,9 +81,10 @@ Task<Result<void>> co_write_layout(Loop& loop, int fd, const Layout& l) {
   co_return Result<void>{};
 }
 
-// Large L1 tables (small clusters) are allocated through the driver, which
-// grows the refcount structures as needed.
-Task<Result<void>> co_grow_through_driver(Engine& engine, std::string path, uint64_t size) {
+// Large L1 tables (small clusters) and preallocation go through the driver,
+// which grows the refcount structures as needed.
+Task<Result<void>> co_grow_through_driver(Engine& engine, std::string path, uint64_t size,
+                                          Preallocation prealloc) {
   nlohmann::json opts = {{"driver", "qcow2"},
                          {"backing", nullptr},
                          {"file", {{"driver", "file"}, {"filename", path}}}};
@@ -90,6 +92,8 @@ Task<Result<void>> co_grow_through_driver(Engine& engine, std::string path, uint
   dopts.user = "qcow2 create";
   STRATA_CO_TRY_ASSIGN(auto drive, co_await Drive::co_open(engine, opts, dopts));
   auto r = co_await drive->co_resize(size);
+  auto* qcow2 = dynamic_cast<Qcow2Driver*>(&drive->edge()->node()->driver());
+  if (r && qcow2) r = co_await qcow2->co_preallocate(0, size, prealloc);
   if (r) r = co_await drive->co_flush();
   co_await drive->co_close();
   co_return r;
@@ -153,9 +157,9 @@ Task<Result<void>> co_create_image(Engine& engine, std::string path, CreateOptio
   if (r) r = co_await fs::co_fdatasync(loop, fd);
   (void)co_await fs::co_close(loop, fd);
   if (!r) co_return r;
-  if (!layout.direct_l1) STRATA_CO_TRY(co_await co_grow_through_driver(engine, path, options.size));
-  if (options.preallocation != Preallocation::kOff) {
-    co_return Error{ENOTSUP, "qcow2: preallocation modes other than off are not supported yet"};
+  if (!layout.direct_l1 || options.preallocation != Preallocation::kOff) {
+    STRATA_CO_TRY(
+        co_await co_grow_through_driver(engine, path, options.size, options.preallocation));
   }
   co_return Result<void>{};
 }

@@ -1,5 +1,6 @@
 // Parsing and writing cluster 0 of a qcow2 image.
 #include <algorithm>
+#include <cstdio>
 
 #include "block/drivers/qcow2/format.h"
 
@@ -79,7 +80,7 @@ Result<void> check_values(const Header& h) {
   if (h.refcount_table_offset % cs) return invalid("Reference count table offset invalid");
   if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return Error{EFBIG, "Active L1 table too large"};
   if (h.l1_table_offset % cs) return invalid("Active L1 table offset invalid");
-  if (h.nb_snapshots > 65536) return invalid("Too many snapshots");
+  if (h.nb_snapshots > 65536) return invalid("Snapshot table too large");
   if (h.nb_snapshots && h.snapshots_offset % cs) return invalid("Snapshot table offset invalid");
   // The L1 must cover the virtual size.
   uint64_t l2_bits = h.cluster_bits - 3;
@@ -88,8 +89,8 @@ Result<void> check_values(const Header& h) {
   uint64_t needed = div_round_up(h.size, uint64_t(1) << shift);
   if (h.l1_size < needed) return invalid("L1 table is too small");
   if (h.backing_file_offset) {
-    if (h.backing_file_offset > cs || h.backing_file_size > 1023 ||
-        h.backing_file_offset + h.backing_file_size > cs) {
+    if (h.backing_file_offset > cs) return invalid("Invalid backing file offset");
+    if (h.backing_file_size > 1023 || h.backing_file_offset + h.backing_file_size > cs) {
       return invalid("Backing file name too long");
     }
   }
@@ -168,15 +169,20 @@ std::vector<FeatureName> default_feature_names() {
 }
 
 std::string describe_unknown_incompat(const Header& h, uint64_t bits) {
+  // As QEMU: the named features first, then the unnamed bits as one hex mask.
   std::string out;
-  for (int bit = 0; bit < 64; bit++) {
-    if (!(bits & (1ull << bit))) continue;
-    std::string name = "Unknown incompatible feature: " + std::to_string(1ull << bit);
-    for (const auto& f : h.feature_names) {
-      if (f.type == 0 && f.bit == bit) name = f.name;
-    }
+  uint64_t unnamed = bits;
+  for (const auto& f : h.feature_names) {
+    if (f.type != 0 || f.bit >= 64 || !(unnamed & (1ull << f.bit))) continue;
     if (!out.empty()) out += ", ";
-    out += name;
+    out += f.name;
+    unnamed &= ~(1ull << f.bit);
+  }
+  if (unnamed) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(unnamed));
+    if (!out.empty()) out += ", ";
+    out += std::string("Unknown incompatible feature: ") + hex;
   }
   return out;
 }

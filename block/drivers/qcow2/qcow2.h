@@ -18,6 +18,7 @@
 
 #include <list>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "base/sync.h"
@@ -49,6 +50,13 @@ struct InflightAlloc {
   CoQueue done;
 };
 
+// What strata-img amend may change; unset fields keep their value.
+struct AmendOptions {
+  std::optional<uint32_t> version;  // 2 (compat=0.10) or 3 (compat=1.1)
+  std::optional<bool> lazy_refcounts;
+  std::optional<uint32_t> refcount_bits;
+};
+
 class Qcow2Driver final : public Driver {
  public:
   Qcow2Driver();
@@ -70,7 +78,9 @@ class Qcow2Driver final : public Driver {
 
   const Header& header() const { return header_; }
   Child* file() const { return file_; }
-  Child* backing() const { return backing_; }
+  // The node's current backing child (it may be attached or replaced after
+  // open, e.g. by QMP blockdev-snapshot), never one captured at open.
+  Child* backing() const { return node().backing(); }
   const std::vector<Snapshot>& snapshots() const { return snapshots_; }
   // For check and repair (check.cc): the metadata, under the metadata lock.
   const std::vector<uint64_t>& l1() const { return l1_; }
@@ -84,6 +94,15 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_snapshot_create(std::string name);
   Task<Result<void>> co_snapshot_apply(std::string name_or_id);
   Task<Result<void>> co_snapshot_delete(std::string name_or_id);
+  // Whole-image changes (qcow2_amend.cc); the node must be drained.
+  // Makes every cluster of the active layer unallocated (commit).
+  Task<Result<void>> co_make_empty();
+  // Rewrites the backing file name and format in the header (rebase).
+  Task<Result<void>> co_change_backing_file(std::string file, std::string format);
+  Task<Result<void>> co_amend(AmendOptions options);
+  // Allocates every cluster of guest range [from, to) not allocated yet
+  // (qcow2_prealloc.cc): metadata only, or with falloc/full host space.
+  Task<Result<void>> co_preallocate(uint64_t from, uint64_t to, Preallocation mode);
   // After a repair that left no corruption: clears the dirty and corrupt bits.
   Task<Result<void>> co_mark_repaired();
   // For the bitmaps extension (bitmap_store.cc), under the metadata lock:
@@ -122,6 +141,17 @@ class Qcow2Driver final : public Driver {
   Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
 
+  // Overlap checks (qcow2_overlap.cc): the metadata structure a write to
+  // [offset, offset + bytes) would hit, or null; check_overlap() refuses
+  // such a write and marks the image corrupt.
+  const char* overlapping_metadata(uint64_t offset, uint64_t bytes) const;
+  Result<void> check_overlap(uint64_t offset, uint64_t bytes);
+
+  // Amend helpers (qcow2_amend.cc).
+  Task<Result<void>> co_downgrade();
+  Task<Result<void>> co_expand_zero_clusters();
+  Task<Result<bool>> co_snapshots_have_zero_clusters();
+
   // Snapshot helpers (snapshot_ops.cc).
   Task<Result<std::vector<uint64_t>>> co_read_l1_table(uint64_t offset, uint32_t size);
   Task<Result<void>> co_update_tree_refcounts(std::vector<uint64_t> l1, int64_t delta);
@@ -143,7 +173,6 @@ class Qcow2Driver final : public Driver {
                                          const IoVec& iov);
 
   Child* file_ = nullptr;
-  Child* backing_ = nullptr;
   Loop* loop_ = nullptr;
   Header header_;
   uint32_t cluster_bits_ = 16;
@@ -151,7 +180,10 @@ class Qcow2Driver final : public Driver {
   bool writable_ = false;
   bool lazy_refcounts_ = false;
   bool corrupt_ = false;
-  bool check_mode_ = false;  // opened for check/repair: corrupt images open writable
+  bool check_mode_ = false;
+  bool overlap_check_ = true;          // overlap-check is not "none"
+  uint64_t snapshot_table_bytes_ = 0;  // size of the snapshot table on disk  // opened for
+                                       // check/repair: corrupt images open writable
   std::vector<uint64_t> l1_;
   std::vector<Snapshot> snapshots_;
   std::unique_ptr<MetadataCache> l2_cache_;

@@ -31,9 +31,10 @@ class InflightScope {
 }  // namespace
 
 Task<Result<void>> Qcow2Driver::co_read_backing(uint64_t offset, const IoVec& iov) {
-  uint64_t bsize = backing_ ? backing_->node()->size() : 0;
+  Child* below = backing();
+  uint64_t bsize = below ? below->node()->size() : 0;
   uint64_t n = offset < bsize ? std::min<uint64_t>(iov.size(), bsize - offset) : 0;
-  if (n) STRATA_CO_TRY(co_await backing_->co_preadv(offset, iov.slice(0, n), 0));
+  if (n) STRATA_CO_TRY(co_await below->co_preadv(offset, iov.slice(0, n), 0));
   if (n < iov.size()) iov.fill(n, iov.size() - n, 0);
   co_return Result<void>{};
 }
@@ -121,7 +122,8 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_allocating(uint64_t offset, const I
     if (head) full.append(head_buf.data(), head);
     full.append(iov);
     if (tail) full.append(tail_buf.data(), tail);
-    r = co_await file_->co_pwritev(host, full, 0);
+    r = check_overlap(host, full.size());
+    if (r) r = co_await file_->co_pwritev(host, full, 0);
   }
 
   co_await lock_->co_lock();
@@ -173,6 +175,7 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_step(uint64_t offset, const IoVec& 
     }
     uint64_t n = std::min(span, count * cs - in_cluster);
     table.reset();
+    STRATA_CO_TRY(check_overlap(base + in_cluster, n));
     lock_->unlock();
     auto r = co_await file_->co_pwritev(base + in_cluster, iov.slice(0, n), 0);
     co_await lock_->co_lock();

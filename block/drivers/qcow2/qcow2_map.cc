@@ -77,7 +77,8 @@ Task<Result<void>> Qcow2Driver::co_grow_l1(uint64_t min_size) {
 Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx) {
   if (l1_idx >= l1_.size()) STRATA_CO_TRY(co_await co_grow_l1(l1_idx + 1));
   uint64_t entry = l1_[l1_idx];
-  if (entry & kCopied) co_return co_await co_l2_table(l1_idx);
+  // COPIED without an offset (hostile images) means unallocated, as in QEMU.
+  if ((entry & kCopied) && (entry & kOffsetMask)) co_return co_await co_l2_table(l1_idx);
   if (lazy_refcounts_) STRATA_CO_TRY(co_await co_set_dirty_bit(true));
   STRATA_CO_TRY_ASSIGN(uint64_t fresh, co_await refcounts_->co_alloc(1));
   std::shared_ptr<Table> old;
@@ -169,7 +170,7 @@ Task<Result<void>> Qcow2Driver::co_zero_or_discard(uint64_t offset, uint64_t byt
                                                    bool unmap) {
   uint64_t cs = cluster_size();
   bool v3 = header_.version >= 3;
-  if (!v3 && backing_) {
+  if (!v3 && backing()) {
     co_return Error{ENOTSUP, discard ? "Discard is not supported on v2 images with a backing file"
                                      : "Zero clusters need a qcow2 v3 image"};
   }
@@ -183,7 +184,7 @@ Task<Result<void>> Qcow2Driver::co_zero_or_discard(uint64_t offset, uint64_t byt
   for (uint64_t pos = offset; pos < end;) {
     uint64_t l1i = l1_index(pos);
     uint64_t l2_end = std::min(end, (l1i + 1) * (cs << l2_bits_));
-    if ((l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) && !backing_) {
+    if ((l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) && !backing()) {
       pos = l2_end;  // already reads as zeroes
       continue;
     }
@@ -194,7 +195,7 @@ Task<Result<void>> Qcow2Driver::co_zero_or_discard(uint64_t offset, uint64_t byt
       ClusterType type = classify(e);
       uint64_t fresh;
       if (discard) {
-        fresh = (v3 && (type != ClusterType::kUnallocated || backing_)) ? kZeroFlag : 0;
+        fresh = (v3 && (type != ClusterType::kUnallocated || backing())) ? kZeroFlag : 0;
       } else if (!v3) {
         fresh = 0;
       } else if ((type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) &&
@@ -213,7 +214,7 @@ Task<Result<void>> Qcow2Driver::co_zero_or_discard(uint64_t offset, uint64_t byt
 }
 
 Task<Result<void>> Qcow2Driver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
-  if (header_.version < 3 && backing_) co_return Error{ENOTSUP, "zero clusters need qcow2 v3"};
+  if (header_.version < 3 && backing()) co_return Error{ENOTSUP, "zero clusters need qcow2 v3"};
   co_return co_await co_zero_or_discard(offset, bytes, false, flags & kReqMayUnmap);
 }
 
@@ -254,8 +255,9 @@ Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t
 }
 
 Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Preallocation prealloc) {
-  if (prealloc != Preallocation::kOff) {
-    co_return Error{ENOTSUP, "qcow2: preallocation on resize is not supported yet"};
+  uint64_t old_size = header_.size;
+  if (prealloc != Preallocation::kOff && size < old_size) {
+    co_return Error{ENOTSUP, "Preallocation can't be used for shrinking an image"};
   }
   uint64_t cs = cluster_size();
   if (size % 512) co_return Error{EINVAL, "The new size must be a multiple of 512"};
@@ -280,17 +282,19 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Prealloca
       }
     }
   }
-  co_await lock_->co_lock();
-  CoMutex::Guard guard(lock_.get());
-  uint64_t needed = div_round_up(size, cs << l2_bits_);
-  STRATA_CO_TRY(co_await co_grow_l1(needed));
-  STRATA_CO_TRY(co_await co_flush_metadata());
-  uint8_t b[8];
-  store_be64(b, size);
-  STRATA_CO_TRY(co_await file_->co_pwrite(24, {b, 8}));
-  STRATA_CO_TRY(co_await file_->co_flush());
-  header_.size = size;
-  co_return Result<void>{};
+  {
+    co_await lock_->co_lock();
+    CoMutex::Guard guard(lock_.get());
+    uint64_t needed = div_round_up(size, cs << l2_bits_);
+    STRATA_CO_TRY(co_await co_grow_l1(needed));
+    STRATA_CO_TRY(co_await co_flush_metadata());
+    uint8_t b[8];
+    store_be64(b, size);
+    STRATA_CO_TRY(co_await file_->co_pwrite(24, {b, 8}));
+    STRATA_CO_TRY(co_await file_->co_flush());
+    header_.size = size;
+  }
+  co_return co_await co_preallocate(old_size, size, prealloc);
 }
 
 }  // namespace strata::qcow2

@@ -91,6 +91,7 @@ Task<Result<void>> Qcow2Driver::co_load_snapshots() {
     snapshots_.push_back(std::move(one[0]));
     pos += round_up(need, 8);
   }
+  snapshot_table_bytes_ = pos - header_.snapshots_offset;
   co_return Result<void>{};
 }
 
@@ -131,7 +132,7 @@ Result<void> Qcow2Driver::apply_cache_options(const nlohmann::json& o) {
 
 Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
   if (ctx.options().contains("backing")) {
-    STRATA_CO_TRY_ASSIGN(backing_, co_await ctx.co_open_child("backing", kRoleCow, false));
+    STRATA_CO_TRY(co_await ctx.co_open_child("backing", kRoleCow, false));
     co_return Result<void>{};
   }
   if (header_.backing_file.empty()) co_return Result<void>{};
@@ -148,7 +149,6 @@ Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
   if (!child) {
     co_return Error{child.error().code, "Could not open backing file: " + child.error().message};
   }
-  backing_ = *child;
   co_return Result<void>{};
 }
 
@@ -159,6 +159,9 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
   STRATA_CO_TRY(co_await co_read_header());
   writable_ = !node().read_only();
   check_mode_ = opt_bool(ctx.options(), "x-check", false);
+  overlap_check_ =
+      !(ctx.options().contains("overlap-check") && ctx.options()["overlap-check"].is_string() &&
+        ctx.options()["overlap-check"] == "none");
   if (header_.incompatible_features & kIncompatCorrupt && writable_ && !check_mode_) {
     co_return Error{EACCES, "qcow2: Image is corrupt; cannot be opened read/write"};
   }

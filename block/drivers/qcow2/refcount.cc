@@ -66,6 +66,12 @@ Task<Result<uint64_t>> Refcounts::co_get(uint64_t cluster_index) {
 Task<Result<void>> Refcounts::co_set(uint64_t cluster_index, uint64_t value) {
   uint64_t bi = cluster_index / block_entries();
   STRATA_CO_TRY(co_await co_ensure_block(bi));
+  // A block the table names past the end of the file is not one Strata
+  // wrote (blocks are written before the table names them): refuse to
+  // write there rather than grow the file to a hostile offset.
+  if (table_[bi] >= file_->node()->size()) {
+    co_return corrupt("refcount block offset is beyond the end of the file");
+  }
   STRATA_CO_TRY_ASSIGN(auto block, co_await blocks_.co_get(table_[bi]));
   write_entry(block->bytes(), cluster_index % block_entries(), value);
   blocks_.mark_dirty(*block);

@@ -110,6 +110,7 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
   header_.nb_snapshots = uint32_t(snaps.size());
   header_.snapshots_offset = offset;
   snapshots_ = std::move(snaps);
+  snapshot_table_bytes_ = bytes.size();
   if (old_offset && old_bytes) {
     STRATA_CO_TRY(co_await refcounts_->co_update(old_offset, div_round_up(old_bytes, cs), -1));
   }

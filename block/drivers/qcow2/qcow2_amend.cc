@@ -1,0 +1,178 @@
+// qcow2: whole-image changes used by strata-img commit, rebase and amend:
+// emptying the active layer, changing the backing file name, and moving
+// between compat=0.10 and compat=1.1.
+#include <cstring>
+
+#include "block/drivers/qcow2/qcow2.h"
+
+namespace strata::qcow2 {
+
+Task<Result<void>> Qcow2Driver::co_make_empty() {
+  if (!writable_) co_return Error{EPERM, "qcow2: image is read-only"};
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  co_await co_wait_inflight(0, header_.size);
+  for (uint64_t l1i = 0; l1i < l1_.size(); l1i++) {
+    if (!(l1_[l1i] & kOffsetMask)) continue;
+    STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
+    for (uint64_t j = 0; j < (uint64_t(1) << l2_bits_); j++) {
+      uint8_t* slot = table->bytes() + j * 8;
+      uint64_t e = load_be64(slot);
+      if (e == 0) continue;
+      store_be64(slot, 0);
+      l2_cache_->mark_dirty(*table);
+      free_cluster_entry(e);
+    }
+  }
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  co_return co_await file_->co_flush();
+}
+
+Task<Result<void>> Qcow2Driver::co_change_backing_file(std::string file, std::string format) {
+  if (!writable_) co_return Error{EPERM, "qcow2: image is read-only"};
+  if (file.size() > 1023) co_return Error{EINVAL, "Backing file name too long"};
+  if (format.size() >= 16) co_return Error{EINVAL, "Backing format name too long"};
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  Header saved = header_;
+  header_.backing_file = file;
+  header_.backing_format = file.empty() ? "" : format;
+  header_.has_backing_format = !header_.backing_format.empty();
+  header_.backing_file_size = uint32_t(file.size());
+  auto r = co_await co_write_header();
+  if (!r) header_ = saved;
+  co_return r;
+}
+
+// Zero clusters do not exist in compat=0.10: a plain zero cluster becomes
+// unallocated without a backing file and an allocated, zero-filled cluster
+// with one; an allocated zero cluster is zero-filled and keeps its cluster.
+Task<Result<void>> Qcow2Driver::co_expand_zero_clusters() {
+  uint64_t cs = cluster_size();
+  AlignedBuffer zeroes(cs);
+  std::memset(zeroes.data(), 0, cs);
+  for (uint64_t l1i = 0; l1i < l1_.size(); l1i++) {
+    if (!(l1_[l1i] & kOffsetMask)) continue;
+    STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
+    for (uint64_t j = 0; j < (uint64_t(1) << l2_bits_); j++) {
+      uint8_t* slot = table->bytes() + j * 8;
+      uint64_t e = load_be64(slot);
+      ClusterType type = classify(e);
+      if (type != ClusterType::kZeroPlain && type != ClusterType::kZeroAlloc) continue;
+      uint64_t fresh = 0;
+      if (type == ClusterType::kZeroAlloc && (e & kCopied)) {
+        STRATA_CO_TRY_ASSIGN(uint64_t host, checked_host_offset(e));
+        STRATA_CO_TRY(co_await file_->co_pwritev(host, zeroes.iov(), 0));
+        fresh = e & ~kZeroFlag;
+      } else {
+        if (backing()) {
+          STRATA_CO_TRY_ASSIGN(uint64_t host, co_await refcounts_->co_alloc(1));
+          STRATA_CO_TRY(co_await file_->co_pwritev(host, zeroes.iov(), 0));
+          fresh = host | kCopied;
+        }
+        if (type == ClusterType::kZeroAlloc) free_cluster_entry(e);
+      }
+      // The cache's write-back barrier puts the zeroes and refcounts on disk
+      // before this table.
+      store_be64(slot, fresh);
+      l2_cache_->mark_dirty(*table);
+    }
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<bool>> Qcow2Driver::co_snapshots_have_zero_clusters() {
+  uint64_t cs = cluster_size();
+  for (const auto& s : snapshots_) {
+    STRATA_CO_TRY_ASSIGN(auto l1, co_await co_read_l1_table(s.l1_table_offset, s.l1_size));
+    for (uint64_t l1e : l1) {
+      uint64_t off = l1e & kOffsetMask;
+      if (!off) continue;
+      if (off % cs) co_return signal_corruption("snapshot L2 table offset unaligned");
+      STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get(off));
+      for (uint64_t j = 0; j < cs / 8; j++) {
+        uint64_t e = load_be64(table->bytes() + j * 8);
+        if (!(e & kCompressed) && (e & kZeroFlag)) co_return true;
+      }
+    }
+  }
+  co_return false;
+}
+
+Task<Result<void>> Qcow2Driver::co_downgrade() {
+  if (header_.refcount_order != 4) {
+    co_return Error{ENOTSUP, "compat=0.10 requires refcount_bits=16"};
+  }
+  if (header_.autoclear_features & kAutoclearBitmaps ||
+      header_.find_extension(kExtBitmaps) != nullptr) {
+    co_return Error{ENOTSUP, "Cannot downgrade an image with persistent bitmaps"};
+  }
+  if (header_.incompatible_features & ~(kIncompatDirty)) {
+    co_return Error{ENOTSUP, "Cannot downgrade an image with incompatible features 0x" +
+                                 std::to_string(header_.incompatible_features)};
+  }
+  STRATA_CO_TRY_ASSIGN(bool snap_zero, co_await co_snapshots_have_zero_clusters());
+  if (snap_zero) {
+    co_return Error{ENOTSUP, "Cannot downgrade: an internal snapshot contains zero clusters"};
+  }
+  STRATA_CO_TRY(co_await co_expand_zero_clusters());
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  STRATA_CO_TRY(co_await file_->co_flush());
+  Header saved = header_;
+  header_.version = 2;
+  header_.header_length = kV2HeaderLength;
+  header_.incompatible_features = 0;
+  header_.compatible_features = 0;
+  header_.autoclear_features = 0;
+  header_.unknown_fields.clear();
+  header_.compression_type = 0;
+  lazy_refcounts_ = false;
+  auto r = co_await co_write_header();
+  if (!r) header_ = saved;
+  co_return r;
+}
+
+Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
+  if (!writable_) co_return Error{EPERM, "qcow2: image is read-only"};
+  uint32_t version = o.version ? *o.version : header_.version;
+  // A downgrade drops lazy refcounts unless they are asked for explicitly.
+  bool lazy = o.lazy_refcounts
+                  ? *o.lazy_refcounts
+                  : version >= 3 && (header_.compatible_features & kCompatLazyRefcounts);
+  if (o.refcount_bits && *o.refcount_bits != header_.refcount_bits()) {
+    co_return Error{ENOTSUP, "Changing the refcount width is not supported"};
+  }
+  if (lazy && version < 3) {
+    co_return Error{EINVAL,
+                    "Lazy refcounts only supported with compatibility level 1.1 and above (use "
+                    "compat=1.1 or greater)"};
+  }
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  co_await co_wait_inflight(0, header_.size);
+  if (version < header_.version) {
+    STRATA_CO_TRY(co_await co_downgrade());
+    co_return Result<void>{};
+  }
+  Header saved = header_;
+  if (version > header_.version) {
+    header_.version = 3;
+    header_.header_length = kV3HeaderLength;
+    header_.refcount_order = 4;
+  }
+  if (lazy) {
+    header_.compatible_features |= kCompatLazyRefcounts;
+  } else {
+    // Refcounts become exact on disk before the bit goes away.
+    STRATA_CO_TRY(co_await co_flush_metadata());
+    STRATA_CO_TRY(co_await file_->co_flush());
+    header_.compatible_features &= ~kCompatLazyRefcounts;
+    header_.incompatible_features &= ~kIncompatDirty;
+  }
+  lazy_refcounts_ = lazy;
+  auto r = co_await co_write_header();
+  if (!r) header_ = saved;
+  co_return r;
+}
+
+}  // namespace strata::qcow2
