@@ -135,16 +135,23 @@ namespace {
 // the BIOs and the socket; OpenSSL never touches the socket.
 class TlsChannel final : public Channel {
  public:
-  TlsChannel(std::shared_ptr<TlsCreds> creds, std::unique_ptr<Stream> stream)
-      : creds_(std::move(creds)), stream_(std::move(stream)) {
-    ssl_ = SSL_new(creds_->ctx());
+  // `owner` keeps `ctx` alive; `client` selects the side of the handshake.
+  TlsChannel(SSL_CTX* ctx, std::shared_ptr<const void> owner, std::unique_ptr<Stream> stream,
+             bool client)
+      : owner_(std::move(owner)), stream_(std::move(stream)) {
+    ssl_ = SSL_new(ctx);
     BIO* in = BIO_new(BIO_s_mem());
     BIO* out = BIO_new(BIO_s_mem());
     SSL_set_bio(ssl_, in, out);  // the SSL owns both
     in_ = in;
     out_ = out;
-    SSL_set_accept_state(ssl_);
+    if (client) {
+      SSL_set_connect_state(ssl_);
+    } else {
+      SSL_set_accept_state(ssl_);
+    }
   }
+  SSL* ssl() const { return ssl_; }
   ~TlsChannel() override { SSL_free(ssl_); }
 
   Task<Result<void>> co_handshake();
@@ -158,7 +165,7 @@ class TlsChannel final : public Channel {
   Task<Result<void>> co_flush_out();
   Task<Result<void>> co_fill_in();
 
-  std::shared_ptr<TlsCreds> creds_;
+  std::shared_ptr<const void> owner_;
   std::unique_ptr<Stream> stream_;
   SSL* ssl_ = nullptr;
   BIO* in_ = nullptr;
@@ -263,7 +270,26 @@ void TlsChannel::close() {
 
 Task<Result<std::unique_ptr<Channel>>> co_start_tls(std::shared_ptr<TlsCreds> creds,
                                                     std::unique_ptr<Stream> stream) {
-  auto channel = std::make_unique<TlsChannel>(std::move(creds), std::move(stream));
+  SSL_CTX* ctx = creds->ctx();
+  auto channel = std::make_unique<TlsChannel>(ctx, std::move(creds), std::move(stream), false);
+  auto r = co_await channel->co_handshake();
+  if (!r) {
+    channel->close();
+    co_return std::move(r).error();
+  }
+  co_return std::unique_ptr<Channel>(std::move(channel));
+}
+
+Task<Result<std::unique_ptr<Channel>>> co_start_tls_client(std::shared_ptr<SSL_CTX> ctx,
+                                                           std::unique_ptr<Stream> stream,
+                                                           std::string hostname) {
+  SSL_CTX* raw = ctx.get();
+  auto channel = std::make_unique<TlsChannel>(raw, std::move(ctx), std::move(stream), true);
+  if (!hostname.empty()) {
+    SSL_set_tlsext_host_name(channel->ssl(), hostname.c_str());
+    if (SSL_CTX_get_verify_mode(raw) & SSL_VERIFY_PEER)
+      SSL_set1_host(channel->ssl(), hostname.c_str());
+  }
   auto r = co_await channel->co_handshake();
   if (!r) {
     channel->close();

@@ -44,4 +44,12 @@ class TlsCreds {
 Task<Result<std::unique_ptr<Channel>>> co_start_tls(std::shared_ptr<TlsCreds> creds,
                                                     std::unique_ptr<Stream> stream);
 
+// Client side (the NBD client driver): the handshake as a client with the
+// caller's client context, shared so that it outlives the channel. A
+// non-empty `hostname` is sent as SNI and, when the context verifies peers,
+// must match the server's certificate.
+Task<Result<std::unique_ptr<Channel>>> co_start_tls_client(std::shared_ptr<SSL_CTX> ctx,
+                                                           std::unique_ptr<Stream> stream,
+                                                           std::string hostname);
+
 }  // namespace strata::nbd

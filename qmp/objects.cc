@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "block/core/graph.h"
 #include "qmp/context.h"
 
 namespace strata::qmp {
@@ -126,7 +127,32 @@ void add_object_type(QmpContext& ctx, const std::string& qom_type, const std::st
   ctx.service<ObjectStore>().add_type(qom_type, std::move(creator));
 }
 
+namespace {
+// Block drivers that connect (nbd) find tls-creds-* objects through the
+// graph's CredentialStore.
+void install_credential_lookup(QmpContext& ctx) {
+  ObjectStore* store = &ctx.service<ObjectStore>();
+  ctx.engine().graph().credentials().set_lookup(
+      [store](const std::string& id) -> Result<TlsCredentials> {
+        const UserObject* o = store->find(id);
+        if (!o) return Error{ENOENT, "No TLS credentials with id '" + id + "'"};
+        if (o->qom_type != "tls-creds-x509" && o->qom_type != "tls-creds-psk") {
+          return Error{EINVAL, "Object with id '" + id + "' is not TLS credentials"};
+        }
+        TlsCredentials c;
+        c.type = o->qom_type == "tls-creds-psk" ? TlsCredentials::Type::kPsk
+                                                : TlsCredentials::Type::kX509;
+        c.dir = o->props.value("dir", "");
+        c.endpoint = o->props.value("endpoint", "client");
+        c.username = o->props.value("username", "");
+        c.verify_peer = o->props.value("verify-peer", true);
+        return c;
+      });
+}
+}  // namespace
+
 void register_object_commands(QmpContext& ctx) {
+  install_credential_lookup(ctx);
   Schema& s = ctx.registry().schema();
   s.add_enum("QCryptoSecretFormat", {"raw", "base64"});
   s.add_object("SecretProperties", {{"data", "str", true},

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "block/core/credentials.h"
 #include "block/core/driver_registry.h"
 #include "block/core/node.h"
 
@@ -61,6 +62,8 @@ class Graph {
 
   Engine& engine() const { return engine_; }
   DriverRegistry& drivers() { return drivers_; }
+  // TLS credentials by object id, for drivers that connect (nbd).
+  CredentialStore& credentials() { return credentials_; }
 
   // blockdev-add. A top-level node needs a node-name unless `implicit`.
   Task<Result<Node*>> co_add(nlohmann::json options, bool implicit = false);
@@ -117,6 +120,7 @@ class Graph {
 
   Engine& engine_;
   DriverRegistry drivers_;
+  CredentialStore credentials_;
   std::map<std::string, std::unique_ptr<Node>, std::less<>> nodes_;
   std::vector<Node*> order_;  // creation order
   std::list<std::unique_ptr<Child>> roots_;

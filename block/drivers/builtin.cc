@@ -9,6 +9,7 @@ void register_raw_driver(DriverRegistry& registry);
 void register_null_driver(DriverRegistry& registry);
 void register_fault_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
+void register_nbd_driver(DriverRegistry& registry);
 
 void register_builtin_drivers(DriverRegistry& registry) {
   register_file_driver(registry);
@@ -16,6 +17,7 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_null_driver(registry);
   register_fault_filter(registry);
   register_qcow2_driver(registry);
+  register_nbd_driver(registry);
 }
 
 }  // namespace strata
