@@ -52,30 +52,20 @@ Task<int> co_resize(Engine& engine, OpenSpec spec, std::string size_text, bool s
 }  // namespace
 
 int cmd_resize(Engine& engine, const Args& args) {
-  enum { kShrink = 256, kPrealloc, kImageOpts, kObject };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"shrink", no_argument, nullptr, kShrink},
-                                           {"preallocation", required_argument, nullptr, kPrealloc},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {nullptr, 0, nullptr, 0}};
+  enum { kShrink = kOptFirstOwn, kPrealloc };
+  auto longopts = long_options({{"shrink", no_argument, nullptr, kShrink},
+                                {"preallocation", required_argument, nullptr, kPrealloc}});
   // Negative sizes ("-1G") look like options: stop option parsing at the
   // first non-option argument.
-  OptionParser p(args, "+f:hqU", longopts);
-  OpenSpec spec;
-  bool shrink = false, quiet = false;
+  OptionParser p(args, "+f:hqU", longopts.data());
+  CommonOptions common;
+  bool shrink = false;
   Preallocation prealloc = Preallocation::kOff;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        spec.format = p.arg;
-        break;
-      case 'q':
-        quiet = true;
-        break;
-      case 'U':
-        spec.force_share = true;
-        break;
       case kShrink:
         shrink = true;
         break;
@@ -84,11 +74,6 @@ int cmd_resize(Engine& engine, const Args& args) {
           error_report("Invalid preallocation mode '" + p.arg + "'");
           return 1;
         }
-        break;
-      case kImageOpts:
-        spec.image_opts = true;
-        break;
-      case kObject:
         break;
       case 'h':
         std::printf("Usage: strata-img resize [-f fmt] [--shrink] filename [+|-]size\n");
@@ -101,8 +86,8 @@ int cmd_resize(Engine& engine, const Args& args) {
     error_report("Expecting image file name and size");
     return 1;
   }
-  spec.filename = p.rest[0];
-  return engine.run(co_resize(engine, spec, p.rest[1], shrink, quiet, prealloc));
+  common.spec.filename = p.rest[0];
+  return engine.run(co_resize(engine, common.spec, p.rest[1], shrink, common.quiet, prealloc));
 }
 
 }  // namespace strata::img
