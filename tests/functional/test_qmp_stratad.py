@@ -140,8 +140,14 @@ def test_export_and_nbd_server_hook(workdir):
             "--export", "type=nbd,id=e0,node-name=n0,name=n0"]
     if "nbd-server-start" in names and "block-export-add" in names:
         with Daemon(strata_binary("stratad"), workdir, args) as d:
-            assert os.path.exists(sock)
-            d.client().execute("quit")
+            c = d.client()
+            # The monitor listens before the later options are applied.
+            deadline = time.time() + 20
+            while not os.path.exists(sock):
+                assert time.time() < deadline and d.proc.poll() is None
+                time.sleep(0.05)
+            assert [e["id"] for e in c.execute("query-block-exports")] == ["e0"]
+            c.execute("quit")
             assert d.proc.wait(20) == 0
     else:
         mon = os.path.join(str(workdir), "m.sock")
