@@ -92,6 +92,7 @@ Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet
   if (res && fix && res->corruptions == 0 && res->check_errors == 0) {
     if (auto r = co_await q->co_mark_repaired(); !r) res = Error{r.error()};
   }
+  std::string format = node_format(node);  // the node is gone after close
   co_await (*drive)->co_close();
   if (!res) {
     error_report("Check failed: " + res.error().message);
@@ -99,7 +100,7 @@ Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet
   }
   for (const auto& m : res->messages) std::fprintf(stderr, "%s\n", m.c_str());
   if (json) {
-    std::printf("%s\n", check_json(spec.filename, node_format(node), *res).dump(4).c_str());
+    std::printf("%s\n", check_json(spec.filename, format, *res).dump(4).c_str());
   } else {
     print_human(*res, quiet);
   }

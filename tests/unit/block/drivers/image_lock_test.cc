@@ -119,6 +119,32 @@ TEST_F(ImageLockTest, QemuToolsAreRefusedWhileStrataHoldsTheImageWritable) {
   EXPECT_EQ(io.output.find("lock"), std::string::npos) << io.output;
 }
 
+// A qcow2 format node that writes does not share write on its file (its
+// metadata would change under a reader), so even a metadata-only open by
+// qemu-img info is refused, and -U (force-share) is the way around it.
+TEST_F(ImageLockTest, QemuImgInfoIsRefusedOnAQcow2ImageStrataHoldsWritable) {
+  std::string qcow2 = dir_.file("disk.qcow2");
+  auto created = run_command("qemu-img create -q -f qcow2 " + qcow2 + " 4M");
+  ASSERT_EQ(created.status, 0) << created.output;
+  nlohmann::json opts = {{"driver", "qcow2"}, {"file", {{"driver", "file"}, {"filename", qcow2}}}};
+  auto d = engine_.run(Drive::co_open(engine_, opts, {.writable = true}));
+  ASSERT_TRUE(d) << d.error().message;
+
+  auto info = run_command("qemu-img info " + qcow2);
+  EXPECT_NE(info.status, 0) << info.output;
+  EXPECT_NE(info.output.find("Failed to get shared \"write\" lock"), std::string::npos)
+      << info.output;
+  auto shared = run_command("qemu-img info -U " + qcow2);
+  EXPECT_EQ(shared.status, 0) << shared.output;
+  EXPECT_NE(shared.output.find("file format: qcow2"), std::string::npos) << shared.output;
+  auto io = run_command("qemu-io -c 'write -P 0x22 0 64k' " + qcow2);
+  EXPECT_NE(io.output.find("lock"), std::string::npos) << io.output;
+
+  (*d)->close();
+  info = run_command("qemu-img info " + qcow2);
+  EXPECT_EQ(info.status, 0) << info.output;
+}
+
 TEST_F(ImageLockTest, StrataIsRefusedWhileQemuIoHoldsTheImage) {
   QemuIoSession qemu_io(image_);
   std::string answer = qemu_io.command("length", "MiB");
