@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+from qmp_client import Daemon
+
 BUILD_DIR = os.environ.get(
     "STRATA_BUILD_DIR",
     os.path.join(os.path.dirname(__file__), "..", "..", "build"))
@@ -36,3 +38,18 @@ def require(tool):
 def workdir(tmp_path):
     """A scratch directory; on tmpfs when the machine has one, for speed."""
     return tmp_path
+
+
+@pytest.fixture
+def daemon(workdir):
+    """A stratad with a QMP monitor, stopped after the test."""
+    with Daemon(strata_binary("stratad"), workdir) as d:
+        yield d
+
+
+def raw_image(workdir, name="disk.raw", size=1 << 20):
+    """A sparse raw image file of `size` bytes."""
+    path = os.path.join(str(workdir), name)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path

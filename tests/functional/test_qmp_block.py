@@ -2,23 +2,7 @@
 import json
 import os
 
-import pytest
-
-from conftest import require, run, strata_binary
-from qmp_client import Daemon
-
-
-@pytest.fixture
-def daemon(workdir):
-    with Daemon(strata_binary("stratad"), workdir) as d:
-        yield d
-
-
-def raw_image(workdir, name="disk.raw", size=1 << 20):
-    path = os.path.join(str(workdir), name)
-    with open(path, "wb") as f:
-        f.truncate(size)
-    return path
+from conftest import raw_image, require, run
 
 
 def qcow2_image(workdir, name, size="1M", backing=None, backing_fmt=None):

@@ -205,6 +205,17 @@ def prepare(workdir):
          os.path.join(workdir, "overlay.qcow2"), "1M"])
 
 
+def assert_same_replies(results, steps):
+    """Every step answered alike by qemu-storage-daemon and stratad."""
+    assert len(results["qsd"]) == len(results["strata"]) == len(steps)
+    mismatches = []
+    for i, (q, s) in enumerate(zip(results["qsd"], results["strata"])):
+        if q != s:
+            mismatches.append(f"step {i} {steps[i][1]}:\n  qsd:    {json.dumps(q)}\n"
+                              f"  strata: {json.dumps(s)}")
+    assert not mismatches, "\n".join(mismatches)
+
+
 def test_same_replies_as_qemu_storage_daemon(tmp_path):
     if shutil.which(QSD) is None:
         pytest.fail(f"{QSD} is not installed (./test installs qemu-system-common)")
@@ -218,12 +229,7 @@ def test_same_replies_as_qemu_storage_daemon(tmp_path):
         with Daemon(binary, workdir) as d:
             results[name] = drive(d, script(workdir))
     steps = script(str(tmp_path / "run"))
-    mismatches = []
-    for i, (q, s) in enumerate(zip(results["qsd"], results["strata"])):
-        if q != s:
-            mismatches.append(f"step {i} {steps[i][1]}:\n  qsd:    {json.dumps(q)}\n"
-                              f"  strata: {json.dumps(s)}")
-    assert not mismatches, "\n".join(mismatches)
+    assert_same_replies(results, steps)
 
 
 def schema_view(reply):
@@ -341,12 +347,7 @@ def test_options_and_reopen_same_as_qemu_storage_daemon(tmp_path):
         with Daemon(binary, workdir) as d:
             results[name] = drive(d, options_script(workdir))
     steps = options_script(str(tmp_path / "run"))
-    mismatches = []
-    for i, (q, s) in enumerate(zip(results["qsd"], results["strata"])):
-        if q != s:
-            mismatches.append(f"step {i} {steps[i][1]}:\n  qsd:    {json.dumps(q)}\n"
-                              f"  strata: {json.dumps(s)}")
-    assert not mismatches, "\n".join(mismatches)
+    assert_same_replies(results, steps)
 
 
 def shutdown_messages(daemon, how):

@@ -11,12 +11,6 @@ from conftest import strata_binary
 from qmp_client import Daemon, QmpClient
 
 
-@pytest.fixture
-def daemon(workdir):
-    with Daemon(strata_binary("stratad"), workdir) as d:
-        yield d
-
-
 def test_greeting_and_negotiation(daemon):
     c = daemon.client(negotiate=False)
     qmp = c.greeting["QMP"]

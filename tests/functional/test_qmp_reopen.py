@@ -6,25 +6,11 @@ import time
 
 import pytest
 
-from conftest import require, run, strata_binary
-from qmp_client import Daemon, QmpClient
+from conftest import raw_image, require, run
 
 O_ACCMODE = 0o3
 O_RDWR = 0o2
 O_DIRECT = 0o40000
-
-
-@pytest.fixture
-def daemon(workdir):
-    with Daemon(strata_binary("stratad"), workdir) as d:
-        yield d
-
-
-def raw_image(workdir, name="disk.raw", size=1 << 20):
-    path = os.path.join(str(workdir), name)
-    with open(path, "wb") as f:
-        f.truncate(size)
-    return path
 
 
 def open_flags(pid, path):

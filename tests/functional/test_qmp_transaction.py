@@ -2,17 +2,8 @@
 qemu-img."""
 import os
 
-import pytest
-
-from conftest import require, run, strata_binary
-from qmp_client import Daemon
-from test_qmp_block import add_raw, nodes, qcow2_image, raw_image
-
-
-@pytest.fixture
-def daemon(workdir):
-    with Daemon(strata_binary("stratad"), workdir) as d:
-        yield d
+from conftest import raw_image, require, run
+from test_qmp_block import add_raw, nodes, qcow2_image
 
 
 def test_empty_and_abort(daemon):
