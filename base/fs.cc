@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/magic.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -94,18 +97,68 @@ Task<Result<void>> co_close(Loop& loop, int fd) {
   co_return to_void(r < 0 ? -errno : 0, "close");
 }
 
-Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t offset) {
-  SysResult r = co_await loop.offload([&] { return blocking_preadv(fd, iov, offset); });
-  co_return to_size(r, "preadv");
+InlineIo InlineIo::probe(int fd, bool direct) {
+  InlineIo io;
+  struct statfs st {};
+  if (::fstatfs(fd, &st) != 0) return io;
+  io.memory_backed = st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC;
+  io.try_nowait_reads = !io.memory_backed && !direct;
+  return io;
 }
 
-Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset) {
+namespace {
+
+bool fits_inline(const IoVec& iov) {
+  return iov.size() <= InlineIo::kMaxInlineBytes && iov.entries().size() <= IOV_MAX;
+}
+
+// One preadv2(RWF_NOWAIT) of the whole request: the bytes the page cache
+// gave without blocking, 0 at end of file, or -errno (-EAGAIN: not cached).
+SysResult nowait_preadv(int fd, const IoVec& iov, uint64_t offset) {
+  const auto& v = iov.entries();
+  return retry_eintr([&] {
+    return ::preadv2(fd, v.data(), static_cast<int>(v.size()), static_cast<off_t>(offset),
+                     RWF_NOWAIT);
+  });
+}
+
+// Tries the read on the loop thread. Returns the bytes done (maybe fewer than
+// asked: the rest is for the pool), or -errno for an error of an inline read
+// of a memory-backed file.
+SysResult inline_preadv(InlineIo& policy, int fd, const IoVec& iov, uint64_t offset) {
+  if (!fits_inline(iov)) return 0;
+  if (policy.memory_backed) return blocking_preadv(fd, iov, offset);
+  if (!policy.try_nowait_reads) return 0;
+  SysResult r = nowait_preadv(fd, iov, offset);
+  if (r == -EOPNOTSUPP || r == -EINVAL) policy.try_nowait_reads = false;
+  // Nothing cached, an error or the end of the file: the pool does it all
+  // and reports errors as usual.
+  return std::max<SysResult>(r, 0);
+}
+
+}  // namespace
+
+Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t offset,
+                               InlineIo* policy) {
+  SysResult done = policy ? inline_preadv(*policy, fd, iov, offset) : 0;
+  if (done < 0 || static_cast<size_t>(done) == iov.size()) co_return to_size(done, "preadv");
+  IoVec rest = iov.slice(static_cast<size_t>(done), iov.size() - static_cast<size_t>(done));
+  SysResult r = co_await loop.offload([&] { return blocking_preadv(fd, rest, offset + done); });
+  co_return to_size(r < 0 ? r : r + done, "preadv");
+}
+
+Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset,
+                                InlineIo* policy) {
+  if (policy && policy->memory_backed && fits_inline(iov)) {
+    co_return to_size(blocking_pwritev(fd, iov, offset), "pwritev");
+  }
   SysResult r = co_await loop.offload([&] { return blocking_pwritev(fd, iov, offset); });
   co_return to_size(r, "pwritev");
 }
 
 Task<Result<void>> co_fdatasync(Loop& loop, int fd) {
-  SysResult r = co_await loop.offload([fd] { return retry_eintr([fd] { return ::fdatasync(fd); }); });
+  SysResult r =
+      co_await loop.offload([fd] { return retry_eintr([fd] { return ::fdatasync(fd); }); });
   co_return to_void(r, "fdatasync");
 }
 
@@ -113,9 +166,8 @@ namespace {
 Task<Result<void>> co_fallocate(Loop& loop, int fd, int mode, uint64_t offset, uint64_t len,
                                 const char* what) {
   SysResult r = co_await loop.offload([=] {
-    return retry_eintr([=] {
-      return ::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(len));
-    });
+    return retry_eintr(
+        [=] { return ::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(len)); });
   });
   co_return to_void(r, what);
 }
@@ -143,7 +195,8 @@ Task<Result<void>> co_ftruncate(Loop& loop, int fd, uint64_t size) {
 
 Task<Result<struct stat>> co_fstat(Loop& loop, int fd) {
   struct stat st {};
-  SysResult r = co_await loop.offload([&] { return retry_eintr([&] { return ::fstat(fd, &st); }); });
+  SysResult r =
+      co_await loop.offload([&] { return retry_eintr([&] { return ::fstat(fd, &st); }); });
   if (r < 0) co_return errno_error(static_cast<int>(-r), "fstat");
   co_return st;
 }

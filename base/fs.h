@@ -2,6 +2,13 @@
 // so the loop thread never blocks; the result is a byte count or an Error
 // carrying errno and a message naming the operation.
 //
+// Reads and writes may skip the pool when an InlineIo policy says the call
+// cannot wait on a device: small transfers on memory-backed files (tmpfs,
+// ramfs), and reads the page cache serves whole (preadv2 with RWF_NOWAIT,
+// where the file system supports it). A pool round trip costs tens of
+// microseconds, far more than copying a few pages, and much more on a loaded
+// machine.
+//
 // Contract: reads that hit end-of-file fill the rest of the buffers with
 // zeroes and report the bytes actually read; writes retry short writes until
 // done or an error. Interrupted calls are retried.
@@ -20,10 +27,29 @@
 
 namespace strata::fs {
 
+// Which reads and writes of one open file may run on the loop thread.
+// Probe it once after open(); `try_nowait_reads` turns itself off the first
+// time the kernel refuses RWF_NOWAIT for the file.
+struct InlineIo {
+  // Transfers up to this size may run inline; larger ones go to the pool so
+  // that their copy runs beside the loop thread's other work.
+  static constexpr size_t kMaxInlineBytes = 128 * 1024;
+
+  bool memory_backed = false;     // reads and writes never wait on a device
+  bool try_nowait_reads = false;  // page-cache hits may be read inline
+
+  // Inspects the file system under `fd`; `direct` is O_DIRECT (whose
+  // RWF_NOWAIT reads would always need the device, so they are not tried).
+  static InlineIo probe(int fd, bool direct);
+};
+
 Task<Result<int>> co_open(Loop& loop, std::string path, int flags, int mode = 0644);
 Task<Result<void>> co_close(Loop& loop, int fd);
-Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t offset);
-Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset);
+// With a policy, transfers it allows run inline (see InlineIo).
+Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t offset,
+                               InlineIo* policy = nullptr);
+Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset,
+                                InlineIo* policy = nullptr);
 Task<Result<void>> co_fdatasync(Loop& loop, int fd);
 // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE.
 Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len);

@@ -1,6 +1,8 @@
 // file: a POSIX regular file (or block device) as a protocol node.
 //
-// Reads and writes run on the thread pool (preadv/pwritev), write-zeroes
+// Reads and writes run on the thread pool (preadv/pwritev) unless
+// fs::InlineIo allows them on the loop thread (small transfers on tmpfs,
+// page-cache hits elsewhere); write-zeroes
 // and discard use fallocate, block status uses SEEK_DATA/SEEK_HOLE, and
 // image locks use QEMU's OFD lock bytes. With cache.direct the file is
 // opened O_DIRECT and requests are aligned to 4 KiB (buffers too).
@@ -59,6 +61,7 @@ class FileDriver final : public Driver {
   int fd_ = -1;
   uint64_t size_ = 0;
   bool direct_ = false;
+  fs::InlineIo inline_io_;  // which reads/writes may skip the thread pool
   bool locking_ = true;
   uint64_t perm_ = 0;  // as last set by set_perm
   uint64_t shared_ = kPermAll;
@@ -93,6 +96,7 @@ Task<Result<void>> FileDriver::co_open(OpenContext& ctx) {
   }
   if (!fd) co_return std::move(fd).error();
   fd_ = *fd;
+  inline_io_ = fs::InlineIo::probe(fd_, direct_);
   auto st = fs::fstat_now(fd_);
   if (!st) co_return std::move(st).error();
   if (S_ISDIR(st->st_mode)) co_return Error{EISDIR, "'" + filename_ + "' is a directory"};
@@ -124,7 +128,8 @@ Limits FileDriver::limits() const {
 bool FileDriver::needs_bounce(const IoVec& iov) const {
   if (!direct_) return false;
   for (const auto& v : iov.entries()) {
-    if (reinterpret_cast<uintptr_t>(v.iov_base) % kDirectAlignment || v.iov_len % kDirectAlignment) {
+    if (reinterpret_cast<uintptr_t>(v.iov_base) % kDirectAlignment ||
+        v.iov_len % kDirectAlignment) {
       return true;
     }
   }
@@ -134,12 +139,12 @@ bool FileDriver::needs_bounce(const IoVec& iov) const {
 Task<Result<void>> FileDriver::co_preadv(uint64_t offset, const IoVec& iov, uint32_t) {
   if (needs_bounce(iov)) {
     AlignedBuffer bounce(iov.size(), kDirectAlignment);
-    auto r = co_await fs::co_preadv(*loop_, fd_, bounce.iov(), offset);
+    auto r = co_await fs::co_preadv(*loop_, fd_, bounce.iov(), offset, &inline_io_);
     if (!r) co_return std::move(r).error();
     iov.copy_from(0, bounce.data(), iov.size());
     co_return Result<void>{};
   }
-  auto r = co_await fs::co_preadv(*loop_, fd_, iov, offset);
+  auto r = co_await fs::co_preadv(*loop_, fd_, iov, offset, &inline_io_);
   if (!r) co_return std::move(r).error();
   co_return Result<void>{};
 }
@@ -149,9 +154,9 @@ Task<Result<void>> FileDriver::co_pwritev(uint64_t offset, const IoVec& iov, uin
   if (needs_bounce(iov)) {
     AlignedBuffer bounce(iov.size(), kDirectAlignment);
     iov.copy_to(0, bounce.data(), iov.size());
-    r = co_await fs::co_pwritev(*loop_, fd_, bounce.iov(), offset);
+    r = co_await fs::co_pwritev(*loop_, fd_, bounce.iov(), offset, &inline_io_);
   } else {
-    r = co_await fs::co_pwritev(*loop_, fd_, iov, offset);
+    r = co_await fs::co_pwritev(*loop_, fd_, iov, offset, &inline_io_);
   }
   if (!r) co_return std::move(r).error();
   grow_to(offset + iov.size());
@@ -211,7 +216,9 @@ Task<Result<void>> FileDriver::co_pdiscard(uint64_t offset, uint64_t bytes) {
   co_return r;
 }
 
-Task<Result<void>> FileDriver::co_flush() { co_return co_await fs::co_fdatasync(*loop_, fd_); }
+Task<Result<void>> FileDriver::co_flush() {
+  co_return co_await fs::co_fdatasync(*loop_, fd_);
+}
 
 Task<Result<BlockStatus>> FileDriver::co_block_status(uint64_t offset, uint64_t bytes) {
   BlockStatus st;
@@ -303,6 +310,7 @@ void FileDriver::reopen_commit() {
   if (locking_) (void)ImageLock::apply(reopen_fd_, perm_, shared_);
   ::close(std::exchange(fd_, std::exchange(reopen_fd_, -1)));
   direct_ = reopen_direct_;
+  inline_io_ = fs::InlineIo::probe(fd_, direct_);
 }
 
 void FileDriver::reopen_abort() {
