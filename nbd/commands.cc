@@ -84,7 +84,7 @@ Connection::Outcome Connection::check_request(const Request& req) const {
   return {};
 }
 
-Task<void> Connection::co_dispatch(const Request& req, std::vector<uint8_t>& payload, Message& m,
+Task<void> Connection::co_dispatch(const Request& req, std::span<const uint8_t> payload, Message& m,
                                    ReplyEncoder& enc, AlignedBuffer& buf) {
   Outcome bad = check_request(req);
   if (bad.error) {
@@ -111,14 +111,14 @@ Task<void> Connection::co_dispatch(const Request& req, std::vector<uint8_t>& pay
 }
 
 Task<Result<void>> Connection::co_simple_command(const Request& req,
-                                                 std::vector<uint8_t>& payload) {
+                                                 std::span<const uint8_t> payload) {
   Child* root = session_.exp->root();
   bool fua = (req.flags & kCmdFlagFua) || session_.exp->options().writethrough;
   switch (req.type) {
     case kCmdWrite: {
       if (payload.empty()) co_return Result<void>{};
-      co_return co_await root->co_pwritev(req.offset, IoVec(payload.data(), payload.size()),
-                                          fua ? uint32_t{kReqFua} : 0u);
+      IoVec data(const_cast<uint8_t*>(payload.data()), payload.size());
+      co_return co_await root->co_pwritev(req.offset, data, fua ? uint32_t{kReqFua} : 0u);
     }
     case kCmdFlush:
       co_return co_await root->co_flush();
@@ -153,20 +153,21 @@ Task<void> Connection::co_read(const Request& req, Message& m, ReplyEncoder& enc
     }
     co_return;
   }
-  buf = AlignedBuffer(static_cast<size_t>(req.length));
+  buf = buffers_.take(static_cast<size_t>(req.length));
+  IoVec data(buf.data(), static_cast<size_t>(req.length));
   bool sparse = enc.mode() != ReplyMode::kSimple && !(req.flags & kCmdFlagDf) &&
                 req.length >= kSparseReadThreshold;
   Result<void> r;
   if (sparse) {
-    r = co_await co_read_sparse(req, m, enc, buf);
+    r = co_await co_read_sparse(req, m, enc, data);
   } else {
-    r = co_await session_.exp->root()->co_preadv(req.offset, buf.iov());
+    r = co_await session_.exp->root()->co_preadv(req.offset, data);
     if (r) {
       if (enc.mode() == ReplyMode::kSimple) {
         enc.simple(m, 0);
-        m.add_ref(buf.iov());
+        m.add_ref(data);
       } else {
-        enc.data_chunk(m, req.offset, buf.iov(), true);
+        enc.data_chunk(m, req.offset, data, true);
       }
     }
   }
@@ -177,7 +178,7 @@ Task<void> Connection::co_read(const Request& req, Message& m, ReplyEncoder& enc
 }
 
 Task<Result<void>> Connection::co_read_sparse(const Request& req, Message& m, ReplyEncoder& enc,
-                                              AlignedBuffer& buf) {
+                                              const IoVec& data) {
   Export& exp = *session_.exp;
   Child* root = exp.root();
   uint64_t end = req.offset + req.length;
@@ -204,8 +205,7 @@ Task<Result<void>> Connection::co_read_sparse(const Request& req, Message& m, Re
   }
   for (const auto& p : pieces) {
     if (p.hole) continue;
-    STRATA_CO_TRY(
-        co_await root->co_preadv(p.offset, buf.iov().slice(p.offset - req.offset, p.length)));
+    STRATA_CO_TRY(co_await root->co_preadv(p.offset, data.slice(p.offset - req.offset, p.length)));
   }
   for (size_t i = 0; i < pieces.size(); i++) {
     const auto& p = pieces[i];
@@ -213,13 +213,13 @@ Task<Result<void>> Connection::co_read_sparse(const Request& req, Message& m, Re
     if (p.hole) {
       enc.hole_chunk(m, p.offset, static_cast<uint32_t>(p.length), done);
     } else {
-      enc.data_chunk(m, p.offset, buf.iov().slice(p.offset - req.offset, p.length), done);
+      enc.data_chunk(m, p.offset, data.slice(p.offset - req.offset, p.length), done);
     }
   }
   co_return Result<void>{};
 }
 
-Task<Result<void>> Connection::co_block_status(const Request& req, std::vector<uint8_t>& payload,
+Task<Result<void>> Connection::co_block_status(const Request& req, std::span<const uint8_t> payload,
                                                Message& m, ReplyEncoder& enc) {
   std::vector<MetaContext> selected = session_.contexts;
   uint64_t length = req.length;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/sync.h"
+#include "nbd/buffer_pool.h"
 #include "nbd/channel.h"
 #include "nbd/handshake.h"
 #include "nbd/replies.h"
@@ -59,21 +60,23 @@ class Connection final : public ExportClient {
   // False once the client sent DISC.
   Task<Result<bool>> co_next_request();
   Task<Result<void>> co_skip_payload(uint64_t length);
-  Task<void> co_process(Request req, std::vector<uint8_t> payload, size_t cost);
+  Task<void> co_process(Request req, AlignedBuffer payload, size_t cost);
   Task<void> co_send(Message& m);
   void release_budget(size_t cost);
   ReplyMode mode() const;
 
   // Validation and the commands (nbd/commands.cc).
   Outcome check_request(const Request& req) const;
-  Task<void> co_dispatch(const Request& req, std::vector<uint8_t>& payload, Message& m,
+  // `payload` holds the request's payload bytes (empty when it has none);
+  // READ data goes to `buf`, which the reply in `m` then references.
+  Task<void> co_dispatch(const Request& req, std::span<const uint8_t> payload, Message& m,
                          ReplyEncoder& enc, AlignedBuffer& buf);
   Task<void> co_read(const Request& req, Message& m, ReplyEncoder& enc, AlignedBuffer& buf);
   Task<Result<void>> co_read_sparse(const Request& req, Message& m, ReplyEncoder& enc,
-                                    AlignedBuffer& buf);
-  Task<Result<void>> co_block_status(const Request& req, std::vector<uint8_t>& payload, Message& m,
-                                     ReplyEncoder& enc);
-  Task<Result<void>> co_simple_command(const Request& req, std::vector<uint8_t>& payload);
+                                    const IoVec& data);
+  Task<Result<void>> co_block_status(const Request& req, std::span<const uint8_t> payload,
+                                     Message& m, ReplyEncoder& enc);
+  Task<Result<void>> co_simple_command(const Request& req, std::span<const uint8_t> payload);
 
   Loop& loop_;
   HandshakeHost& host_;
@@ -81,6 +84,7 @@ class Connection final : public ExportClient {
   ConnectionLimits limits_;
   std::string peer_;
   Session session_;
+  BufferPool buffers_;
   TaskGroup requests_;
   CoQueue budget_;
   size_t in_flight_ = 0;
