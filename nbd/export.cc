@@ -51,7 +51,9 @@ Result<std::unique_ptr<Export>> Export::create(Graph& graph, ExportOptions optio
   }
   exp->catalog_.allocation_depth = o.allocation_depth;
   uint64_t perm = kPermConsistentRead | (o.writable ? uint64_t{kPermWrite} : 0u);
-  auto root = graph.attach_root(*node, "NBD export '" + o.name + "'", perm, kPermAll);
+  // Clients see a fixed size: nobody may resize the node under them.
+  uint64_t shared = kPermAll & ~uint64_t{kPermResize};
+  auto root = graph.attach_root(*node, "NBD export '" + o.name + "'", perm, shared);
   if (!root) return std::move(root).error();
   exp->root_ = *root;
   return exp;

@@ -1,8 +1,11 @@
 // Export: one node served over NBD under a name.
 //
-// Contract: an Export is a root user of its node (`NBD export 'name'`): it
-// takes consistent-read, plus write when writable, and shares everything, so
-// it follows Graph::co_replace_node like any parent. Clients register while
+// Contract: an Export is a root user of its node (`NBD export 'name'`): from
+// create() on it takes consistent-read, plus write when writable (so the
+// image's write lock is held before any client writes, and the node cannot
+// be reopened read-only), and shares everything but resize (the export's
+// size is fixed while clients use it), as QEMU's NBD exports do. It follows
+// Graph::co_replace_node like any parent. Clients register while
 // they use the export; co_close() in safe mode refuses while any is
 // registered, in hard mode disconnects them, then waits until all have left
 // and detaches from the node. After close starts, new clients are refused.
