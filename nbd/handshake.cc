@@ -287,11 +287,10 @@ Task<Result<Handshake::Next>> Handshake::co_starttls(Option& opt) {
     co_return Next::kContinue;
   }
   STRATA_CO_TRY(co_await co_reply(opt.code, kRepAck));
-  auto* plain = dynamic_cast<PlainChannel*>(channel_.get());
-  if (!plain) co_return drop("STARTTLS on a channel that cannot be upgraded");
-  auto tls = co_await co_start_tls(creds, plain->release());
-  if (!tls) co_return std::move(tls).error();
-  channel_ = std::move(*tls);
+  if (!dynamic_cast<PlainChannel*>(channel_.get())) {
+    co_return drop("STARTTLS on a channel that cannot be upgraded");
+  }
+  STRATA_CO_TRY(co_await co_start_tls(creds, channel_));
   tls_active_ = true;
   session_ = Session{};
   meta_set_ = false;

@@ -268,16 +268,18 @@ void TlsChannel::close() {
 
 }  // namespace
 
-Task<Result<std::unique_ptr<Channel>>> co_start_tls(std::shared_ptr<TlsCreds> creds,
-                                                    std::unique_ptr<Stream> stream) {
+Task<Result<void>> co_start_tls(std::shared_ptr<TlsCreds> creds, std::unique_ptr<Channel>& slot) {
+  auto* plain = dynamic_cast<PlainChannel*>(slot.get());
+  if (!plain) co_return Error{EPROTO, "STARTTLS on a channel that cannot be upgraded"};
+  std::unique_ptr<Stream> stream = plain->release();
+  if (!stream) co_return Error{EPIPE, "connection handed over"};
   SSL_CTX* ctx = creds->ctx();
-  auto channel = std::make_unique<TlsChannel>(ctx, std::move(creds), std::move(stream), false);
+  auto owned = std::make_unique<TlsChannel>(ctx, std::move(creds), std::move(stream), false);
+  TlsChannel* channel = owned.get();
+  slot = std::move(owned);
   auto r = co_await channel->co_handshake();
-  if (!r) {
-    channel->close();
-    co_return std::move(r).error();
-  }
-  co_return std::unique_ptr<Channel>(std::move(channel));
+  if (!r) channel->close();
+  co_return r;
 }
 
 Task<Result<std::unique_ptr<Channel>>> co_start_tls_client(std::shared_ptr<SSL_CTX> ctx,

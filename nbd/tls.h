@@ -6,9 +6,12 @@
 // verify_peer), server-cert.pem and server-key.pem from `dir`;
 // TlsCreds::load_psk reads `dir`/keys.psk, lines "identity:hexkey", and
 // accepts any identity listed there (QEMU's server does the same). TLS 1.2
-// is the minimum version. co_start_tls() runs the server handshake and
-// returns a Channel that encrypts and decrypts; a failed handshake is an
-// error (the caller then drops the connection).
+// is the minimum version. co_start_tls() replaces the plain channel in
+// `slot` by a Channel that encrypts and decrypts, then runs the server
+// handshake on it: the TLS channel is in the slot while the handshake runs,
+// so whoever owns the slot can close it (a client that stalls mid-handshake
+// is dropped by the handshake timeout). A failed handshake is an error (the
+// caller then drops the connection).
 // Thread rules: credentials are immutable after loading and may be shared
 // by connections; a TLS channel is loop-thread only.
 #pragma once
@@ -41,8 +44,8 @@ class TlsCreds {
   std::vector<std::pair<std::string, std::string>> psk_keys_;
 };
 
-Task<Result<std::unique_ptr<Channel>>> co_start_tls(std::shared_ptr<TlsCreds> creds,
-                                                    std::unique_ptr<Stream> stream);
+// `slot` must hold a PlainChannel; on return it holds the TLS channel.
+Task<Result<void>> co_start_tls(std::shared_ptr<TlsCreds> creds, std::unique_ptr<Channel>& slot);
 
 // Client side (the NBD client driver): the handshake as a client with the
 // caller's client context, shared so that it outlives the channel. A

@@ -222,6 +222,46 @@ def test_handshake_timeout_drops_silent_clients(workdir, sockdir):
         assert len(h.pread(4096, 0)) == 4096  # served past the deadline
 
 
+def test_handshake_timeout_drops_client_stalled_in_starttls(workdir, sockdir):
+    """A client that asks for STARTTLS, gets the ACK, then sends the first
+    byte of a TLS record and nothing more is dropped after
+    handshake-max-seconds like any silent client; a TLS client is served."""
+    import secrets
+    import struct
+    from test_nbd_tls import tls_handle
+    from test_nbd_basic import free_port
+    path = qcow2(workdir)
+    pskdir = os.path.join(str(workdir), "psk")
+    os.makedirs(pskdir)
+    psk_file = os.path.join(pskdir, "keys.psk")
+    with open(psk_file, "w") as f:
+        f.write(f"alice:{secrets.token_hex(32)}\n")
+    port = free_port()
+    with Daemon(strata_binary("stratad"), workdir, disk_args(path)) as d:
+        c = d.client()
+        c.execute("object-add", **{"qom-type": "tls-creds-psk"}, id="tls0", dir=pskdir,
+                  endpoint="server", username="alice")
+        c.execute("nbd-server-start", addr={"type": "inet", "data": {
+            "host": "127.0.0.1", "port": str(port)}},
+            **{"tls-creds": "tls0", "handshake-max-seconds": 1})
+        add_export(c, "e0", "disk", name="")
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        start = time.time()
+        greeting = stalled.recv(18, socket.MSG_WAITALL)
+        assert greeting[:16] == b"NBDMAGICIHAVEOPT"
+        stalled.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
+        stalled.sendall(b"IHAVEOPT" + struct.pack(">II", 5, 0))  # NBD_OPT_STARTTLS
+        reply = stalled.recv(20, socket.MSG_WAITALL)
+        assert struct.unpack(">QIII", reply)[1:] == (5, 1, 0)  # NBD_REP_ACK
+        stalled.sendall(b"\x16")  # a handshake record begins, and stops
+        h = tls_handle(port, psk=psk_file, username="alice")
+        while stalled.recv(4096):
+            pass
+        elapsed = time.time() - start
+        assert 0.5 < elapsed < 5
+        assert len(h.pread(4096, 0)) == 4096  # served past the deadline
+
+
 def test_max_connections_one(workdir, sockdir):
     """max-connections=1: a second client is not served while the first is
     connected, and multi-conn is not advertised."""
