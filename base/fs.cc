@@ -50,37 +50,54 @@ void advance(std::vector<struct iovec>& iov, size_t& first, size_t done) {
   }
 }
 
-SysResult blocking_preadv(int fd, const IoVec& iov, uint64_t offset) {
-  std::vector<struct iovec> rest = iov.entries();
-  size_t first = 0;
+// Moves all of `iov` with `call(iovecs, count, offset)` (preadv or pwritev),
+// retrying short transfers. The common case, one call moving everything,
+// uses the caller's iovec array as is; only a short transfer copies it.
+// `at_zero` handles a call that moved nothing (end of file for reads).
+template <typename Call, typename AtZero>
+SysResult blocking_transfer(const IoVec& iov, uint64_t offset, Call call, AtZero at_zero) {
+  const auto& entries = iov.entries();
   size_t total = 0;
+  if (entries.size() <= IOV_MAX) {
+    SysResult r =
+        retry_eintr([&] { return call(entries.data(), static_cast<int>(entries.size()), offset); });
+    if (r < 0 || static_cast<size_t>(r) == iov.size()) return r;
+    if (r == 0) return at_zero(total);
+    total = static_cast<size_t>(r);
+  }
+  std::vector<struct iovec> rest(entries.begin(), entries.end());
+  size_t first = 0;
+  advance(rest, first, total);
   while (first < rest.size()) {
     int count = static_cast<int>(std::min<size_t>(rest.size() - first, IOV_MAX));
-    SysResult r = retry_eintr([&] { return ::preadv(fd, &rest[first], count, offset + total); });
+    SysResult r = retry_eintr([&] { return call(&rest[first], count, offset + total); });
     if (r < 0) return r;
-    if (r == 0) {
-      iov.fill(total, iov.size() - total, 0);  // end of file reads as zeroes
-      break;
-    }
+    if (r == 0) return at_zero(total);
     total += static_cast<size_t>(r);
     advance(rest, first, static_cast<size_t>(r));
   }
   return static_cast<SysResult>(total);
 }
 
+SysResult blocking_preadv(int fd, const IoVec& iov, uint64_t offset) {
+  return blocking_transfer(
+      iov, offset,
+      [fd](const struct iovec* v, int n, uint64_t off) {
+        return ::preadv(fd, v, n, static_cast<off_t>(off));
+      },
+      [&iov](size_t done) {
+        iov.fill(done, iov.size() - done, 0);  // end of file reads as zeroes
+        return static_cast<SysResult>(done);
+      });
+}
+
 SysResult blocking_pwritev(int fd, const IoVec& iov, uint64_t offset) {
-  std::vector<struct iovec> rest = iov.entries();
-  size_t first = 0;
-  size_t total = 0;
-  while (first < rest.size()) {
-    int count = static_cast<int>(std::min<size_t>(rest.size() - first, IOV_MAX));
-    SysResult r = retry_eintr([&] { return ::pwritev(fd, &rest[first], count, offset + total); });
-    if (r < 0) return r;
-    if (r == 0) return -EIO;
-    total += static_cast<size_t>(r);
-    advance(rest, first, static_cast<size_t>(r));
-  }
-  return static_cast<SysResult>(total);
+  return blocking_transfer(
+      iov, offset,
+      [fd](const struct iovec* v, int n, uint64_t off) {
+        return ::pwritev(fd, v, n, static_cast<off_t>(off));
+      },
+      [](size_t) { return static_cast<SysResult>(-EIO); });
 }
 
 }  // namespace

@@ -5,10 +5,25 @@
 
 namespace strata {
 
+void CoQueue::push(Waiter* w) {
+  w->next = nullptr;
+  if (tail_) {
+    tail_->next = w;
+  } else {
+    head_ = w;
+  }
+  tail_ = w;
+  size_++;
+}
+
 bool CoQueue::wake_one() {
-  if (waiters_.empty()) return false;
-  auto h = waiters_.front();
-  waiters_.pop_front();
+  Waiter* w = head_;
+  if (!w) return false;
+  head_ = w->next;
+  if (!head_) tail_ = nullptr;
+  size_--;
+  // The node lives in the waiter's frame, valid until that frame resumes.
+  auto h = w->handle;
   loop_.post([h] { h.resume(); });
   return true;
 }

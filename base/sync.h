@@ -8,36 +8,50 @@
 
 #include <coroutine>
 #include <cstddef>
-#include <deque>
 
 #include "base/loop.h"
 
 namespace strata {
 
-// Parks coroutines until woken.
+// Parks coroutines until woken. The queue is intrusive: each waiter's link
+// lives in its own suspended frame, so neither constructing a queue nor
+// waiting allocates (a queue sits in every in-flight request).
 class CoQueue {
  public:
   explicit CoQueue(Loop& loop) : loop_(loop) {}
   CoQueue(const CoQueue&) = delete;
   CoQueue& operator=(const CoQueue&) = delete;
 
+  // One parked coroutine; owned by the awaiter in the waiting frame.
+  struct Waiter {
+    std::coroutine_handle<> handle;
+    Waiter* next = nullptr;
+  };
+
   auto wait() {
     struct Awaiter {
       CoQueue& q;
+      Waiter node;
       bool await_ready() const noexcept { return false; }
-      void await_suspend(std::coroutine_handle<> h) { q.waiters_.push_back(h); }
+      void await_suspend(std::coroutine_handle<> h) {
+        node.handle = h;
+        q.push(&node);
+      }
       void await_resume() const noexcept {}
     };
-    return Awaiter{*this};
+    return Awaiter{*this, {}};
   }
   bool wake_one();
   void wake_all();
-  bool empty() const { return waiters_.empty(); }
-  size_t size() const { return waiters_.size(); }
+  bool empty() const { return head_ == nullptr; }
+  size_t size() const { return size_; }
 
  private:
+  void push(Waiter* w);
   Loop& loop_;
-  std::deque<std::coroutine_handle<>> waiters_;
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+  size_t size_ = 0;
 };
 
 // A mutex for coroutines: lock() suspends until the lock is free.

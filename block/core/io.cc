@@ -13,8 +13,12 @@ namespace strata {
 namespace {
 constexpr uint64_t kZeroChunk = 1 << 20;  // zero buffer size for emulated write-zeroes
 
-uint64_t align_down(uint64_t v, uint64_t a) { return v / a * a; }
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+uint64_t align_down(uint64_t v, uint64_t a) {
+  return v / a * a;
+}
+uint64_t align_up(uint64_t v, uint64_t a) {
+  return (v + a - 1) / a * a;
+}
 bool overlaps(uint64_t a_off, uint64_t a_len, uint64_t b_off, uint64_t b_len) {
   return a_off < b_off + b_len && b_off < a_off + a_len;
 }
@@ -26,7 +30,8 @@ struct Node::Tracked {
   uint64_t bytes;
   bool serialising;
   CoQueue done;
-  Tracked(Loop& loop, uint64_t o, uint64_t b, bool s) : offset(o), bytes(b), serialising(s), done(loop) {}
+  Tracked(Loop& loop, uint64_t o, uint64_t b, bool s)
+      : offset(o), bytes(b), serialising(s), done(loop) {}
 };
 
 class Node::RequestScope {
@@ -50,20 +55,19 @@ class Node::RequestScope {
   std::list<Tracked*>::iterator pos_;
 };
 
-Task<void> Node::co_wait_serialising(Tracked& req) {
-  for (;;) {
-    Tracked* blocker = nullptr;
-    for (Tracked* other : tracked_) {
-      if (other == &req) break;  // only requests older than this one
-      if ((req.serialising || other->serialising) &&
-          overlaps(req.offset, req.bytes, other->offset, other->bytes)) {
-        blocker = other;
-        break;
-      }
+Node::Tracked* Node::find_blocker(const Tracked& req) const {
+  for (Tracked* other : tracked_) {
+    if (other == &req) break;  // only requests older than this one
+    if ((req.serialising || other->serialising) &&
+        overlaps(req.offset, req.bytes, other->offset, other->bytes)) {
+      return other;
     }
-    if (!blocker) co_return;
-    co_await blocker->done.wait();
   }
+  return nullptr;
+}
+
+Task<void> Node::co_wait_serialising(Tracked& req) {
+  while (Tracked* blocker = find_blocker(req)) co_await blocker->done.wait();
 }
 
 Result<void> Node::check_request(uint64_t offset, uint64_t bytes, const Child* caller,
@@ -84,6 +88,13 @@ Result<void> Node::check_request(uint64_t offset, uint64_t bytes, const Child* c
                              " of '" + name_ + "'"};
   }
   return {};
+}
+
+// True when [offset, offset+bytes) needs neither alignment nor splitting.
+bool Node::is_one_driver_request(uint64_t offset, uint64_t bytes) const {
+  Limits lim = limits();
+  return offset % lim.request_alignment == 0 && bytes % lim.request_alignment == 0 &&
+         (lim.max_transfer == 0 || bytes <= lim.max_transfer);
 }
 
 // Reads: align for the driver with throwaway head and tail, then split.
@@ -115,16 +126,22 @@ Task<Result<void>> Node::co_read_aligned(uint64_t offset, const IoVec& iov, uint
 
 Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags,
                                    const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, iov.size(), caller, false); !r) {
     stats_.invalid_rd_operations++;
     co_return r;
   }
   if (iov.size() == 0) co_return Result<void>{};
   RequestScope scope(*this, offset, iov.size(), false);
-  co_await co_wait_serialising(scope.req());
+  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
   uint64_t t0 = Loop::now_ns();
-  auto r = co_await co_read_aligned(offset, iov, flags);
+  // (No co_await inside ?: here: GCC 12 mishandles the temporaries.)
+  Result<void> r;
+  if (is_one_driver_request(offset, iov.size())) {
+    r = co_await driver_->co_preadv(offset, iov, flags);
+  } else {
+    r = co_await co_read_aligned(offset, iov, flags);
+  }
   uint64_t t1 = Loop::now_ns();
   if (r) {
     stats_.rd_bytes += iov.size();
@@ -147,7 +164,12 @@ Task<Result<void>> Node::co_write_aligned(uint64_t offset, const IoVec& iov, uin
   uint32_t driver_flags = lim.supports_fua ? flags : (flags & ~kReqFua);
   for (uint64_t done = 0; done < iov.size(); done += chunk) {
     uint64_t len = std::min<uint64_t>(chunk, iov.size() - done);
-    auto r = co_await driver_->co_pwritev(offset + done, iov.slice(done, len), driver_flags);
+    Result<void> r;
+    if (len == iov.size()) {
+      r = co_await driver_->co_pwritev(offset, iov, driver_flags);  // no slice to build
+    } else {
+      r = co_await driver_->co_pwritev(offset + done, iov.slice(done, len), driver_flags);
+    }
     if (!r) co_return r;
   }
   if ((flags & kReqFua) && !lim.supports_fua) co_return co_await co_flush();
@@ -193,15 +215,17 @@ Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t
   uint64_t end = align_up(offset + iov.size(), align);
   bool serialise = unaligned || limits().serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
-  co_await co_wait_serialising(scope.req());
-  if (auto r = co_await co_run_before_hooks(start, end - start); !r) co_return r;
+  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  if (has_before_hooks()) {
+    if (auto r = co_await co_run_before_hooks(start, end - start); !r) co_return r;
+  }
   if (unaligned) co_return co_await co_write_rmw(offset, iov, flags);
   co_return co_await co_write_aligned(offset, iov, flags);
 }
 
 Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
                                     const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, iov.size(), caller, true); !r) {
     stats_.invalid_wr_operations++;
     co_return r;
@@ -252,9 +276,10 @@ Task<Result<void>> Node::co_zeroes_by_writing(uint64_t offset, uint64_t bytes, u
 // Write-zeroes on an aligned range: ask the driver, fall back to writing.
 Task<Result<void>> Node::co_zeroes_aligned(uint64_t offset, uint64_t bytes, uint32_t flags) {
   Limits lim = limits();
-  uint64_t chunk = lim.max_zeroes ? std::max<uint64_t>(align_down(lim.max_zeroes, lim.zeroes_alignment),
-                                                       lim.zeroes_alignment)
-                                  : bytes;
+  uint64_t chunk = lim.max_zeroes
+                       ? std::max<uint64_t>(align_down(lim.max_zeroes, lim.zeroes_alignment),
+                                            lim.zeroes_alignment)
+                       : bytes;
   for (uint64_t done = 0; done < bytes;) {
     uint64_t len = std::min(chunk, bytes - done);
     auto r = co_await driver_->co_pwrite_zeroes(offset + done, len, flags & ~kReqFua);
@@ -292,7 +317,7 @@ Task<Result<void>> Node::co_do_zeroes(uint64_t offset, uint64_t bytes, uint32_t 
 
 Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags,
                                           const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, bytes, caller, true); !r) {
     stats_.invalid_wr_operations++;
     co_return r;
@@ -302,11 +327,13 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
   uint64_t align = limits().request_alignment;
   uint64_t start = align_down(offset, align);
   uint64_t end = align_up(offset + bytes, align);
-  bool serialise = start != offset || end != offset + bytes || limits().serialize_overlapping_writes;
+  bool serialise =
+      start != offset || end != offset + bytes || limits().serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
-  co_await co_wait_serialising(scope.req());
+  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
   uint64_t t0 = Loop::now_ns();
-  auto r = co_await co_run_before_hooks(start, end - start);
+  Result<void> r;
+  if (has_before_hooks()) r = co_await co_run_before_hooks(start, end - start);
   if (r) r = co_await co_do_zeroes(offset, bytes, flags);
   uint64_t t1 = Loop::now_ns();
   if (r) {
@@ -323,7 +350,7 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
 }
 
 Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, bytes, caller, true); !r) {
     stats_.invalid_unmap_operations++;
     co_return r;
@@ -334,12 +361,14 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
   uint64_t start = align_up(offset, lim.discard_alignment);
   uint64_t end = align_down(offset + bytes, lim.discard_alignment);
   RequestScope scope(*this, offset, bytes, lim.serialize_overlapping_writes);
-  co_await co_wait_serialising(scope.req());
+  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
   uint64_t t0 = Loop::now_ns();
-  Result<void> r = co_await co_run_before_hooks(offset, bytes);
-  uint64_t chunk = lim.max_discard ? std::max<uint64_t>(align_down(lim.max_discard, lim.discard_alignment),
-                                                        lim.discard_alignment)
-                                   : (end > start ? end - start : 0);
+  Result<void> r;
+  if (has_before_hooks()) r = co_await co_run_before_hooks(offset, bytes);
+  uint64_t chunk = lim.max_discard
+                       ? std::max<uint64_t>(align_down(lim.max_discard, lim.discard_alignment),
+                                            lim.discard_alignment)
+                       : (end > start ? end - start : 0);
   for (uint64_t pos = start; r && pos < end; pos += chunk) {
     r = co_await driver_->co_pdiscard(pos, std::min(chunk, end - pos));
   }
@@ -357,7 +386,7 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
 }
 
 Task<Result<void>> Node::co_flush(const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   RequestScope scope(*this, 0, 0, false);
   uint64_t t0 = Loop::now_ns();
   Result<void> r;
@@ -381,7 +410,8 @@ Task<Result<void>> Node::co_flush(const Child* caller) {
 Task<Result<BlockStatus>> Node::co_resolve_status(uint64_t offset, uint64_t bytes) {
   auto st = co_await driver_->co_block_status(offset, bytes);
   if (!st) co_return st;
-  if (st->bytes == 0) co_return Error{EIO, "driver '" + driver_name_ + "' returned an empty extent"};
+  if (st->bytes == 0)
+    co_return Error{EIO, "driver '" + driver_name_ + "' returned an empty extent"};
   st->bytes = std::min(st->bytes, bytes);
   if ((st->flags & kStatusRecurse) && st->map_node) {
     Node* below = st->map_node;
@@ -401,7 +431,7 @@ Task<Result<BlockStatus>> Node::co_resolve_status(uint64_t offset, uint64_t byte
 
 Task<Result<BlockStatus>> Node::co_block_status(uint64_t offset, uint64_t bytes,
                                                 const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   uint64_t total = size();
   if (offset > total) co_return Error{EINVAL, "block status offset past the end"};
   if (offset == total || bytes == 0) {
@@ -418,14 +448,14 @@ Task<Result<BlockStatus>> Node::co_block_status(uint64_t offset, uint64_t bytes,
 
 Task<Result<void>> Node::co_truncate(uint64_t new_size, bool exact, Preallocation prealloc,
                                      const Child* caller) {
-  co_await co_wait_unquiesced(caller);
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (read_only()) co_return Error{EPERM, "Block node '" + name_ + "' is read-only"};
   if (caller && !(caller->perm() & kPermResize)) {
     co_return Error{EPERM, "Permission denied: '" + caller->user() + "' has not taken resize on '" +
                                name_ + "'"};
   }
   RequestScope scope(*this, std::min(new_size, size()), UINT64_MAX / 4, true);
-  co_await co_wait_serialising(scope.req());
+  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
   auto r = co_await driver_->co_truncate(new_size, exact, prealloc);
   if (r && bitmaps_) bitmaps_->on_resize(size());
   co_return r;

@@ -48,7 +48,7 @@ class Child {
   Child(Node* parent, std::string user, std::string name, uint32_t role, Node* node)
       : parent_(parent), user_(std::move(user)), name_(std::move(name)), role_(role), node_(node) {}
 
-  Node* parent() const { return parent_; }       // null for a root user
+  Node* parent() const { return parent_; }  // null for a root user
   bool is_root() const { return parent_ == nullptr; }
   const std::string& user() const { return user_; }  // "node 'x'", "NBD export 'e'", ...
   const std::string& name() const { return name_; }  // "file", "backing", "root", ...
@@ -171,10 +171,18 @@ class Node {
   struct Tracked;
   class RequestScope;
 
+  // The wait coroutines are entered only when they would wait, so a request
+  // that needs no waiting allocates no frame for them.
+  bool must_wait_unquiesced(const Child* caller) const {
+    return caller && caller->is_root() && quiesce_ > 0;
+  }
   Task<void> co_wait_unquiesced(const Child* caller);
   Result<void> check_request(uint64_t offset, uint64_t bytes, const Child* caller,
                              bool write) const;
+  Tracked* find_blocker(const Tracked& req) const;
   Task<void> co_wait_serialising(Tracked& req);
+  bool has_before_hooks() const { return !before_hooks_.empty(); }
+  bool is_one_driver_request(uint64_t offset, uint64_t bytes) const;
   Task<Result<void>> co_run_before_hooks(uint64_t offset, uint64_t bytes);
   void run_after_hooks(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);

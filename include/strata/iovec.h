@@ -2,6 +2,8 @@
 //
 // Contract: an IoVec never owns memory; the buffers it names must outlive every
 // request that uses it. slice() returns a view of a byte range of the list.
+// Lists of up to kInlineEntries buffers (nearly all requests) live inside
+// the IoVec, so building, copying and slicing them does not allocate.
 // AlignedBuffer owns memory aligned for O_DIRECT.
 // Thread rules: plain values; a request's IoVec may be read on a pool thread
 // while its coroutine waits.
@@ -26,22 +28,28 @@ class IoVec {
 
   void append(void* base, size_t len) {
     if (len == 0) return;
-    iov_.push_back({base, len});
+    if (count_ < kInlineEntries) {
+      inline_[count_] = {base, len};
+    } else {
+      if (count_ == kInlineEntries) heap_.assign(inline_, inline_ + kInlineEntries);
+      heap_.push_back({base, len});
+    }
+    count_++;
     size_ += len;
   }
   void append(const IoVec& other) {
-    for (const auto& v : other.iov_) append(v.iov_base, v.iov_len);
+    for (const auto& v : other.entries()) append(v.iov_base, v.iov_len);
   }
 
   size_t size() const { return size_; }
-  size_t count() const { return iov_.size(); }
-  const struct iovec* data() const { return iov_.data(); }
-  const std::vector<struct iovec>& entries() const { return iov_; }
+  size_t count() const { return count_; }
+  const struct iovec* data() const { return count_ <= kInlineEntries ? inline_ : heap_.data(); }
+  std::span<const struct iovec> entries() const { return {data(), count_}; }
 
   // A view of bytes [offset, offset + len) of this list.
   IoVec slice(size_t offset, size_t len) const {
     IoVec out;
-    for (const auto& v : iov_) {
+    for (const auto& v : entries()) {
       if (len == 0) break;
       if (offset >= v.iov_len) {
         offset -= v.iov_len;
@@ -58,7 +66,7 @@ class IoVec {
   // Copies out of / into the list starting at `offset`; returns bytes copied.
   size_t copy_to(size_t offset, void* dst, size_t len) const {
     size_t done = 0;
-    for (const auto& v : slice(offset, len).iov_) {
+    for (const auto& v : slice(offset, len).entries()) {
       std::memcpy(static_cast<uint8_t*>(dst) + done, v.iov_base, v.iov_len);
       done += v.iov_len;
     }
@@ -66,17 +74,17 @@ class IoVec {
   }
   size_t copy_from(size_t offset, const void* src, size_t len) const {
     size_t done = 0;
-    for (const auto& v : slice(offset, len).iov_) {
+    for (const auto& v : slice(offset, len).entries()) {
       std::memcpy(v.iov_base, static_cast<const uint8_t*>(src) + done, v.iov_len);
       done += v.iov_len;
     }
     return done;
   }
   void fill(size_t offset, size_t len, uint8_t byte) const {
-    for (const auto& v : slice(offset, len).iov_) std::memset(v.iov_base, byte, v.iov_len);
+    for (const auto& v : slice(offset, len).entries()) std::memset(v.iov_base, byte, v.iov_len);
   }
   bool is_zero() const {
-    for (const auto& v : iov_) {
+    for (const auto& v : entries()) {
       auto* p = static_cast<const uint8_t*>(v.iov_base);
       for (size_t i = 0; i < v.iov_len; i++) {
         if (p[i]) return false;
@@ -86,7 +94,10 @@ class IoVec {
   }
 
  private:
-  std::vector<struct iovec> iov_;
+  static constexpr size_t kInlineEntries = 4;
+  struct iovec inline_[kInlineEntries] = {};
+  std::vector<struct iovec> heap_;  // all entries, once there are more than fit inline
+  size_t count_ = 0;
   size_t size_ = 0;
 };
 
