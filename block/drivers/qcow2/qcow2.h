@@ -50,6 +50,17 @@ struct InflightAlloc {
   CoQueue done;
 };
 
+// An allocating write's copy-on-write: the guest clusters it covers, the
+// bytes before the data in the first one and after it in the last one, and
+// their old L2 entries.
+struct CowPlan {
+  uint64_t first_cluster;
+  uint64_t clusters;
+  uint64_t head;
+  uint64_t tail;
+  const std::vector<uint64_t>* old;
+};
+
 // What strata-img amend may change; unset fields keep their value.
 struct AmendOptions {
   std::optional<uint32_t> version;  // 2 (compat=0.10) or 3 (compat=1.1)
@@ -169,6 +180,8 @@ class Qcow2Driver final : public Driver {
   Task<Result<uint64_t>> co_write_step(uint64_t offset, const IoVec& iov);
   Task<Result<uint64_t>> co_write_allocating(uint64_t offset, const IoVec& iov, uint64_t nclusters,
                                              std::vector<uint64_t> old_entries);
+  bool cow_reads_zero(uint64_t guest_cluster, uint64_t entry, uint64_t from) const;
+  Task<Result<void>> co_write_new_clusters(uint64_t host, const CowPlan& cow, const IoVec& iov);
   Task<Result<void>> co_read_old_cluster(uint64_t guest_cluster, uint64_t entry, uint64_t from,
                                          const IoVec& iov);
 

@@ -94,6 +94,54 @@ Task<Result<void>> Qcow2Driver::co_read_old_cluster(uint64_t guest_cluster, uint
   co_return co_await co_read_run((guest_cluster << cluster_bits_) + from, m, iov);
 }
 
+// Whether a copy-on-write region starting at byte `from` of a guest cluster
+// (as `entry` described it) reads as zeroes without reading anything: zero
+// clusters, and unallocated ones with no backing data from there on.
+bool Qcow2Driver::cow_reads_zero(uint64_t guest_cluster, uint64_t entry, uint64_t from) const {
+  switch (classify(entry)) {
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc:
+      return true;
+    case ClusterType::kUnallocated: {
+      Child* below = backing();
+      return !below || (guest_cluster << cluster_bits_) + from >= below->node()->size();
+    }
+    default:
+      return false;
+  }
+}
+
+// Writes the guest data of an allocating write into the new clusters at
+// `host`, with the copy-on-write head and tail. When head and tail read as
+// zeroes, the clusters are zeroed by the file (fallocate, no data written)
+// and only the guest bytes are written, as QEMU does.
+Task<Result<void>> Qcow2Driver::co_write_new_clusters(uint64_t host, const CowPlan& cow,
+                                                      const IoVec& iov) {
+  uint64_t cs = cluster_size();
+  uint64_t last = cow.first_cluster + cow.clusters - 1;
+  uint64_t tail_from = cs - cow.tail;
+  STRATA_CO_TRY(check_overlap(host, cow.clusters * cs));
+  bool zero_cow = (cow.head || cow.tail) &&
+                  (!cow.head || cow_reads_zero(cow.first_cluster, cow.old->front(), 0)) &&
+                  (!cow.tail || cow_reads_zero(last, cow.old->back(), tail_from));
+  if (zero_cow && co_await file_->co_pwrite_zeroes(host, cow.clusters * cs, kReqNoFallback)) {
+    co_return co_await file_->co_pwritev(host + cow.head, iov, 0);
+  }
+  AlignedBuffer head_buf(cow.head), tail_buf(cow.tail);
+  if (cow.head) {
+    STRATA_CO_TRY(
+        co_await co_read_old_cluster(cow.first_cluster, cow.old->front(), 0, head_buf.iov()));
+  }
+  if (cow.tail) {
+    STRATA_CO_TRY(co_await co_read_old_cluster(last, cow.old->back(), tail_from, tail_buf.iov()));
+  }
+  IoVec full;
+  if (cow.head) full.append(head_buf.data(), cow.head);
+  full.append(iov);
+  if (cow.tail) full.append(tail_buf.data(), cow.tail);
+  co_return co_await file_->co_pwritev(host, full, 0);
+}
+
 Task<Result<uint64_t>> Qcow2Driver::co_write_allocating(uint64_t offset, const IoVec& iov,
                                                         uint64_t nclusters,
                                                         std::vector<uint64_t> old_entries) {
@@ -108,23 +156,8 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_allocating(uint64_t offset, const I
   InflightScope scope(inflight_, &alloc);
   lock_->unlock();
 
-  AlignedBuffer head_buf(head), tail_buf(tail);
-  Result<void> r;
-  if (head) {
-    r = co_await co_read_old_cluster(first_cluster, old_entries.front(), 0, head_buf.iov());
-  }
-  if (r && tail) {
-    r = co_await co_read_old_cluster(first_cluster + nclusters - 1, old_entries.back(),
-                                     end - (nclusters - 1) * cs, tail_buf.iov());
-  }
-  if (r) {
-    IoVec full;
-    if (head) full.append(head_buf.data(), head);
-    full.append(iov);
-    if (tail) full.append(tail_buf.data(), tail);
-    r = check_overlap(host, full.size());
-    if (r) r = co_await file_->co_pwritev(host, full, 0);
-  }
+  CowPlan cow{first_cluster, nclusters, head, tail, &old_entries};
+  Result<void> r = co_await co_write_new_clusters(host, cow, iov);
 
   co_await lock_->co_lock();
   if (!r) {

@@ -32,9 +32,7 @@ const char* Qcow2Driver::overlapping_metadata(uint64_t offset, uint64_t bytes) c
       return "inactive L1 table";
     }
   }
-  for (uint64_t block : refcounts_->table()) {
-    if (overlaps(offset, bytes, block, block ? cs : 0)) return "refcount block";
-  }
+  if (refcounts_->overlaps_block(offset, bytes)) return "refcount block";
   for (uint64_t c = offset / cs * cs; c < offset + bytes; c += cs) {
     if (l2_cache_->contains(c)) return "active L2 table";
   }

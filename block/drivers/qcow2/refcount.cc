@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 namespace strata::qcow2 {
 
@@ -26,7 +27,23 @@ Task<Result<void>> Refcounts::co_load(Child* file, uint64_t table_offset, uint32
     if (e & (cluster_size() - 1)) co_return corrupt("refcount block offset is not cluster aligned");
     table_[i] = e;
   }
+  index_blocks();
   co_return Result<void>{};
+}
+
+void Refcounts::index_blocks() {
+  block_offsets_.clear();
+  for (uint64_t e : table_) {
+    if (e) block_offsets_.insert(e);
+  }
+}
+
+bool Refcounts::overlaps_block(uint64_t offset, uint64_t bytes) const {
+  if (bytes == 0) return false;
+  // The last block starting before the end of the range, if any.
+  auto it = block_offsets_.lower_bound(offset + bytes);
+  if (it == block_offsets_.begin()) return false;
+  return *std::prev(it) + cluster_size() > offset;
 }
 
 uint64_t refblock_get(const uint8_t* block, uint32_t order, uint64_t i) {
@@ -114,6 +131,7 @@ Task<Result<void>> Refcounts::co_place_block(uint64_t bi, uint64_t offset) {
   STRATA_CO_TRY(co_await file_->co_pwritev(offset, block->data.iov(), 0));
   STRATA_CO_TRY(co_await file_->co_flush());
   table_[bi] = offset;
+  block_offsets_.insert(offset);
   STRATA_CO_TRY(co_await co_write_table_entry(bi));
   co_return Result<void>{};
 }
@@ -154,6 +172,7 @@ Task<Result<void>> Refcounts::co_grow_table(uint64_t min_entries) {
       co_return Error{EFBIG, "qcow2: refcount table too large"};
     table_ = old_table;
     table_.resize(entries, 0);
+    index_blocks();
     growing_ = true;
     uint64_t clusters = entries / per_cluster;
     auto where = co_await co_alloc(clusters);
@@ -161,6 +180,7 @@ Task<Result<void>> Refcounts::co_grow_table(uint64_t min_entries) {
     if (!where && where.error().code == EAGAIN) continue;
     if (!where) {
       table_ = old_table;
+      index_blocks();
       co_return std::move(where).error();
     }
     // New refcount blocks and the new table reach the disk before the header.

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <vector>
 
 #include "block/drivers/qcow2/cache.h"
@@ -46,6 +47,9 @@ class Refcounts {
   uint32_t table_clusters() const { return table_clusters_; }
   const std::vector<uint64_t>& table() const { return table_; }
   MetadataCache& cache() { return blocks_; }
+  // Whether host range [offset, offset + bytes) touches a refcount block
+  // (an ordered index of the table's blocks: no scan of the table).
+  bool overlaps_block(uint64_t offset, uint64_t bytes) const;
 
   Task<Result<uint64_t>> co_get(uint64_t cluster_index);
   // Adds `delta` to the refcount of `count` clusters starting at host `offset`.
@@ -72,6 +76,7 @@ class Refcounts {
   Task<Result<uint64_t>> co_find_free_run(uint64_t count);
   Task<Result<void>> co_grow_table(uint64_t min_entries);
   Task<Result<void>> co_write_table_entry(uint64_t block_index);
+  void index_blocks();
   uint64_t read_entry(const uint8_t* block, uint64_t i) const {
     return refblock_get(block, order_, i);
   }
@@ -84,6 +89,7 @@ class Refcounts {
   uint32_t order_;
   MetadataCache blocks_;
   std::vector<uint64_t> table_;
+  std::set<uint64_t> block_offsets_;  // the non-zero entries of table_
   uint64_t table_offset_ = 0;
   uint32_t table_clusters_ = 0;
   bool growing_ = false;
