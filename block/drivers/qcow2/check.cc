@@ -214,9 +214,6 @@ Task<Result<void>> co_compare(Qcow2Driver& d, const ReferenceWalk& walk, int fix
   // As QEMU: clusters past the end of the file are not compared.
   uint64_t end = walk.refs().size();
   for (uint64_t c = 0; c < end; c++) {
-    // Cached refcount lookups complete without waiting: let the loop turn
-    // now and then so long scans do not deepen the stack of resumptions.
-    if (c % 1024 == 1023) co_await d.node().loop().co_sleep(0);
     uint64_t bi = c / rc.block_entries();
     if (bi < rc.table().size() && rc.table()[bi] == 0 && c % rc.block_entries() == 0) {
       // A missing refcount block: its clusters must all be unreferenced.

@@ -58,9 +58,6 @@ Task<Result<void>> Qcow2Driver::co_preallocate(uint64_t from, uint64_t to, Preal
     }
     c = stop;
     if (slots.empty()) continue;
-    // Metadata-only runs never wait for I/O: let the loop turn once per
-    // table so a long range does not deepen the stack of resumptions.
-    if (mode == Preallocation::kMetadata) co_await loop_->co_sleep(0);
     STRATA_CO_TRY_ASSIGN(uint64_t host, co_await refcounts_->co_alloc(slots.size()));
     HostRun run{host, slots.size() * cs};
     STRATA_CO_TRY(co_await co_fill_run(file_, run, mode));
