@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/nbd_bench.sh [BUILD_DIR] [RUNS]
-# strata-nbd against qemu-nbd on the same qcow2 image (1 GiB of data) on
-# tmpfs: sequential read with nbdcopy (1 and 4 connections) and 4 KiB random
-# read / write IOPS with fio's nbd engine at queue depth 16. Runs alternate
-# between the servers; prints the median of RUNS runs and the ratio
-# strata/qemu (higher is better for strata).
+# strata-nbd against qemu-nbd and qemu-storage-daemon on the same qcow2 image
+# (1 GiB of data) on tmpfs: sequential read with nbdcopy (1 and 4
+# connections) and 4 KiB random read / write IOPS with fio's nbd engine at
+# queue depth 16. Runs alternate between the servers; prints the median of
+# RUNS runs and the ratios strata/qemu-nbd and strata/qsd (higher is better
+# for strata).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$here/build}"
@@ -16,16 +17,30 @@ img="$dir/disk.qcow2"
 qemu-img create -q -f qcow2 "$img" 1G
 qemu-io -f qcow2 -c "write -P 0x5a 0 1G" "$img" >/dev/null
 
-start_server() {  # $1: strata|qemu, $2: extra args; prints the pid
-  local bin=qemu-nbd
-  [ "$1" = strata ] && bin="$strata_nbd"
+start_server() {  # $1: strata|qemu|qsd; prints the pid
   rm -f "$dir/sock"
-  $bin -t -f qcow2 -e 0 --cache=writeback $2 -k "$dir/sock" "$img" >/dev/null 2>&1 &
+  if [ "$1" = qsd ]; then
+    qemu-storage-daemon --blockdev "driver=file,node-name=f0,filename=$img" \
+      --blockdev driver=qcow2,node-name=q0,file=f0 \
+      --nbd-server "addr.type=unix,addr.path=$dir/sock" \
+      --export type=nbd,id=e0,node-name=q0,name=,writable=on >/dev/null 2>&1 &
+  else
+    local bin=qemu-nbd
+    [ "$1" = strata ] && bin="$strata_nbd"
+    $bin -t -f qcow2 -e 0 --cache=writeback -k "$dir/sock" "$img" >/dev/null 2>&1 &
+  fi
   local pid=$!
-  for _ in $(seq 200); do [ -S "$dir/sock" ] && break; sleep 0.02; done
+  # Ready once it answers (the socket file appears at bind, before listen).
+  for _ in $(seq 500); do
+    nbdinfo --size "nbd+unix:///?socket=$dir/sock" >/dev/null 2>&1 && break
+    sleep 0.02
+  done
   echo "$pid"
 }
-stop_server() { kill "$1"; wait "$1" 2>/dev/null || true; }
+stop_server() {  # the server is not this shell's child: poll until it is gone
+  kill "$1"
+  while kill -0 "$1" 2>/dev/null; do sleep 0.02; done
+}
 
 uri="nbd+unix:///?socket=$dir/sock"
 seq_read() {  # MiB/s of nbdcopy to null: with $1 connections
@@ -45,10 +60,10 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 declare -A results
 for test in "seq1" "seq4" "randread" "randwrite"; do
-  for server in strata qemu; do : > "$dir/$test.$server"; done
+  for server in strata qemu qsd; do : > "$dir/$test.$server"; done
   for _ in $(seq "$runs"); do
-    for server in strata qemu; do
-      pid=$(start_server "$server" "")
+    for server in strata qemu qsd; do
+      pid=$(start_server "$server")
       # (fio prints a line before its JSON; the parser skips it)
       case $test in
         seq1) seq_read 1 ;;
@@ -60,6 +75,7 @@ for test in "seq1" "seq4" "randread" "randwrite"; do
   done
   s=$(median < "$dir/$test.strata")
   q=$(median < "$dir/$test.qemu")
-  ratio=$(echo "scale=2; $s / $q" | bc)
-  printf "%-10s strata %10s  qemu-nbd %10s  ratio %s\n" "$test" "$s" "$q" "$ratio"
+  d=$(median < "$dir/$test.qsd")
+  printf "%-10s strata %10s  qemu-nbd %10s  qsd %10s  ratios %s %s\n" "$test" "$s" "$q" "$d" \
+    "$(echo "scale=2; $s / $q" | bc)" "$(echo "scale=2; $s / $d" | bc)"
 done
