@@ -12,8 +12,10 @@
 //
 // Phases, as QEMU's reopen queue: plan every node (validation), let each
 // driver prepare (a file opened again, say), switch the flags and
-// re-derive permissions, change backing links, then commit every driver;
-// any failure aborts the drivers and restores the flags and links.
+// re-derive permissions, change backing links, then commit every driver
+// and let each finish (qcow2 marks its bitmaps in-use once its file is
+// writable); any failure aborts the drivers and restores the flags and
+// links.
 #include "block/core/graph.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
@@ -318,16 +320,29 @@ class Relinker {
   std::vector<Done> done_;
 };
 
-// Drivers prepare in order; on failure the prepared ones are aborted.
-Task<Result<void>> co_prepare_drivers(std::vector<Plan>& plans) {
-  for (size_t i = 0; i < plans.size(); i++) {
-    auto r = co_await plans[i].node->driver().co_reopen_prepare(plans[i].flags);
-    if (!r) {
-      for (size_t j = 0; j < i; j++) plans[j].node->driver().reopen_abort();
-      co_return std::move(r).error();
-    }
+// Drivers prepare in order, up to the first failure; `prepared` counts the
+// ones that succeeded (they are committed or aborted later).
+Task<Result<void>> co_prepare_drivers(std::vector<Plan>& plans, size_t& prepared) {
+  for (prepared = 0; prepared < plans.size(); prepared++) {
+    auto r = co_await plans[prepared].node->driver().co_reopen_prepare(plans[prepared].flags);
+    if (!r) co_return std::move(r).error();
   }
   co_return Result<void>{};
+}
+
+// Commit or abort every prepared driver, then let each finish with the new
+// (or old) files and permissions in place.
+Task<void> co_end_drivers(std::vector<Plan>& plans, size_t prepared, bool committed) {
+  for (size_t i = 0; i < prepared; i++) {
+    if (committed) {
+      plans[i].node->driver().reopen_commit();
+    } else {
+      plans[i].node->driver().reopen_abort();
+    }
+  }
+  for (size_t i = 0; i < prepared; i++) {
+    co_await plans[i].node->driver().co_reopen_finish(committed);
+  }
 }
 
 // New flags and permissions, then the new links; on failure, the old flags,
@@ -361,17 +376,10 @@ Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
   for (const auto& o : args["options"]) STRATA_CO_TRY(planner.add_entry(o));
   STRATA_CO_TRY_ASSIGN(std::vector<Plan> plans, planner.take());
   for (auto& p : plans) co_await p.node->co_drain_begin();
-  auto r = co_await co_prepare_drivers(plans);
-  if (r) {
-    r = co_await co_switch(graph, plans);
-    for (auto& p : plans) {
-      if (r) {
-        p.node->driver().reopen_commit();
-      } else {
-        p.node->driver().reopen_abort();
-      }
-    }
-  }
+  size_t prepared = 0;
+  auto r = co_await co_prepare_drivers(plans, prepared);
+  if (r) r = co_await co_switch(graph, plans);
+  co_await co_end_drivers(plans, prepared, bool(r));
   for (auto& p : plans) p.node->drain_end();
   if (!r) co_return std::move(r).error();
   for (auto& p : plans) {

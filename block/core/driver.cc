@@ -39,6 +39,8 @@ Task<Result<void>> Driver::co_reopen_prepare(const NodeFlags& flags) {
   co_return Result<void>{};
 }
 
+Task<void> Driver::co_reopen_finish(bool) { co_return; }
+
 Task<Result<void>> accept_any_reopen() {
   co_return Result<void>{};
 }

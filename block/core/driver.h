@@ -56,6 +56,12 @@ class Driver {
   virtual Task<Result<void>> co_reopen_prepare(const NodeFlags& flags);
   virtual void reopen_commit() {}
   virtual void reopen_abort() {}
+  // After every node of the reopen committed (`committed`) or aborted, and
+  // the children's new files and permissions are in place: the driver may
+  // do I/O that needs them (QEMU's bdrv_reopen_commit_post; qcow2 marks its
+  // bitmaps in-use again). Called once for every node whose prepare
+  // succeeded; it cannot fail the reopen any more.
+  virtual Task<void> co_reopen_finish(bool committed);
 
   virtual uint64_t size() const = 0;
   virtual Limits limits() const { return {}; }
@@ -73,6 +79,10 @@ class Driver {
   virtual uint64_t cluster_size() const { return 0; }
   // Driver-specific image information (QEMU's "format-specific"), or null.
   virtual nlohmann::json format_specific() const { return nullptr; }
+  // Members this driver adds to its node's entry in query-named-block-nodes
+  // and query-block (Strata extensions, named "x-..."), as a JSON object, or
+  // null for none. The NBD client reports its link state this way.
+  virtual nlohmann::json block_info_extension() const { return nullptr; }
   // The file name the node stands for, as QEMU reports it.
   virtual std::string filename() const;
   // For filters: the child all requests go to.

@@ -30,8 +30,10 @@ Task<Result<void>> co_write_autoclear(Child& file, uint64_t autoclear) {
   co_return co_await file.co_flush();
 }
 
-// QEMU's update_ext_header_and_dir_in_place with every entry in-use.
-Task<Result<void>> co_mark_in_use(const Header& header, Child& file, BitmapDirectory& dir) {
+}  // namespace
+
+Task<Result<void>> co_mark_directory_in_use(const Header& header, Child& file,
+                                            BitmapDirectory& dir) {
   for (BitmapDirEntry& e : dir.entries) e.flags |= kBitmapFlagInUse;
   std::vector<uint8_t> raw = encode_bitmap_directory(dir.entries);
   if (raw.size() != dir.ext.directory_size) {
@@ -42,6 +44,8 @@ Task<Result<void>> co_mark_in_use(const Header& header, Child& file, BitmapDirec
   STRATA_CO_TRY(co_await file.co_flush());
   co_return co_await co_write_autoclear(file, header.autoclear_features);
 }
+
+namespace {
 
 // Reads every bitmap before any is added. An in-use entry, or one whose
 // table or data cannot be read or is corrupt, gets no data (it loads as
@@ -100,7 +104,7 @@ Task<Result<void>> co_load_qcow2_bitmaps(Node& node) {
   auto loaded = co_await co_load_all(node, header, *driver->file(), *dir);
   std::vector<BitmapDirEntry> as_read = dir->entries;
   if (writable && !dir->entries.empty()) {
-    STRATA_CO_TRY(co_await co_mark_in_use(header, *driver->file(), *dir));
+    STRATA_CO_TRY(co_await co_mark_directory_in_use(header, *driver->file(), *dir));
   }
   for (size_t i = 0; i < loaded.size(); i++) {
     const BitmapDirEntry& e = as_read[i];

@@ -34,6 +34,11 @@ struct BitmapDirectory {
 };
 Task<Result<BitmapDirectory>> co_read_bitmap_directory(const Header& header, Child& file);
 
+// QEMU's update_ext_header_and_dir_in_place with every entry of `dir`
+// marked in-use, in the crash-safe order described above.
+Task<Result<void>> co_mark_directory_in_use(const Header& header, Child& file,
+                                            BitmapDirectory& dir);
+
 Task<Result<void>> co_load_qcow2_bitmaps(Node& node);
 // The same, for the driver's open path.
 inline Task<Result<void>> co_open_qcow2_bitmaps(Node& node) {

@@ -307,6 +307,70 @@ Task<Result<void>> Qcow2BitmapStore::co_store_locked() {
   co_return co_await d.co_flush_all_metadata();
 }
 
+Task<Result<void>> Qcow2BitmapStore::co_mark_in_use(bool make_writable) {
+  Qcow2Driver& d = driver();
+  CoMutex& lock = d.metadata_lock();
+  co_await lock.co_lock();
+  CoMutex::Guard guard(&lock);
+  STRATA_CO_TRY_ASSIGN(BitmapDirectory dir,
+                       co_await co_read_bitmap_directory(d.header(), *d.file()));
+  std::vector<DirtyBitmap*> bitmaps;
+  bool changed = false;
+  for (const BitmapDirEntry& e : dir.entries) {
+    DirtyBitmap* b = node_.bitmaps().find(e.name);
+    if (!b) {
+      co_return Error{EINVAL, "Unexpected bitmap '" + e.name + "' in image '" + d.filename() + "'"};
+    }
+    if (!e.in_use() && b->inconsistent()) {
+      co_return Error{EINVAL, "Corruption: bitmap '" + e.name +
+                                  "' is inconsistent but is not marked IN_USE in the image '" +
+                                  d.filename() + "'"};
+    }
+    changed = changed || !e.in_use();
+    bitmaps.push_back(b);
+  }
+  if (changed) STRATA_CO_TRY(co_await co_mark_directory_in_use(d.header(), *d.file(), dir));
+  on_disk_ = std::move(dir.entries);
+  if (make_writable) {
+    for (DirtyBitmap* b : bitmaps) b->set_read_only(false);
+  }
+  co_return Result<void>{};
+}
+
+void set_qcow2_bitmaps_read_only(Node& node) {
+  BitmapSet* set = node.bitmaps_if_any();
+  if (!set) return;
+  for (DirtyBitmap* b : set->all()) {
+    if (b->persistent()) b->set_read_only(true);
+  }
+}
+
+Task<Result<void>> co_mark_qcow2_bitmaps_in_use(Node& node, bool make_writable) {
+  auto* store = dynamic_cast<Qcow2BitmapStore*>(bitmap_store_of(node));
+  if (!store) co_return Result<void>{};
+  co_return co_await store->co_mark_in_use(make_writable);
+}
+
+Task<Result<void>> co_check_qcow2_bitmaps_resizable(Node& node) {
+  auto& d = static_cast<Qcow2Driver&>(node.driver());
+  if (!d.header().find_extension(kExtBitmaps)) co_return Result<void>{};
+  CoMutex& lock = d.metadata_lock();
+  co_await lock.co_lock();
+  CoMutex::Guard guard(&lock);
+  STRATA_CO_TRY_ASSIGN(BitmapDirectory dir,
+                       co_await co_read_bitmap_directory(d.header(), *d.file()));
+  for (const BitmapDirEntry& e : dir.entries) {
+    BitmapSet* set = node.bitmaps_if_any();
+    DirtyBitmap* b = set ? set->find(e.name) : nullptr;
+    if (!b) {
+      co_return Error{
+          ENOTSUP, "Cannot resize qcow2 with persistent bitmaps that were not loaded into memory"};
+    }
+    STRATA_CO_TRY(b->check(kBitmapDefault));
+  }
+  co_return Result<void>{};
+}
+
 Task<Result<void>> co_store_qcow2_bitmaps(Node& node) {
   BitmapStore* store = bitmap_store_of(node);
   if (!store) co_return Result<void>{};

@@ -40,6 +40,13 @@ class Qcow2BitmapStore final : public BitmapStore {
   Task<Result<void>> co_store_bitmaps() override;
   bool supports_persistent() const override;
 
+  // QEMU's qcow2_reopen_bitmaps_rw: every entry of the image's directory
+  // not in-use is marked in-use on disk (in place, crash safe); with
+  // `make_writable` the node's bitmaps of the directory stop being
+  // read-only (a read-write reopen) — otherwise they stay as they are (a
+  // read-only reopen that was aborted after its bitmaps were stored).
+  Task<Result<void>> co_mark_in_use(bool make_writable);
+
   // The directory as last read or written.
   const std::vector<BitmapDirEntry>& on_disk() const { return on_disk_; }
 
@@ -58,6 +65,16 @@ Result<void> check_bitmap_constraints(uint64_t disk_size, uint64_t cluster_size,
 
 // What Qcow2Driver calls: stores the bitmaps at close (no-op without a store).
 Task<Result<void>> co_store_qcow2_bitmaps(Node& node);
+// Reopen: after a read-only reopen committed, the node's persistent bitmaps
+// are read-only (they were stored in prepare); when it becomes writable
+// again, or the read-only reopen was aborted, their entries are marked
+// in-use again (Qcow2BitmapStore::co_mark_in_use; no-op without a store).
+void set_qcow2_bitmaps_read_only(Node& node);
+Task<Result<void>> co_mark_qcow2_bitmaps_in_use(Node& node, bool make_writable);
+// QEMU's qcow2_truncate_bitmaps_check, before any resize: every bitmap in
+// the image's directory must be loaded and usable (not busy, read-only or
+// inconsistent), since only loaded bitmaps follow the new size.
+Task<Result<void>> co_check_qcow2_bitmaps_resizable(Node& node);
 // format-specific "bitmaps" (name, granularity, flags as on disk), or null
 // when the image holds none.
 nlohmann::json qcow2_bitmaps_info(const Node& node);

@@ -86,6 +86,10 @@ class Qcow2Driver final : public Driver {
   Limits limits() const override;
   nlohmann::json format_specific() const override;
   bool supports_backing() const override { return true; }
+  // blockdev-reopen read-only <-> read-write (qcow2_reopen.cc).
+  Task<Result<void>> co_reopen_prepare(const NodeFlags& flags) override;
+  void reopen_commit() override;
+  Task<void> co_reopen_finish(bool committed) override;
 
   const Header& header() const { return header_; }
   Child* file() const { return file_; }
@@ -134,6 +138,9 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_flush_metadata();
   Task<Result<void>> co_l2_barrier();
   Error signal_corruption(const std::string& what);
+  // Reopen helpers (qcow2_reopen.cc).
+  Task<Result<void>> co_prepare_read_only();
+  Task<Result<void>> co_flush_and_mark_clean();
 
   // Mapping (qcow2_map.cc).
   uint64_t cluster_size() const { return uint64_t(1) << cluster_bits_; }
@@ -195,6 +202,8 @@ class Qcow2Driver final : public Driver {
   bool corrupt_ = false;
   bool check_mode_ = false;
   bool overlap_check_ = true;          // overlap-check is not "none"
+  // The read-only change a blockdev-reopen has prepared, until it finishes.
+  enum class ReopenChange { kNone, kToReadOnly, kToReadWrite } reopen_change_ = ReopenChange::kNone;
   uint64_t snapshot_table_bytes_ = 0;  // size of the snapshot table on disk  // opened for
                                        // check/repair: corrupt images open writable
   std::vector<uint64_t> l1_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "block/drivers/qcow2/bitmap_store.h"
 #include "block/drivers/qcow2/qcow2.h"
 
 namespace strata::qcow2 {
@@ -261,6 +262,7 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Prealloca
   }
   uint64_t cs = cluster_size();
   if (size % 512) co_return Error{EINVAL, "The new size must be a multiple of 512"};
+  STRATA_CO_TRY(co_await co_check_qcow2_bitmaps_resizable(node()));
   if (size < header_.size) {
     if (header_.nb_snapshots) co_return Error{ENOTSUP, "Can't resize an image which has snapshots"};
     uint64_t from = round_up(size, cs);
