@@ -32,6 +32,7 @@ void DirtyBitmap::set_inconsistent() {
   inconsistent_ = true;
   set_enabled(false);
   bits_.reset_all();
+  set_->invalidate_marks();
 }
 
 Result<void> DirtyBitmap::check(unsigned flags) const {
@@ -151,28 +152,55 @@ Result<DirtyBitmap*> BitmapSet::reclaim(DirtyBitmap& bitmap) {
 }
 
 // One call per write for all bitmaps. recording_ is grouped by granularity,
-// so the granule word and mask are computed once per group; a bitmap whose
-// granules are already dirty (the common case) costs one load and compare.
+// so the granule word and mask are computed once per group; a group whose
+// summary knows the granules are dirty in all its bitmaps costs one load,
+// otherwise a bitmap whose granules are already dirty costs one load and
+// compare.
 void BitmapSet::mark(uint64_t offset, uint64_t bytes) {
-  if (bytes == 0) return;
-  uint32_t group_bits = UINT32_MAX;
-  uint64_t word = 0, mask = 0;
-  bool one_word = false;
-  for (HBitmap* bits : recording_) {
-    if (bits->granularity_bits() != group_bits) {
-      group_bits = bits->granularity_bits();
-      uint64_t first = offset >> group_bits;
-      uint64_t last = (offset + bytes - 1) >> group_bits;
-      one_word = first / 64 == last / 64 && offset + bytes > offset;
-      word = first / 64;
-      mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
-    }
-    uint64_t size = bits->size();
-    if (one_word && offset < size && bytes <= size - offset && bits->word_all_set(word, mask)) {
-      continue;
-    }
+  if (bytes == 0 || recording_.empty()) return;
+  if (groups_stale_) rebuild_groups();
+  for (MarkGroup& g : groups_) mark_group(g, offset, bytes);
+}
+
+void BitmapSet::mark_group(MarkGroup& g, uint64_t offset, uint64_t bytes) {
+  uint64_t first = offset >> g.gran_bits;
+  uint64_t last = (offset + bytes - 1) >> g.gran_bits;
+  bool one_word = first / 64 == last / 64 && offset + bytes > offset && offset < g.size &&
+                  bytes <= g.size - offset;
+  uint64_t word = first / 64;
+  uint64_t mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
+  std::pair<uint64_t, uint64_t>* slot = nullptr;
+  if (one_word && !g.known.empty()) {
+    slot = &g.known[word % kKnownSlots];
+    if (slot->first == word + 1 && (slot->second & mask) == mask) return;
+  }
+  for (size_t i = g.begin; i < g.end; i++) {
+    HBitmap* bits = recording_[i];
+    if (one_word && bits->word_all_set(word, mask)) continue;
     bits->set(offset, bytes);
   }
+  // Every bitmap of the group now has these granules dirty.
+  if (slot) {
+    if (slot->first != word + 1) *slot = {word + 1, 0};
+    slot->second |= mask;
+  }
+}
+
+void BitmapSet::rebuild_groups() {
+  groups_.clear();
+  for (size_t i = 0; i < recording_.size(); i++) {
+    const HBitmap* bits = recording_[i];
+    if (groups_.empty() || groups_.back().gran_bits != bits->granularity_bits()) {
+      groups_.push_back({bits->granularity_bits(), i, i, bits->size(), {}});
+    }
+    MarkGroup& g = groups_.back();
+    g.end = i + 1;
+    g.size = std::min(g.size, bits->size());
+  }
+  for (MarkGroup& g : groups_) {
+    if (g.end - g.begin >= 2) g.known.assign(kKnownSlots, {0, 0});
+  }
+  groups_stale_ = false;
 }
 
 void BitmapSet::refresh_recording() {
@@ -183,10 +211,12 @@ void BitmapSet::refresh_recording() {
   std::stable_sort(recording_.begin(), recording_.end(), [](const HBitmap* a, const HBitmap* b) {
     return a->granularity_bits() < b->granularity_bits();
   });
+  invalidate_marks();
 }
 
 void BitmapSet::on_resize(uint64_t new_size) {
   for (const auto& b : bitmaps_) b->bits_.truncate(new_size);
+  invalidate_marks();
 }
 
 nlohmann::json BitmapSet::query_info() const {

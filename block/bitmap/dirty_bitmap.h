@@ -60,7 +60,9 @@ class DirtyBitmap {
   uint64_t size() const { return bits_.size(); }
   // Dirty bytes as QEMU counts them (whole granules).
   uint64_t count() const { return bits_.count_bytes(); }
-  HBitmap& bits() { return bits_; }
+  // Mutable access tells the set, whose write-path summary may no longer
+  // hold (see BitmapSet::mark); keep the reference only for the call.
+  HBitmap& bits();
   const HBitmap& bits() const { return bits_; }
 
   bool enabled() const { return enabled_; }
@@ -125,6 +127,9 @@ class BitmapSet {
 
   // Marks every recording bitmap (the after-write hook).
   void mark(uint64_t offset, uint64_t bytes);
+  // Bits of some bitmap may have been cleared, or bitmaps changed: drops
+  // what mark() remembers.
+  void invalidate_marks() { groups_stale_ = true; }
   // The node's size changed: every bitmap follows.
   void on_resize(uint64_t new_size);
   // BlockDirtyInfo list, newest first as QEMU lists it.
@@ -141,13 +146,37 @@ class BitmapSet {
   // disabled.
   void refresh_recording();
 
+  // The recording bitmaps of one granularity, recording_[begin, end), and
+  // what mark() knows about them: a direct-mapped cache of bottom words
+  // (slot word % kKnownSlots holds {word + 1, granules dirty in all of
+  // them}), so that with several bitmaps a write to granules already dirty
+  // everywhere costs one load however many bitmaps there are. Only groups
+  // of two or more bitmaps keep one; any clearing of bits, resize or change
+  // of the recording set drops it (invalidate_marks).
+  struct MarkGroup {
+    uint32_t gran_bits = 0;
+    size_t begin = 0, end = 0;
+    uint64_t size = 0;  // the smallest size of the group's bitmaps
+    std::vector<std::pair<uint64_t, uint64_t>> known;
+  };
+  static constexpr uint64_t kKnownSlots = 512;
+  void rebuild_groups();
+  void mark_group(MarkGroup& g, uint64_t offset, uint64_t bytes);
+
   Node& node_;
   uint64_t hook_id_;
   std::vector<std::unique_ptr<DirtyBitmap>> bitmaps_;
   // The bits of every enabled bitmap: what mark() walks on each write.
   std::vector<HBitmap*> recording_;
+  std::vector<MarkGroup> groups_;
+  bool groups_stale_ = true;
   std::unique_ptr<BitmapStore> store_;
 };
+
+inline HBitmap& DirtyBitmap::bits() {
+  set_->invalidate_marks();
+  return bits_;
+}
 
 // QEMU's default granularity for a node's bitmaps: its cluster size clamped
 // to [4 KiB, 64 KiB], or 64 KiB when the format has no clusters.

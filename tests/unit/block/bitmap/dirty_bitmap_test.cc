@@ -111,6 +111,63 @@ TEST_F(DirtyBitmapTest, RandomWritesMatchModelAtSeveralGranularities) {
   }
 }
 
+// With several bitmaps of one granularity, mark() remembers granules dirty
+// in all of them; clearing any of them, a resize, or a change of the
+// recording set must make the next write mark again.
+TEST_F(DirtyBitmapTest, WritesMarkAgainAfterClearResizeAndEnable) {
+  open();
+  DirtyBitmap* a = add("a", {.granularity = 4096});
+  DirtyBitmap* b = add("b", {.granularity = 4096});
+  DirtyBitmap* c = add("c", {.granularity = 4096, .disabled = true});
+  write(8192, 512);
+  write(8192, 512);  // answered by the summary
+  ASSERT_TRUE(clear_bitmap(graph(), "top", "a", nullptr));
+  write(8192, 512);
+  EXPECT_TRUE(a->bits().get(8192));
+  b->bits().reset(8192, 4096);  // a direct reset through bits()
+  write(8192, 512);
+  EXPECT_TRUE(b->bits().get(8192));
+  ASSERT_TRUE(enable_bitmap(graph(), "top", "c", true));
+  write(8192, 512);
+  EXPECT_TRUE(c->bits().get(8192));
+  // Shrinking drops the granule, growing brings it back clean.
+  ASSERT_TRUE(engine_.run(drive_->co_resize(4096)));
+  ASSERT_TRUE(engine_.run(drive_->co_resize(8 << 20)));
+  write(8192, 512);
+  for (DirtyBitmap* x : {a, b, c}) EXPECT_EQ(x->count(), 4096u) << x->name();
+}
+
+// Randomized: three bitmaps of one granularity (summary on) and one of
+// another, with random clears between writes, against a model.
+TEST_F(DirtyBitmapTest, SummaryNeverHidesAWriteAfterAClear) {
+  open();
+  std::vector<DirtyBitmap*> same;
+  for (int i = 0; i < 3; i++) same.push_back(add("s" + std::to_string(i), {.granularity = 65536}));
+  DirtyBitmap* other = add("o", {.granularity = 512});
+  std::mt19937_64 rng(5);
+  std::vector<std::vector<bool>> model(3, std::vector<bool>(top_.size / 65536, false));
+  for (int i = 0; i < 3000; i++) {
+    uint64_t off = rng() % (top_.size - 8192), len = rng() % 8192 + 1;
+    if (rng() % 8 == 0) {
+      size_t k = rng() % 3;
+      uint64_t g = rng() % model[k].size();
+      same[k]->bits().reset(g * 65536, 65536);
+      model[k][g] = false;
+      continue;
+    }
+    write(off, len);
+    for (auto& m : model) {
+      for (uint64_t g = off / 65536; g <= (off + len - 1) / 65536; g++) m[g] = true;
+    }
+  }
+  for (size_t k = 0; k < 3; k++) {
+    for (uint64_t g = 0; g < model[k].size(); g++) {
+      ASSERT_EQ(same[k]->bits().get(g * 65536), model[k][g]) << k << " granule " << g;
+    }
+  }
+  EXPECT_GT(other->count(), 0u);
+}
+
 TEST_F(DirtyBitmapTest, BitmapsFollowResize) {
   open();
   DirtyBitmap* a = add("a", {.granularity = 65536});
