@@ -188,6 +188,21 @@ Task<Result<void>> co_export_name(Channel& ch, const HandshakeParams& params, bo
   co_return Result<void>{};
 }
 
+// The export must be addressable with signed 64-bit offsets (as in QEMU) and
+// made of whole blocks.
+Result<void> check_export(const ExportInfo& info) {
+  if (info.size > static_cast<uint64_t>(INT64_MAX)) {
+    return Error{EPROTO, "NBD server sent an export size too large (" + std::to_string(info.size) +
+                             " bytes)"};
+  }
+  if (info.size % info.min_block) {
+    return Error{EPROTO, "NBD export size " + std::to_string(info.size) +
+                             " is not a multiple of the minimum block size " +
+                             std::to_string(info.min_block)};
+  }
+  return {};
+}
+
 }  // namespace
 
 Task<Result<Negotiated>> co_client_handshake(std::unique_ptr<Stream> stream,
@@ -213,6 +228,7 @@ Task<Result<Negotiated>> co_client_handshake(std::unique_ptr<Stream> stream,
     go = co_await co_export_name(ch, params, no_zeroes, &out.info);
   }
   if (!go) co_return std::move(go).error();
+  STRATA_CO_TRY(check_export(out.info));
   if (!(out.info.flags & kFlagHasFlags)) out.info.flags = kFlagHasFlags;
   co_return out;
 }
