@@ -144,6 +144,8 @@ json block_device_info(const Node& node, const AllocatedSizes& sizes, bool flat,
       {"cache", {{"writeback", true}, {"direct", f.cache_direct}, {"no-flush", f.cache_no_flush}}},
       {"write_threshold", 0}};
   if (const Node* b = backing_node(node)) info["backing_file"] = b->driver().filename();
+  json extension = node.driver().block_info_extension();
+  if (extension.is_object()) info.update(extension);
   for (const auto& extend : extenders) extend(node, info);
   return info;
 }

@@ -37,6 +37,8 @@ class NbdDriver final : public Driver {
   Limits limits() const override;
   std::string filename() const override { return address_.uri(); }
   nlohmann::json format_specific() const override { return nullptr; }
+  nlohmann::json block_info_extension() const override;
+  Task<Result<void>> co_reopen_prepare(const NodeFlags& flags) override;
 
  private:
   Result<void> parse_options(OpenContext& ctx);
@@ -331,6 +333,37 @@ Task<Result<BlockStatus>> NbdDriver::co_block_status(uint64_t offset, uint64_t b
   st.flags = kStatusOffsetValid | ((r.extent_flags & proto::kStateHole) ? 0 : kStatusData) |
              ((r.extent_flags & proto::kStateZero) ? kStatusZero : 0);
   co_return st;
+}
+
+const char* link_state_name(LinkState s) {
+  switch (s) {
+    case LinkState::kConnected:
+      return "connected";
+    case LinkState::kWaiting:
+      return "reconnecting";
+    case LinkState::kFailed:
+      return "failed";
+    case LinkState::kClosed:
+      break;
+  }
+  return "closed";
+}
+
+nlohmann::json NbdDriver::block_info_extension() const {
+  return {{"x-link-state", link_state_name(state_)}};
+}
+
+// Read-only and read-write both ways, unless the export itself is
+// read-only; the connection stays as it is (NBD has no per-connection mode).
+Task<Result<void>> NbdDriver::co_reopen_prepare(const NodeFlags& flags) {
+  if (!flags.read_only && offers(proto::kFlagReadOnly)) {
+    co_return Error{
+        EACCES, "Can't reopen read-only NBD export '" + address_.export_name + "' as read/write"};
+  }
+  if (flags.cache_direct != node().flags().cache_direct) {
+    co_return Error{EINVAL, "Cannot change the option 'cache.direct'"};
+  }
+  co_return Result<void>{};
 }
 
 Task<void> NbdDriver::co_close() {
