@@ -44,6 +44,7 @@ class IoVec {
   size_t size() const { return size_; }
   size_t count() const { return count_; }
   const struct iovec* data() const { return count_ <= kInlineEntries ? inline_ : heap_.data(); }
+  // A view into this IoVec: valid while it lives and is not appended to.
   std::span<const struct iovec> entries() const { return {data(), count_}; }
 
   // A view of bytes [offset, offset + len) of this list.
@@ -66,7 +67,10 @@ class IoVec {
   // Copies out of / into the list starting at `offset`; returns bytes copied.
   size_t copy_to(size_t offset, void* dst, size_t len) const {
     size_t done = 0;
-    for (const auto& v : slice(offset, len).entries()) {
+    // Named: a range-for over slice(...).entries() would read a destroyed
+    // temporary (entries() is a view into the IoVec).
+    IoVec part = slice(offset, len);
+    for (const auto& v : part.entries()) {
       std::memcpy(static_cast<uint8_t*>(dst) + done, v.iov_base, v.iov_len);
       done += v.iov_len;
     }
@@ -74,14 +78,16 @@ class IoVec {
   }
   size_t copy_from(size_t offset, const void* src, size_t len) const {
     size_t done = 0;
-    for (const auto& v : slice(offset, len).entries()) {
+    IoVec part = slice(offset, len);
+    for (const auto& v : part.entries()) {
       std::memcpy(v.iov_base, static_cast<const uint8_t*>(src) + done, v.iov_len);
       done += v.iov_len;
     }
     return done;
   }
   void fill(size_t offset, size_t len, uint8_t byte) const {
-    for (const auto& v : slice(offset, len).entries()) std::memset(v.iov_base, byte, v.iov_len);
+    IoVec part = slice(offset, len);
+    for (const auto& v : part.entries()) std::memset(v.iov_base, byte, v.iov_len);
   }
   bool is_zero() const {
     for (const auto& v : entries()) {
