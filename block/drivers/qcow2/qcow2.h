@@ -201,7 +201,7 @@ class Qcow2Driver final : public Driver {
   bool lazy_refcounts_ = false;
   bool corrupt_ = false;
   bool check_mode_ = false;
-  bool overlap_check_ = true;          // overlap-check is not "none"
+  bool overlap_check_ = true;  // overlap-check is not "none"
   // The read-only change a blockdev-reopen has prepared, until it finishes.
   enum class ReopenChange { kNone, kToReadOnly, kToReadWrite } reopen_change_ = ReopenChange::kNone;
   uint64_t snapshot_table_bytes_ = 0;  // size of the snapshot table on disk  // opened for
