@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/serve-demo.sh        start stratad on the demo disk (Ctrl-C stops it)
-# scripts/serve-demo.sh demo   start stratad, walk through QMP queries, stop it
+# scripts/serve-demo.sh demo   start stratad, run the incremental-backup walk-through
+#                              (scripts/demo_backup.py), stop it
 #
 # The demo disk is created under var/ on first run (qcow2, with strata-img
 # when it is built, qemu-img otherwise). The QMP socket is var/qmp.sock; the
@@ -42,47 +43,13 @@ if [ "${1:-}" != demo ]; then
   exec "$stratad" "${args[@]}"
 fi
 
-# Demo: a walk through the QMP surface against a live daemon.
+# Demo: the incremental-backup walk-through against a live daemon.
 "$stratad" "${args[@]}" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -S "$qmp" ] && break; sleep 0.05; done
 echo "stratad (pid $pid) serves $disk; QMP socket: $qmp; NBD export: $nbd_uri"
-PYTHONPATH="$here/tests/functional" python3 - "$qmp" "$var" <<'EOF'
-import json, os, sys
-from qmp_client import QmpClient
-
-sock, var = sys.argv[1], sys.argv[2]
-c = QmpClient(sock)
-def show(title, value):
-    print(f"\n== {title}")
-    print(json.dumps(value, indent=2)[:1500])
-
-show("query-version", c.execute("query-version"))
-nodes = c.execute("query-named-block-nodes")
-show("query-named-block-nodes (summary)",
-     [{k: n[k] for k in ("node-name", "drv", "ro", "file")} for n in nodes])
-show("query-block-exports", c.execute("query-block-exports"))
-overlay = os.path.join(var, "demo-snap.qcow2")
-if os.path.exists(overlay):
-    os.unlink(overlay)
-# A transaction that fails in its last action changes nothing...
-reply = c.request("transaction", {"actions": [
-    {"type": "blockdev-snapshot-sync",
-     "data": {"node-name": "demo", "snapshot-file": overlay, "snapshot-node-name": "snap"}},
-    {"type": "abort", "data": {}}]})
-show("transaction ending in 'abort'", reply)
-show("nodes after the failed transaction",
-     [n["node-name"] for n in c.execute("query-named-block-nodes")])
-# ...and a resize is visible at once.
-c.execute("block_resize", **{"node-name": "demo", "size": 2 << 30})
-show("virtual size after block_resize",
-     {n["node-name"]: n["image"]["virtual-size"] for n in c.execute("query-named-block-nodes")})
-c.execute("block_resize", **{"node-name": "demo", "size": 1 << 30})
-show("bad input is answered, the connection goes on", c.request("no-such-command"))
-print("\n== quit")
-c.execute("quit")
-EOF
+/usr/bin/python3 "$here/scripts/demo_backup.py" "$qmp" "$nbd_sock" "$var" "$build/tools/strata-img"
 wait $pid
 trap - EXIT
 echo "stratad exited cleanly."
