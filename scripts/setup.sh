@@ -5,7 +5,7 @@ packages=(
   build-essential cmake pkg-config ccache
   libuv1-dev nlohmann-json3-dev zlib1g-dev libssl-dev libgtest-dev libgmock-dev
   qemu-utils qemu-system-common libnbd-bin python3-libnbd python3-pytest fio nbdkit
-  openssl
+  openssl socat
 )
 missing=()
 for p in "${packages[@]}"; do
