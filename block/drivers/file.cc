@@ -62,6 +62,16 @@ class FileDriver final : public Driver {
   uint64_t size_ = 0;
   bool direct_ = false;
   fs::InlineIo inline_io_;  // which reads/writes may skip the thread pool
+  // The last data extent SEEK_HOLE found. Block status inside it needs no
+  // syscall: SEEK_HOLE scans the page cache up to the next hole (on tmpfs,
+  // the rest of a fully allocated file, for every query). Only data is
+  // remembered: writes can only turn holes into data, and "data" stays a
+  // correct answer for a range another process punched (it reads as zeroes
+  // either way). Our own punches and truncates forget it.
+  struct {
+    uint64_t start = 0;
+    uint64_t end = 0;
+  } known_data_;
   bool locking_ = true;
   uint64_t perm_ = 0;  // as last set by set_perm
   uint64_t shared_ = kPermAll;
@@ -171,6 +181,7 @@ Task<Result<void>> FileDriver::co_extend_to(uint64_t end) {
 }
 
 Task<Result<void>> FileDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
+  known_data_ = {};  // holes may be punched
   uint64_t end = offset + bytes;
   if ((flags & kReqMayUnmap) && punch_hole_works_ && !is_block_device_) {
     // Holes read as zeroes; beyond the end, growing the file is enough.
@@ -208,6 +219,7 @@ Task<Result<void>> FileDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes,
 
 Task<Result<void>> FileDriver::co_pdiscard(uint64_t offset, uint64_t bytes) {
   if (!punch_hole_works_ || is_block_device_ || offset >= size_) co_return Result<void>{};
+  known_data_ = {};
   auto r = co_await fs::co_punch_hole(*loop_, fd_, offset, std::min(bytes, size_ - offset));
   if (!r && (r.error().code == EOPNOTSUPP || r.error().code == ENOTSUP)) {
     punch_hole_works_ = false;
@@ -227,6 +239,11 @@ Task<Result<BlockStatus>> FileDriver::co_block_status(uint64_t offset, uint64_t 
   st.bytes = bytes;
   if (is_block_device_) {
     st.flags = kStatusData | kStatusOffsetValid;
+    co_return st;
+  }
+  if (offset >= known_data_.start && offset < known_data_.end) {
+    st.flags = kStatusData | kStatusOffsetValid;
+    st.bytes = std::min(bytes, known_data_.end - offset);
     co_return st;
   }
   int fd = fd_;
@@ -249,12 +266,14 @@ Task<Result<BlockStatus>> FileDriver::co_block_status(uint64_t offset, uint64_t 
   } else {
     st.flags = kStatusData | kStatusOffsetValid;
     st.bytes = std::min<uint64_t>(bytes, static_cast<uint64_t>(hole) - offset);
+    known_data_ = {offset, static_cast<uint64_t>(hole)};
   }
   if (st.bytes == 0) st.bytes = bytes;
   co_return st;
 }
 
 Task<Result<void>> FileDriver::co_truncate(uint64_t new_size, bool, Preallocation prealloc) {
+  known_data_ = {};
   if (is_block_device_) {
     if (new_size > size_) co_return Error{EINVAL, "Cannot grow device files"};
     co_return Result<void>{};

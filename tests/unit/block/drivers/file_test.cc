@@ -20,7 +20,8 @@ void make_file(const std::string& path, uint64_t size, uint8_t fill = 0) {
   std::ofstream f(path, std::ios::binary);
   std::vector<char> chunk(65536, static_cast<char>(fill));
   for (uint64_t done = 0; done < size; done += chunk.size()) {
-    f.write(chunk.data(), static_cast<std::streamsize>(std::min<uint64_t>(chunk.size(), size - done)));
+    f.write(chunk.data(),
+            static_cast<std::streamsize>(std::min<uint64_t>(chunk.size(), size - done)));
   }
 }
 
@@ -56,7 +57,8 @@ TEST_F(FileDriverTest, ReadsAndWritesReachTheFile) {
   ASSERT_TRUE(d->write(12345, buf));
   ASSERT_TRUE(d->flush());
   auto disk = read_file(path);
-  EXPECT_TRUE(std::all_of(disk.begin() + 12345, disk.begin() + 22345, [](uint8_t b) { return b == 0xC3; }));
+  EXPECT_TRUE(
+      std::all_of(disk.begin() + 12345, disk.begin() + 22345, [](uint8_t b) { return b == 0xC3; }));
   EXPECT_EQ(disk[12344], 0x5A);
   EXPECT_EQ(disk[22345], 0x5A);
   std::vector<uint8_t> back(20000);
@@ -69,7 +71,8 @@ TEST_F(FileDriverTest, ReadsAndWritesReachTheFile) {
 TEST_F(FileDriverTest, DirectIoAlignsUnalignedRequests) {
   std::string path = dir_.file("direct.raw");
   make_file(path, 1 << 20, 0x01);
-  auto r = engine_.run(Drive::co_open(engine_, file_opts(path, {{"cache", {{"direct", true}}}}), {}));
+  auto r =
+      engine_.run(Drive::co_open(engine_, file_opts(path, {{"cache", {{"direct", true}}}}), {}));
   if (!r && r.error().code == EINVAL) GTEST_SKIP() << "file system without O_DIRECT";
   ASSERT_TRUE(r) << r.error().message;
   auto& d = *r;
@@ -86,6 +89,37 @@ TEST_F(FileDriverTest, DirectIoAlignsUnalignedRequests) {
   EXPECT_EQ(all, model);
   d->close();
   EXPECT_EQ(read_file(path), model);
+}
+
+// Block status remembers the last data extent (SEEK_HOLE is costly); the
+// node's own discards and write-zeroes must make it look again.
+TEST_F(FileDriverTest, BlockStatusSeesHolesPunchedAfterADataQuery) {
+  std::string path = dir_.file("remembered.raw");
+  make_file(path, 4 << 20, 0x66);
+  auto d = open(file_opts(path, {{"discard", "unmap"}}));
+  ASSERT_TRUE(d);
+  auto st = engine_.run(d->co_block_status(0, 4 << 20));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->data);
+  EXPECT_EQ(st->length, 4u << 20);
+  st = engine_.run(d->co_block_status(3 << 20, 4 << 20));  // inside the known extent
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->data);
+  EXPECT_EQ(st->length, 1u << 20);
+  ASSERT_TRUE(d->discard(2 << 20, 1 << 20));
+  st = engine_.run(d->co_block_status(2 << 20, 4 << 20));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->zero);
+  EXPECT_EQ(st->length, 1u << 20);
+  st = engine_.run(d->co_block_status(0, 4 << 20));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->data);
+  EXPECT_EQ(st->length, 2u << 20);
+  ASSERT_TRUE(d->write_zeroes(0, 1 << 20, /*may_unmap=*/true));
+  st = engine_.run(d->co_block_status(0, 4 << 20));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->zero);
+  d->close();
 }
 
 TEST_F(FileDriverTest, WriteZeroesAndDiscardMakeHolesThatBlockStatusReports) {
@@ -195,7 +229,8 @@ TEST_F(FileDriverTest, TwoEnginesInOneProcessRespectEachOthersLocks) {
 TEST_F(FileDriverTest, RawWindowMapsOffsetAndSize) {
   std::string path = dir_.file("window.raw");
   make_file(path, 1 << 20, 0x10);
-  auto d = open({{"driver", "raw"}, {"offset", 65536}, {"size", 131072}, {"file", file_opts(path)}});
+  auto d =
+      open({{"driver", "raw"}, {"offset", 65536}, {"size", 131072}, {"file", file_opts(path)}});
   ASSERT_TRUE(d);
   EXPECT_EQ(d->size(), 131072u);
   std::vector<uint8_t> buf(4096, 0xEE);
@@ -207,7 +242,8 @@ TEST_F(FileDriverTest, RawWindowMapsOffsetAndSize) {
   EXPECT_EQ(disk[65535], 0x10);
   EXPECT_EQ(disk[65536], 0xEE);
   auto bad = engine_.run(Drive::co_open(
-      engine_, {{"driver", "raw"}, {"offset", 1 << 20}, {"size", 1}, {"file", file_opts(path)}}, {}));
+      engine_, {{"driver", "raw"}, {"offset", 1 << 20}, {"size", 1}, {"file", file_opts(path)}},
+      {}));
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find("has to be smaller or equal"), std::string::npos);
 }
