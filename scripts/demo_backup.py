@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import nbd  # python3-libnbd
 
@@ -21,7 +22,19 @@ from qmp_client import QmpClient  # noqa: E402
 
 MiB = 1 << 20
 qmp_sock, nbd_sock, var, strata_img = sys.argv[1:5]
-c = QmpClient(qmp_sock)
+
+
+def connect(path):
+    # The socket file appears at bind(), a moment before listen().
+    for _ in range(200):
+        try:
+            return QmpClient(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            time.sleep(0.05)
+    return QmpClient(path)
+
+
+c = connect(qmp_sock)
 
 
 def step(title, value=None):

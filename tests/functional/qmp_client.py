@@ -120,12 +120,13 @@ class Daemon:
         with open(self.stderr_path) as f:
             return f.read()
 
-    def client(self, **kwargs):
+    def client(self, path=None, **kwargs):
+        """A client of the main monitor, or of another monitor socket `path`."""
         # The socket file appears at bind(), a moment before listen().
         deadline = time.time() + 10
         while True:
             try:
-                return QmpClient(self.sock, **kwargs)
+                return QmpClient(path or self.sock, **kwargs)
             except (ConnectionRefusedError, FileNotFoundError):
                 if time.time() > deadline:
                     raise

@@ -71,11 +71,7 @@ def test_legacy_chardev_flags(workdir):
     with Daemon(strata_binary("stratad"), workdir,
                 ["--chardev", f"socket,id=old,path={sock},server,nowait",
                  "--monitor", "chardev=old,mode=control,pretty=on"]) as d:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.01)
-        with QmpClient(sock) as c:
+        with d.client(path=sock) as c:
             assert c.execute("query-block") == []
         assert d.client().execute("query-block") == []
 
