@@ -105,7 +105,12 @@ Task<Result<std::unique_ptr<Channel>>> co_greeting(std::unique_ptr<Stream> strea
         ENOTSUP, "NBD server does not support TLS: " + option_error(kOptStartTls, reply).message};
   }
   auto plain = static_cast<PlainChannel*>(channel.get())->release();
-  co_return co_await params.start_tls(std::move(plain));
+  auto tls = co_await params.start_tls(std::move(plain));
+  if (!tls && tls.error().message.rfind("TLS", 0) != 0) {
+    // A server that rejects our key or certificate just hangs up mid-handshake.
+    co_return Error{tls.error().code, "TLS handshake failed: " + tls.error().message};
+  }
+  co_return tls;
 }
 
 Task<Result<void>> co_meta_context(Channel& ch, const HandshakeParams& params, ExportInfo* info) {
