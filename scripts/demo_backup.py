@@ -18,6 +18,7 @@ import time
 import nbd  # python3-libnbd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "functional"))
+from nbd_extents import flagged_extents  # noqa: E402
 from qmp_client import QmpClient  # noqa: E402
 
 MiB = 1 << 20
@@ -108,22 +109,8 @@ src.add_meta_context("qemu:dirty-bitmap:bmap0")
 src.connect_uri(uri("frozen"))
 dst = nbd.NBD()
 dst.connect_uri(uri("inc"))
-dirty, covered = [], [0]
-
-
-def extents(context, offset, entries, err):
-    pos = offset
-    for i in range(0, len(entries), 2):
-        if entries[i + 1] & 1:
-            dirty.append((pos, entries[i]))
-        pos += entries[i]
-    covered[0] = pos
-    return 0
-
-
+dirty = flagged_extents(src, "qemu:dirty-bitmap:bmap0")
 size = src.get_size()
-while covered[0] < size:
-    src.block_status(size - covered[0], covered[0], extents)
 copied = 0
 for offset, length in dirty:
     for pos in range(offset, offset + length, 4 * MiB):

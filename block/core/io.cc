@@ -209,11 +209,12 @@ Task<Result<void>> Node::co_write_rmw(uint64_t offset, const IoVec& iov, uint32_
 
 Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t flags,
                                      const Child* caller) {
-  uint64_t align = limits().request_alignment;
+  Limits lim = limits();
+  uint64_t align = lim.request_alignment;
   bool unaligned = offset % align || iov.size() % align;
   uint64_t start = align_down(offset, align);
   uint64_t end = align_up(offset + iov.size(), align);
-  bool serialise = unaligned || limits().serialize_overlapping_writes;
+  bool serialise = unaligned || lim.serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
   if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
   if (has_before_hooks()) {

@@ -9,6 +9,7 @@ import nbd  # python3-libnbd
 import pytest
 
 from conftest import run, strata_binary
+from nbd_extents import flagged_extents
 from test_nbd_basic import nbdinfo, serve
 
 MiB = 1 << 20
@@ -54,21 +55,7 @@ def test_dirty_bitmap_map_equals_qemu_and_pull_backup(workdir):
         h.connect_uri(s.uri)
         out = nbd.NBD()
         out.connect_uri(t.uri)
-        dirty = []
-        covered = [0]
-
-        def cb(ctx, offset, entries, err):
-            pos = offset
-            for i in range(0, len(entries), 2):
-                if entries[i + 1] & 1:
-                    dirty.append((pos, entries[i]))
-                pos += entries[i]
-            covered[0] = pos
-            return 0
-
-        size = h.get_size()
-        while covered[0] < size:
-            h.block_status(size - covered[0], covered[0], cb)
+        dirty = flagged_extents(h, "qemu:dirty-bitmap:bmap0")
         copied = 0
         for off, length in dirty:
             out.pwrite(h.pread(length, off), off)

@@ -1,6 +1,7 @@
 """stratad's NBD server driven over QMP and its command line, checked with
 real NBD clients (nbdinfo, qemu-io, qemu-img, python3-libnbd)."""
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -222,20 +223,25 @@ def test_handshake_timeout_drops_silent_clients(workdir, sockdir):
         assert len(h.pread(4096, 0)) == 4096  # served past the deadline
 
 
-def test_handshake_timeout_drops_client_stalled_in_starttls(workdir, sockdir):
-    """A client that asks for STARTTLS, gets the ACK, then sends the first
-    byte of a TLS record and nothing more is dropped after
-    handshake-max-seconds like any silent client; a TLS client is served."""
-    import secrets
-    import struct
-    from test_nbd_tls import tls_handle
-    from test_nbd_basic import free_port
-    path = qcow2(workdir)
+def alice_psk(workdir):
+    """A tls-creds-psk directory with a fresh key for user alice: (dir, keys.psk)."""
     pskdir = os.path.join(str(workdir), "psk")
     os.makedirs(pskdir)
     psk_file = os.path.join(pskdir, "keys.psk")
     with open(psk_file, "w") as f:
         f.write(f"alice:{secrets.token_hex(32)}\n")
+    return pskdir, psk_file
+
+
+def test_handshake_timeout_drops_client_stalled_in_starttls(workdir, sockdir):
+    """A client that asks for STARTTLS, gets the ACK, then sends the first
+    byte of a TLS record and nothing more is dropped after
+    handshake-max-seconds like any silent client; a TLS client is served."""
+    import struct
+    from test_nbd_tls import tls_handle
+    from test_nbd_basic import free_port
+    path = qcow2(workdir)
+    pskdir, psk_file = alice_psk(workdir)
     port = free_port()
     with Daemon(strata_binary("stratad"), workdir, disk_args(path)) as d:
         c = d.client()
@@ -300,15 +306,10 @@ def test_stratad_nbd_server_errors(workdir, sockdir):
 def test_tls_psk_through_object_add(workdir):
     """object-add tls-creds-psk and nbd-server-start tls-creds: only a client
     with the key is served."""
-    import secrets
     from test_nbd_basic import free_port
     from test_nbd_tls import tls_handle
     path = qcow2(workdir)
-    pskdir = os.path.join(str(workdir), "psk")
-    os.makedirs(pskdir)
-    psk_file = os.path.join(pskdir, "keys.psk")
-    with open(psk_file, "w") as f:
-        f.write(f"alice:{secrets.token_hex(32)}\n")
+    pskdir, psk_file = alice_psk(workdir)
     port = free_port()
     with Daemon(strata_binary("stratad"), workdir, disk_args(path)) as d:
         c = d.client()
