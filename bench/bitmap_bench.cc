@@ -53,61 +53,68 @@ strata::Task<void> co_writer(Drive& drive, uint64_t seed, int writes, bool* fail
   }
 }
 
-// Median over interleaved rounds of the loop thread's CPU seconds for
-// `writes` random 4 KiB writes, for nodes with 0, 1 and 8 recording bitmaps.
-// Thread CPU time and interleaving keep other processes' load out of the
-// comparison.
+// Overhead of 1 and 8 recording bitmaps on random 4 KiB writes. One node
+// carries 8 bitmaps; each round runs `writes` writes with 0, 1 and 8 of them
+// enabled, in turn, on the same node (so memory layout and caches are the
+// same for the three; the order rotates), and the overhead is the median over rounds of the
+// per-round ratio to the 0-bitmap run: pairing the runs of one round keeps
+// the load of other processes, which drifts over seconds, out of the ratio.
+// null-co uses the loop thread's CPU time, file the wall time.
 
 double wall_seconds() {
   return Loop::now_ns() / 1e9;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void enable_first(const std::vector<strata::DirtyBitmap*>& bitmaps, size_t count) {
+  for (size_t b = 0; b < bitmaps.size(); b++) bitmaps[b]->set_enabled(b < count);
+}
+
 void bench_writes(const char* label, const nlohmann::json& options, int writes,
                   uint64_t granularity, int rounds, bool cpu_time) {
-  const int kCounts[] = {0, 1, 8};
+  const size_t kCounts[] = {0, 1, 8};
   Engine engine;
-  std::vector<std::unique_ptr<Drive>> drives;
-  for (int i = 0; i < 3; i++) {
-    nlohmann::json o = options;
-    o["node-name"] = "n" + std::to_string(i);
-    if (o.contains("filename"))
-      o["filename"] = o["filename"].get<std::string>() + std::to_string(i);
-    auto drive = engine.run(Drive::co_open(engine, o));
-    if (!drive) {
-      std::fprintf(stderr, "%s\n", drive.error().message.c_str());
-      std::exit(1);
-    }
-    strata::Node* node = engine.graph().find((*drive)->node_name());
-    for (int b = 0; b < kCounts[i]; b++) {
-      if (!node->bitmaps().create(granularity, "b" + std::to_string(b))) std::exit(1);
-    }
-    drives.push_back(std::move(*drive));
+  auto drive = engine.run(Drive::co_open(engine, options));
+  if (!drive) {
+    std::fprintf(stderr, "%s\n", drive.error().message.c_str());
+    std::exit(1);
   }
-  std::vector<double> times[3];
+  strata::Node* node = engine.graph().find((*drive)->node_name());
+  std::vector<strata::DirtyBitmap*> bitmaps;
+  for (int b = 0; b < 8; b++) {
+    auto bitmap = node->bitmaps().create(granularity, "b" + std::to_string(b));
+    if (!bitmap) std::exit(1);
+    bitmaps.push_back(*bitmap);
+  }
+  std::vector<double> times[3], ratios[3];
   bool failed = false;
   for (int round = 0; round < rounds; round++) {
-    for (int i = 0; i < 3; i++) {
+    // Rotate the order so that no configuration always runs first.
+    for (int k = 0; k < 3; k++) {
+      int i = (round + k) % 3;
+      enable_first(bitmaps, kCounts[i]);
       strata::TaskGroup group(engine.loop());
       double t0 = cpu_time ? thread_cpu_seconds() : wall_seconds();
       for (int q = 0; q < kInFlight; q++) {
-        group.spawn(co_writer(*drives[i], round * 1000 + q, writes / kInFlight, &failed));
+        group.spawn(co_writer(**drive, round * 1000 + q, writes / kInFlight, &failed));
       }
       engine.run(group.co_join());
       times[i].push_back((cpu_time ? thread_cpu_seconds() : wall_seconds()) - t0);
     }
+    for (int i = 0; i < 3; i++) ratios[i].push_back(times[i].back() / times[0].back());
   }
   if (failed) std::exit(1);
-  double median[3];
   for (int i = 0; i < 3; i++) {
-    std::sort(times[i].begin(), times[i].end());
-    median[i] = times[i][times[i].size() / 2];
+    std::printf("%-8s %6llu B granules, %zu bitmaps: %9.0f writes/s (%s)  overhead %+.2f%%\n",
+                label, static_cast<unsigned long long>(granularity), kCounts[i],
+                writes / median(times[i]), cpu_time ? "loop CPU" : "wall",
+                (median(ratios[i]) - 1) * 100);
   }
-  for (int i = 0; i < 3; i++) {
-    std::printf("%-8s %6llu B granules, %d bitmaps: %9.0f writes/s (%s)  overhead %+.2f%%\n", label,
-                static_cast<unsigned long long>(granularity), kCounts[i], writes / median[i],
-                cpu_time ? "loop CPU" : "wall", (median[i] / median[0] - 1) * 100);
-  }
-  for (auto& d : drives) d->close();
+  (*drive)->close();
 }
 
 // The marking itself: ns per after-write hook call (BitmapSet::mark) with
@@ -166,23 +173,45 @@ void bench_extents(uint32_t granularity_bits) {
 
 }  // namespace
 
+// `bitmap_bench --only-writes BITMAPS WRITES`: WRITES random 4 KiB writes
+// to a null-co node with BITMAPS recording bitmaps at 64 KiB granularity,
+// nothing else (bench/bitmap_instructions.sh counts their instructions).
+int only_writes(int nbitmaps, int writes) {
+  Engine engine;
+  auto drive = engine.run(Drive::co_open(engine, {{"driver", "null-co"}, {"size", kDiskSize}}));
+  if (!drive) return 1;
+  strata::Node* node = engine.graph().find((*drive)->node_name());
+  for (int b = 0; b < nbitmaps; b++) {
+    if (!node->bitmaps().create(65536, "b" + std::to_string(b))) return 1;
+  }
+  bool failed = false;
+  strata::TaskGroup group(engine.loop());
+  for (int q = 0; q < kInFlight; q++) {
+    group.spawn(co_writer(**drive, q, writes / kInFlight, &failed));
+  }
+  engine.run(group.co_join());
+  (*drive)->close();
+  return failed ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--only-writes") {
+    return only_writes(std::atoi(argv[2]), std::atoi(argv[3]));
+  }
   int writes = argc > 1 ? std::atoi(argv[1]) : 64000;
   bench_mark_cost(65536);
   bench_mark_cost(512);
   bench_extents(9);
   bench_extents(16);
   nlohmann::json null_co = {{"driver", "null-co"}, {"size", kDiskSize}};
-  bench_writes("null-co", null_co, writes, 65536, 15, true);
-  bench_writes("null-co", null_co, writes, 512, 15, true);
-  auto base = std::filesystem::temp_directory_path() / "strata_bitmap_bench.img";
-  for (int i = 0; i < 3; i++) {
-    std::FILE* f = std::fopen((base.string() + std::to_string(i)).c_str(), "w");
-    if (!f || ftruncate(fileno(f), kDiskSize) != 0) return 1;
-    std::fclose(f);
-  }
-  bench_writes("file", {{"driver", "file"}, {"filename", base.string()}}, writes / 32, 65536, 9,
+  bench_writes("null-co", null_co, writes, 65536, 31, true);
+  bench_writes("null-co", null_co, writes, 512, 31, true);
+  auto path = std::filesystem::temp_directory_path() / "strata_bitmap_bench.img";
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f || ftruncate(fileno(f), kDiskSize) != 0) return 1;
+  std::fclose(f);
+  bench_writes("file", {{"driver", "file"}, {"filename", path.string()}}, writes / 32, 65536, 15,
                false);
-  for (int i = 0; i < 3; i++) std::filesystem::remove(base.string() + std::to_string(i));
+  std::filesystem::remove(path);
   return 0;
 }

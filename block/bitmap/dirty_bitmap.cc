@@ -65,14 +65,9 @@ nlohmann::json DirtyBitmap::query_info() const {
 
 // BitmapSet
 
-BitmapSet::BitmapSet(Node& node) : node_(node) {
-  hook_id_ =
-      node_.add_after_write_hook([this](uint64_t offset, uint64_t bytes) { mark(offset, bytes); });
-}
+BitmapSet::BitmapSet(Node& node) : node_(node) {}
 
-BitmapSet::~BitmapSet() {
-  node_.remove_hook(hook_id_);
-}
+BitmapSet::~BitmapSet() = default;
 
 void BitmapSet::set_store(std::unique_ptr<BitmapStore> store) {
   store_ = std::move(store);
@@ -156,34 +151,37 @@ Result<DirtyBitmap*> BitmapSet::reclaim(DirtyBitmap& bitmap) {
 // summary knows the granules are dirty in all its bitmaps costs one load,
 // otherwise a bitmap whose granules are already dirty costs one load and
 // compare.
-void BitmapSet::mark(uint64_t offset, uint64_t bytes) {
-  if (bytes == 0 || recording_.empty()) return;
+void BitmapSet::mark_recording(uint64_t offset, uint64_t bytes) {
   if (groups_stale_) rebuild_groups();
   for (MarkGroup& g : groups_) mark_group(g, offset, bytes);
 }
 
 void BitmapSet::mark_group(MarkGroup& g, uint64_t offset, uint64_t bytes) {
+  uint64_t end = offset + bytes;
   uint64_t first = offset >> g.gran_bits;
-  uint64_t last = (offset + bytes - 1) >> g.gran_bits;
-  bool one_word = first / 64 == last / 64 && offset + bytes > offset && offset < g.size &&
-                  bytes <= g.size - offset;
+  uint64_t last = (end - 1) >> g.gran_bits;
   uint64_t word = first / 64;
+  if (end < offset || end > g.size || last / 64 != word) {
+    // Several bottom words, or a range HBitmap::set clamps: the slow path.
+    for (size_t i = g.begin; i < g.end; i++) recording_[i]->set(offset, bytes);
+    return;
+  }
   uint64_t mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
   std::pair<uint64_t, uint64_t>* slot = nullptr;
-  if (one_word && !g.known.empty()) {
+  if (!g.known.empty()) {
     slot = &g.known[word % kKnownSlots];
-    if (slot->first == word + 1 && (slot->second & mask) == mask) return;
+    if (slot->first != word + 1) {
+      *slot = {word + 1, 0};
+    } else if ((slot->second & mask) == mask) {
+      return;
+    }
   }
   for (size_t i = g.begin; i < g.end; i++) {
     HBitmap* bits = recording_[i];
-    if (one_word && bits->word_all_set(word, mask)) continue;
-    bits->set(offset, bytes);
+    if (!bits->word_all_set(word, mask)) bits->set(offset, bytes);
   }
   // Every bitmap of the group now has these granules dirty.
-  if (slot) {
-    if (slot->first != word + 1) *slot = {word + 1, 0};
-    slot->second |= mask;
-  }
+  if (slot) slot->second |= mask;
 }
 
 void BitmapSet::rebuild_groups() {

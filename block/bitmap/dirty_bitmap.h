@@ -1,20 +1,19 @@
 // DirtyBitmap and BitmapSet: change-block tracking attached to a node.
 //
 // Contract: a BitmapSet belongs to one Node (Node::bitmaps()) and owns its
-// bitmaps. It registers one after-write hook on the node, so every
-// successful write, write-zeroes and discard through the dispatcher marks
-// every recording bitmap; the node tells it about resizes (on_resize), and
-// every bitmap follows. A DirtyBitmap has QEMU's state: a name (empty for
-// the anonymous successors that jobs use), a granularity, `enabled`
-// (records writes), busy (a job or an export uses it), persistent (stored
-// in the image), read-only (persistent bitmap of a read-only image) and
-// inconsistent (found in-use on disk: no data, only removal allowed).
-// Successors follow QEMU's bdrv_dirty_bitmap_create_successor / abdicate /
-// reclaim: a job freezes a bitmap by giving it an anonymous successor that
-// records the writes in its place; on completion the successor either takes
-// over the name (abdicate) or is merged back (reclaim).
-// check() answers QEMU's bdrv_dirty_bitmap_check with its exact messages;
-// the QMP-level operations are in bitmap_ops.h.
+// bitmaps. The node's dispatcher calls mark() after every successful write,
+// write-zeroes and discard, which marks every recording bitmap; the node
+// tells it about resizes (on_resize), and every bitmap follows. A DirtyBitmap
+// has QEMU's state: a name (empty for the anonymous successors that jobs
+// use), a granularity, `enabled` (records writes), busy (a job or an export
+// uses it), persistent (stored in the image), read-only (persistent bitmap of
+// a read-only image) and inconsistent (found in-use on disk: no data, only
+// removal allowed). Successors follow QEMU's
+// bdrv_dirty_bitmap_create_successor / abdicate / reclaim: a job freezes a
+// bitmap by giving it an anonymous successor that records the writes in its
+// place; on completion the successor either takes over the name (abdicate) or
+// is merged back (reclaim). check() answers QEMU's bdrv_dirty_bitmap_check
+// with its exact messages; the QMP-level operations are in bitmap_ops.h.
 // Thread rules: loop-thread only (the thread of the owning node's engine).
 #pragma once
 
@@ -125,8 +124,14 @@ class BitmapSet {
   Result<DirtyBitmap*> abdicate(DirtyBitmap& bitmap);
   Result<DirtyBitmap*> reclaim(DirtyBitmap& bitmap);
 
-  // Marks every recording bitmap (the after-write hook).
-  void mark(uint64_t offset, uint64_t bytes);
+  // Marks every recording bitmap. The dispatcher calls it directly after
+  // each successful write, write-zeroes and discard of the node.
+  void mark(uint64_t offset, uint64_t bytes) {
+    if (bytes == 0 || recording_.empty()) return;
+    if (groups_.size() == 1 && !groups_stale_ && known_dirty(groups_.front(), offset, bytes))
+      return;
+    mark_recording(offset, bytes);
+  }
   // Bits of some bitmap may have been cleared, or bitmaps changed: drops
   // what mark() remembers.
   void invalidate_marks() { groups_stale_ = true; }
@@ -160,11 +165,26 @@ class BitmapSet {
     std::vector<std::pair<uint64_t, uint64_t>> known;
   };
   static constexpr uint64_t kKnownSlots = 512;
+  // Inline fast path of mark(): true when [offset, offset + bytes) lies in
+  // one bottom word and is already dirty in every bitmap of `g` (by the
+  // group's summary, or by its only bitmap's word).
+  bool known_dirty(const MarkGroup& g, uint64_t offset, uint64_t bytes) const {
+    uint64_t end = offset + bytes;
+    uint64_t first = offset >> g.gran_bits;
+    uint64_t last = (end - 1) >> g.gran_bits;
+    uint64_t word = first / 64;
+    if (end < offset || end > g.size || last / 64 != word) return false;
+    uint64_t mask = (~uint64_t{0} >> (63 - last % 64)) & (~uint64_t{0} << (first % 64));
+    if (g.known.empty())
+      return g.end - g.begin == 1 && recording_[g.begin]->word_all_set(word, mask);
+    const auto& slot = g.known[word % kKnownSlots];
+    return slot.first == word + 1 && (slot.second & mask) == mask;
+  }
   void rebuild_groups();
+  void mark_recording(uint64_t offset, uint64_t bytes);
   void mark_group(MarkGroup& g, uint64_t offset, uint64_t bytes);
 
   Node& node_;
-  uint64_t hook_id_;
   std::vector<std::unique_ptr<DirtyBitmap>> bitmaps_;
   // The bits of every enabled bitmap: what mark() walks on each write.
   std::vector<HBitmap*> recording_;

@@ -224,6 +224,11 @@ Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t
   co_return co_await co_write_aligned(offset, iov, flags);
 }
 
+void Node::mark_written(uint64_t offset, uint64_t bytes) {
+  if (bitmaps_) bitmaps_->mark(offset, bytes);
+  if (!after_hooks_.empty()) run_after_hooks(offset, bytes);
+}
+
 Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
                                     const Child* caller) {
   if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
@@ -244,7 +249,7 @@ Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t 
     stats_.wr_bytes += iov.size();
     stats_.wr_operations++;
     stats_.wr_highest_offset = std::max(stats_.wr_highest_offset, offset + iov.size());
-    run_after_hooks(offset, iov.size());
+    mark_written(offset, iov.size());
   } else {
     stats_.failed_wr_operations++;
   }
@@ -341,7 +346,7 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
     stats_.zero_operations++;
     stats_.zero_bytes += bytes;
     stats_.wr_highest_offset = std::max(stats_.wr_highest_offset, offset + bytes);
-    run_after_hooks(offset, bytes);
+    mark_written(offset, bytes);
   } else if (!(flags & kReqNoFallback) || r.error().code != ENOTSUP) {
     stats_.failed_wr_operations++;
   }
@@ -377,7 +382,7 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
   if (r) {
     stats_.unmap_operations++;
     stats_.unmap_bytes += bytes;
-    run_after_hooks(offset, bytes);
+    mark_written(offset, bytes);
   } else {
     stats_.failed_unmap_operations++;
   }

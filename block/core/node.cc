@@ -28,7 +28,9 @@ BitmapSet& Node::bitmaps() {
   return *bitmaps_;
 }
 
-Loop& Node::loop() const { return engine_.loop(); }
+Loop& Node::loop() const {
+  return engine_.loop();
+}
 
 Child* Node::child(std::string_view name) const {
   for (const auto& c : children_) {
@@ -115,8 +117,7 @@ Task<Result<void>> Child::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t
   return node_->co_pwritev(offset, iov, flags, this);
 }
 
-Task<Result<void>> Child::co_pwrite(uint64_t offset, std::span<const uint8_t> buf,
-                                    uint32_t flags) {
+Task<Result<void>> Child::co_pwrite(uint64_t offset, std::span<const uint8_t> buf, uint32_t flags) {
   IoVec iov(const_cast<uint8_t*>(buf.data()), buf.size());
   co_return co_await node_->co_pwritev(offset, iov, flags, this);
 }
@@ -129,7 +130,9 @@ Task<Result<void>> Child::co_pdiscard(uint64_t offset, uint64_t bytes) {
   return node_->co_pdiscard(offset, bytes, this);
 }
 
-Task<Result<void>> Child::co_flush() { return node_->co_flush(this); }
+Task<Result<void>> Child::co_flush() {
+  return node_->co_flush(this);
+}
 
 Task<Result<BlockStatus>> Child::co_block_status(uint64_t offset, uint64_t bytes) {
   return node_->co_block_status(offset, bytes, this);

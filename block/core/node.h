@@ -86,7 +86,8 @@ class Child {
 // Called before a write, write-zeroes or discard reaches the driver (the
 // range may be widened to alignment). Failing it fails the request.
 using BeforeWriteHook = std::function<Task<Result<void>>(uint64_t offset, uint64_t bytes)>;
-// Called after a write, write-zeroes or discard succeeded (dirty bitmaps).
+// Called after a write, write-zeroes or discard succeeded (after the node's
+// dirty bitmaps are marked).
 using AfterWriteHook = std::function<void(uint64_t offset, uint64_t bytes)>;
 
 enum class WriteKind { kWrite, kZeroes, kDiscard };
@@ -185,6 +186,9 @@ class Node {
   bool is_one_driver_request(uint64_t offset, uint64_t bytes) const;
   Task<Result<void>> co_run_before_hooks(uint64_t offset, uint64_t bytes);
   void run_after_hooks(uint64_t offset, uint64_t bytes);
+  // After a successful write, write-zeroes or discard: marks the dirty
+  // bitmaps, then runs the after-write hooks.
+  void mark_written(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
   Task<Result<void>> co_write_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
   Task<Result<void>> co_write_rmw(uint64_t offset, const IoVec& iov, uint32_t flags);
