@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian package Strata builds and tests with, if missing.
+# Installs every Debian package Strata builds, tests and benchmarks with, if
+# missing.
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config ccache
   libuv1-dev nlohmann-json3-dev zlib1g-dev libssl-dev libgtest-dev libgmock-dev
   qemu-utils qemu-system-common libnbd-bin python3-libnbd python3-pytest fio nbdkit
-  openssl socat
+  openssl socat valgrind
 )
 missing=()
 for p in "${packages[@]}"; do
