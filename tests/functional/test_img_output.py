@@ -110,3 +110,28 @@ def test_check_corruption_matches(workdir):
     assert ours.returncode == theirs.returncode == 2
     assert json.loads(ours.stdout) == json.loads(theirs.stdout)
     assert ours.stderr == theirs.stderr
+
+
+def test_long_options_per_subcommand_as_qemu_img(workdir):
+    """Each subcommand takes exactly qemu-img's common long options: the same
+    command line is accepted or refused by both tools."""
+    require("qemu-img")
+    base, top = make_chain(workdir)
+    cases = [
+        (["info", "--format=qcow2", "--force-share", "--output=json", top], True),
+        (["map", "--format", "qcow2", "--output=human", base], True),
+        (["snapshot", "-l", "--force-share", base], True),
+        (["snapshot", "-l", "--output=json", base], False),
+        (["snapshot", "-l", "--format=qcow2", base], False),
+        (["compare", "--force-share", "-f", "qcow2", "-F", "qcow2", top, top], True),
+        (["compare", "--output=json", top, top], False),
+        (["commit", "--output=json", top], False),
+        (["rebase", "--output=json", "-u", "-b", "", top], False),
+        (["resize", "--force-share", top, "64M"], False),
+        (["create", "--output=json", "-f", "qcow2", os.path.join(workdir, "x.qcow2"), "1M"], False),
+        (["measure", "--output=json", "--size", "1G", "-O", "qcow2"], True),
+    ]
+    for args, accepted in cases:
+        ours, theirs = both(*args)
+        assert (ours.returncode == 0) == accepted, (args, ours.stderr)
+        assert (theirs.returncode == 0) == accepted, (args, theirs.stderr)

@@ -106,7 +106,8 @@ Task<int> co_amend(Engine& engine, AmendArgs a) {
 
 int cmd_amend(Engine& engine, const Args& args) {
   enum { kForce = kOptFirstOwn };
-  auto longopts = long_options({{"force", no_argument, nullptr, kForce}});
+  auto longopts =
+      long_options(kLongObject | kLongImageOpts, {{"force", no_argument, nullptr, kForce}});
   OptionParser p(args, "ho:f:t:pq", longopts.data());
   AmendArgs a;
   for (int c; (c = p.next()) != -1;) {

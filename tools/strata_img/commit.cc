@@ -162,7 +162,7 @@ Task<int> co_commit(Engine& engine, CommitArgs a) {
 }  // namespace
 
 int cmd_commit(Engine& engine, const Args& args) {
-  auto longopts = long_options({});
+  auto longopts = long_options(kLongObject | kLongImageOpts, {});
   OptionParser p(args, "f:ht:b:dpqr:", longopts.data());
   CommitArgs a;
   for (int c; (c = p.next()) != -1;) {

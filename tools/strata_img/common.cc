@@ -205,12 +205,18 @@ OptionUse handle_common_option(int c, const std::string& arg, CommonOptions* out
   }
 }
 
-std::vector<struct option> long_options(std::initializer_list<struct option> own) {
-  std::vector<struct option> all = {{"help", no_argument, nullptr, 'h'},
-                                    {"image-opts", no_argument, nullptr, kOptImageOpts},
-                                    {"object", required_argument, nullptr, kOptObject},
-                                    {"output", required_argument, nullptr, kOptOutput},
-                                    {"force-share", no_argument, nullptr, 'U'}};
+std::vector<struct option> long_options(unsigned common, std::initializer_list<struct option> own) {
+  static constexpr std::pair<unsigned, struct option> kCommon[] = {
+      {kLongFormat, {"format", required_argument, nullptr, 'f'}},
+      {kLongImageOpts, {"image-opts", no_argument, nullptr, kOptImageOpts}},
+      {kLongObject, {"object", required_argument, nullptr, kOptObject}},
+      {kLongOutput, {"output", required_argument, nullptr, kOptOutput}},
+      {kLongForceShare, {"force-share", no_argument, nullptr, 'U'}},
+  };
+  std::vector<struct option> all = {{"help", no_argument, nullptr, 'h'}};
+  for (const auto& [bit, opt] : kCommon) {
+    if (common & bit) all.push_back(opt);
+  }
   all.insert(all.end(), own.begin(), own.end());
   all.push_back({nullptr, 0, nullptr, 0});
   return all;

@@ -96,7 +96,9 @@ int cmd_measure(Engine& engine, const Args& args);
 
 // Options shared by the subcommands: -f FMT, -U, -q, -t CACHE,
 // --image-opts, --object (accepted and ignored: no secrets or throttle
-// groups are needed offline), --output=human|json, --force-share.
+// groups are needed offline), --output=human|json, --force-share. Which of
+// the short ones a subcommand takes is its getopt string; which of the long
+// ones, the CommonLongOption set it passes to long_options().
 enum CommonOption : int { kOptImageOpts = 0x1000, kOptObject, kOptOutput, kOptFirstOwn };
 struct CommonOptions {
   OpenSpec spec;
@@ -107,8 +109,18 @@ enum class OptionUse { kHandled, kNotCommon, kError };
 // Applies option `c` (as returned by OptionParser::next) when it is one of
 // the common ones; kError after printing qemu-img's message.
 OptionUse handle_common_option(int c, const std::string& arg, CommonOptions* out);
-// The common long options followed by `own` (which must not repeat them).
-std::vector<struct option> long_options(std::initializer_list<struct option> own);
+// The common long options, as qemu-img's sets differ per subcommand
+// (snapshot has no --output, create only --object, ...).
+enum CommonLongOption : unsigned {
+  kLongFormat = 1u << 0,  // --format, as -f
+  kLongImageOpts = 1u << 1,
+  kLongObject = 1u << 2,
+  kLongOutput = 1u << 3,
+  kLongForceShare = 1u << 4,  // as -U
+};
+// --help, the common long options in `common` (CommonLongOption bits), then
+// `own` (which must not repeat them), then the terminating entry.
+std::vector<struct option> long_options(unsigned common, std::initializer_list<struct option> own);
 
 // getopt_long over an Args list.
 struct OptionParser {

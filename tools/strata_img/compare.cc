@@ -117,42 +117,29 @@ Task<int> co_compare(Engine& engine, OpenSpec s1, OpenSpec s2, bool strict, bool
 }  // namespace
 
 int cmd_compare(Engine& engine, const Args& args) {
-  enum { kImageOpts = 256, kObject };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {"force-share", no_argument, nullptr, 'U'},
-                                           {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "hf:F:T:pqsU", longopts);
-  OpenSpec s1, s2;
-  bool strict = false, quiet = false, prog = false;
+  auto longopts = long_options(kLongImageOpts | kLongObject | kLongForceShare, {});
+  OptionParser p(args, "hf:F:T:pqsU", longopts.data());
+  // -f, -q, -U and --image-opts land in `common`; -F names the second
+  // image's format and -T the cache mode of both.
+  CommonOptions common;
+  std::string format2, cache;
+  bool strict = false, prog = false;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 2;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        s1.format = p.arg;
-        break;
       case 'F':
-        s2.format = p.arg;
+        format2 = p.arg;
         break;
       case 'T':
-        s1.cache = s2.cache = p.arg;
+        cache = p.arg;
         break;
       case 'p':
         prog = true;
         break;
-      case 'q':
-        quiet = true;
-        break;
       case 's':
         strict = true;
-        break;
-      case 'U':
-        s1.force_share = s2.force_share = true;
-        break;
-      case kImageOpts:
-        s1.image_opts = s2.image_opts = true;
-        break;
-      case kObject:
         break;
       case 'h':
         std::printf(
@@ -166,9 +153,12 @@ int cmd_compare(Engine& engine, const Args& args) {
     error_report("Expecting two image file names");
     return 2;
   }
+  OpenSpec s1 = common.spec, s2 = common.spec;
   s1.filename = p.rest[0];
   s2.filename = p.rest[1];
-  return engine.run(co_compare(engine, s1, s2, strict, quiet, prog));
+  s2.format = format2;
+  s1.cache = s2.cache = cache;
+  return engine.run(co_compare(engine, s1, s2, strict, common.quiet, prog));
 }
 
 }  // namespace strata::img

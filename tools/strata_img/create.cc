@@ -168,16 +168,16 @@ Task<int> co_create(Engine& engine, CreateArgs a) {
 }  // namespace
 
 int cmd_create(Engine& engine, const Args& args) {
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"object", required_argument, nullptr, 'O'},
-                                           {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "F:b:f:ho:qu", longopts);
+  auto longopts = long_options(kLongObject, {});
+  OptionParser p(args, "F:b:f:ho:qu", longopts.data());
+  // -f (the new image's format), -q and --object land in `common`.
+  CommonOptions common;
   CreateArgs a;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        a.format = p.arg;
-        break;
       case 'b':
         a.opts["backing_file"] = p.arg;
         break;
@@ -192,9 +192,6 @@ int cmd_create(Engine& engine, const Args& args) {
           return 0;
         }
         parse_option_string(p.arg, &a.opts);
-        break;
-      case 'q':
-        a.quiet = true;
         break;
       case 'u':
         a.unsafe = true;
@@ -212,6 +209,8 @@ int cmd_create(Engine& engine, const Args& args) {
     error_report("Expecting image file name");
     return 1;
   }
+  a.format = common.spec.format;
+  a.quiet = common.quiet;
   a.filename = p.rest[0];
   if (p.rest.size() > 1) a.size_text = p.rest[1];
   if (p.rest.size() > 2) {

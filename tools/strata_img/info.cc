@@ -214,40 +214,20 @@ Task<int> co_info(Engine& engine, OpenSpec spec, bool json, bool chain) {
 }  // namespace
 
 int cmd_info(Engine& engine, const Args& args) {
-  enum { kOutput = 256, kBackingChain, kImageOpts, kObject };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"format", required_argument, nullptr, 'f'},
-                                           {"output", required_argument, nullptr, kOutput},
-                                           {"backing-chain", no_argument, nullptr, kBackingChain},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {"force-share", no_argument, nullptr, 'U'},
-                                           {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "f:hU", longopts);
-  OpenSpec spec;
-  bool json = false, chain = false;
+  enum { kBackingChain = kOptFirstOwn };
+  auto longopts =
+      long_options(kLongFormat | kLongOutput | kLongImageOpts | kLongObject | kLongForceShare,
+                   {{"backing-chain", no_argument, nullptr, kBackingChain}});
+  OptionParser p(args, "f:hU", longopts.data());
+  CommonOptions common;
+  bool chain = false;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        spec.format = p.arg;
-        break;
-      case 'U':
-        spec.force_share = true;
-        break;
-      case kOutput:
-        if (p.arg != "json" && p.arg != "human") {
-          error_report("--output must be used with human or json as argument.");
-          return 1;
-        }
-        json = p.arg == "json";
-        break;
       case kBackingChain:
         chain = true;
-        break;
-      case kImageOpts:
-        spec.image_opts = true;
-        break;
-      case kObject:
         break;
       case 'h':
         std::printf(
@@ -261,8 +241,8 @@ int cmd_info(Engine& engine, const Args& args) {
     error_report("Expecting one image file name");
     return 1;
   }
-  spec.filename = p.rest[0];
-  return engine.run(co_info(engine, spec, json, chain));
+  common.spec.filename = p.rest[0];
+  return engine.run(co_info(engine, common.spec, common.json, chain));
 }
 
 }  // namespace strata::img

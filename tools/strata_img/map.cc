@@ -93,40 +93,19 @@ Task<int> co_map(Engine& engine, OpenSpec spec, bool json, uint64_t start, uint6
 }  // namespace
 
 int cmd_map(Engine& engine, const Args& args) {
-  enum { kOutput = 256, kImageOpts, kObject, kStart, kMaxLen };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"format", required_argument, nullptr, 'f'},
-                                           {"output", required_argument, nullptr, kOutput},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {"force-share", no_argument, nullptr, 'U'},
-                                           {"start-offset", required_argument, nullptr, kStart},
-                                           {"max-length", required_argument, nullptr, kMaxLen},
-                                           {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "f:hU", longopts);
-  OpenSpec spec;
-  bool json = false;
+  enum { kStart = kOptFirstOwn, kMaxLen };
+  auto longopts =
+      long_options(kLongFormat | kLongOutput | kLongImageOpts | kLongObject | kLongForceShare,
+                   {{"start-offset", required_argument, nullptr, kStart},
+                    {"max-length", required_argument, nullptr, kMaxLen}});
+  OptionParser p(args, "f:hU", longopts.data());
+  CommonOptions common;
   uint64_t start = 0, max_len = UINT64_MAX;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        spec.format = p.arg;
-        break;
-      case 'U':
-        spec.force_share = true;
-        break;
-      case kOutput:
-        if (p.arg != "json" && p.arg != "human") {
-          error_report("--output must be used with human or json as argument.");
-          return 1;
-        }
-        json = p.arg == "json";
-        break;
-      case kImageOpts:
-        spec.image_opts = true;
-        break;
-      case kObject:
-        break;
       case kStart:
         if (!parse_img_size(p.arg, &start)) {
           error_report(
@@ -151,8 +130,8 @@ int cmd_map(Engine& engine, const Args& args) {
     error_report("Expecting one image file name");
     return 1;
   }
-  spec.filename = p.rest[0];
-  return engine.run(co_map(engine, spec, json, start, max_len));
+  common.spec.filename = p.rest[0];
+  return engine.run(co_map(engine, common.spec, common.json, start, max_len));
 }
 
 }  // namespace strata::img

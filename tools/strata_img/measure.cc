@@ -210,7 +210,8 @@ Task<int> co_measure(Engine& engine, MeasureArgs a) {
 
 int cmd_measure(Engine& engine, const Args& args) {
   enum { kSize = kOptFirstOwn };
-  auto longopts = long_options({{"size", required_argument, nullptr, kSize}});
+  auto longopts = long_options(kLongObject | kLongImageOpts | kLongOutput | kLongForceShare,
+                               {{"size", required_argument, nullptr, kSize}});
   OptionParser p(args, "hf:O:o:l:U", longopts.data());
   MeasureArgs a;
   for (int c; (c = p.next()) != -1;) {

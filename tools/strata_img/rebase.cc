@@ -150,7 +150,7 @@ Task<int> co_rebase(Engine& engine, RebaseArgs a) {
 }  // namespace
 
 int cmd_rebase(Engine& engine, const Args& args) {
-  auto longopts = long_options({});
+  auto longopts = long_options(kLongObject | kLongImageOpts | kLongForceShare, {});
   OptionParser p(args, "hf:F:b:upt:T:qUc", longopts.data());
   RebaseArgs a;
   for (int c; (c = p.next()) != -1;) {

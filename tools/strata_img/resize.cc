@@ -53,7 +53,8 @@ Task<int> co_resize(Engine& engine, OpenSpec spec, std::string size_text, bool s
 
 int cmd_resize(Engine& engine, const Args& args) {
   enum { kShrink = kOptFirstOwn, kPrealloc };
-  auto longopts = long_options({{"shrink", no_argument, nullptr, kShrink},
+  auto longopts = long_options(kLongObject | kLongImageOpts,
+                               {{"shrink", no_argument, nullptr, kShrink},
                                 {"preallocation", required_argument, nullptr, kPrealloc}});
   // Negative sizes ("-1G") look like options: stop option parsing at the
   // first non-option argument.

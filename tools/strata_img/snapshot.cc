@@ -56,18 +56,16 @@ Task<int> co_snapshot(Engine& engine, OpenSpec spec, Action action, std::string 
 }  // namespace
 
 int cmd_snapshot(Engine& engine, const Args& args) {
-  enum { kImageOpts = 256, kObject };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {"force-share", no_argument, nullptr, 'U'},
-                                           {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "la:c:d:f:hqU", longopts);
-  OpenSpec spec;
+  auto longopts = long_options(kLongImageOpts | kLongObject | kLongForceShare, {});
+  OptionParser p(args, "la:c:d:f:hqU", longopts.data());
+  CommonOptions common;
   Action action = Action::kList;
   int actions = 0;
   std::string name;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
       case 'l':
         action = Action::kList;
@@ -88,19 +86,6 @@ int cmd_snapshot(Engine& engine, const Args& args) {
         name = p.arg;
         actions++;
         break;
-      case 'f':
-        spec.format = p.arg;
-        break;
-      case 'q':
-        break;
-      case 'U':
-        spec.force_share = true;
-        break;
-      case kImageOpts:
-        spec.image_opts = true;
-        break;
-      case kObject:
-        break;
       case 'h':
         std::printf(
             "Usage: strata-img snapshot [-l | -a snapshot | -c snapshot | -d snapshot] filename\n");
@@ -117,8 +102,8 @@ int cmd_snapshot(Engine& engine, const Args& args) {
     error_report("Expecting one image file name");
     return 1;
   }
-  spec.filename = p.rest[0];
-  return engine.run(co_snapshot(engine, spec, action, name));
+  common.spec.filename = p.rest[0];
+  return engine.run(co_snapshot(engine, common.spec, action, name));
 }
 
 }  // namespace strata::img
