@@ -81,7 +81,11 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx
   if (l1_idx >= l1_.size()) STRATA_CO_TRY(co_await co_grow_l1(l1_idx + 1));
   uint64_t entry = l1_[l1_idx];
   // COPIED without an offset (hostile images) means unallocated, as in QEMU.
-  if ((entry & kCopied) && (entry & kOffsetMask)) co_return co_await co_l2_table(l1_idx);
+  if ((entry & kCopied) && (entry & kOffsetMask)) {
+    // As QEMU, a table about to change must not be other metadata.
+    STRATA_CO_TRY(check_metadata_write(entry & kOffsetMask, cluster_size(), kMetaActiveL2));
+    co_return co_await co_l2_table(l1_idx);
+  }
   if (lazy_refcounts_) STRATA_CO_TRY(co_await co_set_dirty_bit(true));
   STRATA_CO_TRY_ASSIGN(uint64_t fresh, co_await refcounts_->co_alloc(1));
   std::shared_ptr<Table> old;
