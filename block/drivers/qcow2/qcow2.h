@@ -192,6 +192,7 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_downgrade();
   Task<Result<void>> co_expand_zero_clusters();
   Task<Result<bool>> co_snapshots_have_zero_clusters();
+  Task<Result<void>> co_change_refcount_width(uint32_t bits);
 
   // Snapshot helpers (snapshot_ops.cc).
   Task<Result<std::vector<uint64_t>>> co_read_l1_table(uint64_t offset, uint32_t size);
