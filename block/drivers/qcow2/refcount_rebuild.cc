@@ -59,53 +59,68 @@ Result<Layout> plan_layout(const std::vector<bool>& used, uint64_t entries, uint
 
 }  // namespace
 
-Task<Result<RefcountStructure>> co_write_refcount_structure(Child* file, uint32_t cluster_bits,
-                                                            uint32_t order,
-                                                            std::vector<uint64_t> counts,
-                                                            uint64_t first_free) {
+Result<RefcountLayout> plan_refcount_structure(std::vector<uint64_t> counts, uint32_t cluster_bits,
+                                               uint32_t order, uint64_t first_free) {
   uint64_t cs = uint64_t(1) << cluster_bits;
   uint64_t entries = (cs * 8) >> order;
   uint64_t max = max_refcount_for(order);
   while (!counts.empty() && counts.back() == 0) counts.pop_back();
   for (uint64_t c = 0; c < counts.size(); c++) {
     if (counts[c] > max) {
-      co_return Error{ERANGE, "qcow2: cluster " + std::to_string(c) + " has a refcount of " +
-                                  std::to_string(counts[c]) + ", more than " +
-                                  std::to_string(1u << order) + "-bit entries hold"};
+      return Error{ERANGE, "qcow2: cluster " + std::to_string(c) + " has a refcount of " +
+                               std::to_string(counts[c]) + ", more than " +
+                               std::to_string(1u << order) + "-bit entries hold"};
     }
   }
   first_free = std::max<uint64_t>(first_free, counts.size());
-  STRATA_CO_TRY_ASSIGN(Layout layout,
-                       plan_layout(blocks_in_use(counts, entries), entries, cs, first_free));
+  STRATA_TRY_ASSIGN(Layout layout,
+                    plan_layout(blocks_in_use(counts, entries), entries, cs, first_free));
   if (layout.table_clusters * cs > kMaxRefcountTableBytes) {
-    co_return Error{EFBIG, "qcow2: refcount table too large"};
+    return Error{EFBIG, "qcow2: refcount table too large"};
   }
   uint64_t own = layout.blocks + layout.table_clusters;
   counts.resize(first_free + own, 0);
   std::fill(counts.begin() + first_free, counts.end(), 1);
   std::vector<bool> used = blocks_in_use(counts, entries);
   if (uint64_t(std::count(used.begin(), used.end(), true)) != layout.blocks) {
-    co_return Error{EIO, "qcow2: inconsistent refcount structure layout"};
+    return Error{EIO, "qcow2: inconsistent refcount structure layout"};
   }
-  std::vector<uint64_t> table(layout.table_clusters * cs / 8, 0);
+  RefcountLayout out;
+  out.table.assign(layout.table_clusters * cs / 8, 0);
   uint64_t next = first_free;
-  AlignedBuffer block(cs);
   for (uint64_t bi = 0; bi < used.size(); bi++) {
-    if (!used[bi]) continue;
-    std::memset(block.data(), 0, cs);
-    uint64_t end = std::min<uint64_t>(counts.size(), (bi + 1) * entries);
-    for (uint64_t c = bi * entries; c < end; c++) {
-      if (counts[c]) refblock_set(block.data(), order, c - bi * entries, counts[c]);
-    }
-    STRATA_CO_TRY(co_await file->co_pwritev(next << cluster_bits, block.iov(), 0));
-    table[bi] = next << cluster_bits;
-    next++;
+    if (used[bi]) out.table[bi] = (next++) << cluster_bits;
   }
-  AlignedBuffer table_buf(layout.table_clusters * cs);
-  for (uint64_t i = 0; i < table.size(); i++) store_be64(table_buf.data() + i * 8, table[i]);
-  STRATA_CO_TRY(co_await file->co_pwritev(next << cluster_bits, table_buf.iov(), 0));
+  out.where = RefcountStructure{next << cluster_bits, uint32_t(layout.table_clusters)};
+  out.counts = std::move(counts);
+  return out;
+}
+
+Task<Result<RefcountStructure>> co_write_refcount_structure(Child* file, uint32_t cluster_bits,
+                                                            uint32_t order,
+                                                            std::vector<uint64_t> counts,
+                                                            uint64_t first_free) {
+  STRATA_CO_TRY_ASSIGN(RefcountLayout plan,
+                       plan_refcount_structure(std::move(counts), cluster_bits, order, first_free));
+  uint64_t cs = uint64_t(1) << cluster_bits;
+  uint64_t entries = (cs * 8) >> order;
+  AlignedBuffer block(cs);
+  for (uint64_t bi = 0; bi < plan.table.size(); bi++) {
+    if (!plan.table[bi]) continue;
+    std::memset(block.data(), 0, cs);
+    uint64_t end = std::min<uint64_t>(plan.counts.size(), (bi + 1) * entries);
+    for (uint64_t c = bi * entries; c < end; c++) {
+      if (plan.counts[c]) refblock_set(block.data(), order, c - bi * entries, plan.counts[c]);
+    }
+    STRATA_CO_TRY(co_await file->co_pwritev(plan.table[bi], block.iov(), 0));
+  }
+  AlignedBuffer table_buf(uint64_t(plan.where.table_clusters) * cs);
+  for (uint64_t i = 0; i < plan.table.size(); i++) {
+    store_be64(table_buf.data() + i * 8, plan.table[i]);
+  }
+  STRATA_CO_TRY(co_await file->co_pwritev(plan.where.table_offset, table_buf.iov(), 0));
   STRATA_CO_TRY(co_await file->co_flush());
-  co_return RefcountStructure{next << cluster_bits, uint32_t(layout.table_clusters)};
+  co_return plan.where;
 }
 
 Task<Result<void>> Qcow2Driver::co_install_refcounts(RefcountStructure s, uint32_t order) {

@@ -30,6 +30,17 @@ struct RefcountStructure {
   uint32_t table_clusters = 0;
 };
 
+// Where a new structure goes (pure; co_write_refcount_structure() writes
+// it): `counts` extended with the new clusters' own counts, and the table
+// (block offsets; 0 for blocks that describe nothing in use).
+struct RefcountLayout {
+  std::vector<uint64_t> counts;
+  std::vector<uint64_t> table;
+  RefcountStructure where;
+};
+Result<RefcountLayout> plan_refcount_structure(std::vector<uint64_t> counts, uint32_t cluster_bits,
+                                               uint32_t order, uint64_t first_free);
+
 // `counts[c]`: the refcount host cluster c must get (clusters past the
 // vector: 0).
 Task<Result<RefcountStructure>> co_write_refcount_structure(Child* file, uint32_t cluster_bits,
