@@ -206,3 +206,23 @@ def test_rebuild_keeps_snapshots_and_bitmaps(workdir):
         raws.append(src + ".snap.raw")
         run(["qemu-img", "convert", "-l", "snapshot.name=snap", "-O", "raw", src, raws[-1]])
     assert run(["qemu-img", "compare", "-f", "raw", "-F", "raw", *raws]).returncode == 0
+
+
+def test_no_rebuild_over_references_past_the_end(workdir):
+    """A data cluster referenced past the end of the file: the rebuild
+    is refused (a check error) rather than growing the file out there."""
+    require("qemu-img")
+    base = make_image(workdir, "cluster_size=64k")
+    img = os.path.join(workdir, "img.qcow2")
+    shutil.copy(base, img)
+    l2 = first_l2_offset(img)
+    past = (os.path.getsize(img) // 65536 + 1000) * 65536  # 1000 clusters past the end
+    poke(img, l2 + 8 * 20, struct.pack(">Q", (1 << 63) | past))
+    zero_entry(img)
+    size = os.path.getsize(img)
+    res = run([strata_binary("strata-img"), "check", "-r", "all", img], check=False)
+    assert res.returncode == 1
+    assert "Rebuilding refcount structure" in res.stderr
+    assert ("ERROR rebuilding refcount structure: clusters are referenced past the end of "
+            "the file") in res.stderr
+    assert os.path.getsize(img) == size

@@ -317,7 +317,13 @@ Task<Result<void>> co_compare(Qcow2Driver& d, const ReferenceWalk& walk, int fix
 // references, written past everything in use (QEMU's
 // rebuild_refcount_structure).
 Task<Result<void>> co_rebuild(Qcow2Driver& d, const ReferenceWalk& walk) {
-  uint64_t first_free = std::max<uint64_t>(walk.file_clusters(), walk.highest() + 1);
+  // References past the end of the file point at data the file does not
+  // have; placing the new structure past them could grow the file to a
+  // hostile offset.
+  if (walk.highest() >= walk.file_clusters()) {
+    co_return Error{EIO, "clusters are referenced past the end of the file"};
+  }
+  uint64_t first_free = walk.file_clusters();
   STRATA_CO_TRY_ASSIGN(
       RefcountStructure fresh,
       co_await co_write_refcount_structure(d.file(), d.cluster_bits(), d.refcounts().order(),
@@ -408,7 +414,11 @@ Task<Result<CheckResult>> co_check_once(Qcow2Driver& d, int fix) {
   STRATA_CO_TRY(co_await co_compare(d, walk, 0, res, rebuild, highest));
   if (rebuild && (fix & kFixErrors)) {
     res.messages.push_back("Rebuilding refcount structure");
-    STRATA_CO_TRY(co_await co_rebuild(d, walk));
+    if (auto r = co_await co_rebuild(d, walk); !r) {
+      res.messages.push_back("ERROR rebuilding refcount structure: " + r.error().message);
+      res.check_errors++;
+      co_return res;
+    }
     STRATA_CO_TRY(co_await co_recount_after_rebuild(d, fix, res, highest));
   } else if (fix) {
     if (rebuild) {
