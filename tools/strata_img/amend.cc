@@ -1,6 +1,6 @@
 // strata-img amend [-p] [-q] [-f FMT] [-t CACHE] [--force] [--image-opts]
 //                  -o OPTIONS FILE
-// Changes compat (0.10 <-> 1.1), lazy_refcounts and size of a qcow2 image
+// Changes compat (0.10 <-> 1.1), lazy_refcounts, refcount_bits and size of a qcow2 image
 // in place, with qemu-img's messages for options that cannot change.
 #include <cstdio>
 #include <cstdlib>

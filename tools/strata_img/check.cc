@@ -15,19 +15,20 @@ using ojson = nlohmann::ordered_json;
 
 ojson check_json(const std::string& filename, const std::string& format,
                  const qcow2::CheckResult& r) {
+  // In the order qemu-img prints them (its dictionary's order).
   ojson j;
   if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
+  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   if (r.total_clusters) j["total-clusters"] = r.total_clusters;
+  if (r.corruptions) j["corruptions"] = r.corruptions;
+  if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
   j["check-errors"] = r.check_errors;
   if (r.leaks) j["leaks"] = r.leaks;
   if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
-  if (r.corruptions) j["corruptions"] = r.corruptions;
-  if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
   if (r.allocated_clusters) j["allocated-clusters"] = r.allocated_clusters;
-  if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
-  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   j["filename"] = filename;
   j["format"] = format;
+  if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
   return j;
 }
 

@@ -46,6 +46,7 @@ bool MetadataCache::has_dirty() const {
 }
 
 Task<Result<void>> MetadataCache::co_write(Table& t) {
+  if (write_check_) STRATA_CO_TRY(write_check_(t.offset));
   t.dirty = false;
   auto r = co_await file_->co_pwritev(t.offset, t.data.iov(), 0);
   if (!r) t.dirty = true;

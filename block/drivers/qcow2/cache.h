@@ -41,6 +41,10 @@ class MetadataCache {
       : table_size_(table_size), capacity_(capacity) {}
   void set_file(Child* file) { file_ = file; }
   void set_before_writeback(Hook hook) { before_writeback_ = std::move(hook); }
+  // Runs before each table is written (overlap checks); an error fails the
+  // write-back and leaves the table dirty.
+  using WriteCheck = std::function<Result<void>(uint64_t offset)>;
+  void set_write_check(WriteCheck check) { write_check_ = std::move(check); }
   void set_capacity(size_t capacity) { capacity_ = std::max<size_t>(capacity, 2); }
   size_t capacity() const { return capacity_; }
 
@@ -66,6 +70,7 @@ class MetadataCache {
   size_t capacity_;
   uint64_t clock_ = 0;
   Hook before_writeback_;
+  WriteCheck write_check_;
   std::unordered_map<uint64_t, std::shared_ptr<Table>> tables_;
 };
 

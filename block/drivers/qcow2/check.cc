@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 namespace strata::qcow2 {
@@ -31,13 +32,18 @@ class ReferenceWalk {
   ReferenceWalk(Qcow2Driver& d, CheckResult& res)
       : d_(d), res_(res), cs_(d.header().cluster_size()), bits_(d.cluster_bits()) {}
 
-  Task<Result<void>> co_run();
+  // Counts every reference; sets `rebuild` when the refcount structure
+  // itself is damaged (QEMU's calculate_refcounts + check_refblocks).
+  Task<Result<void>> co_run(int fix, bool& rebuild);
   const std::vector<uint64_t>& refs() const { return refs_; }
   uint64_t highest() const { return highest_; }
-  bool any() const { return any_; }
+  uint64_t file_clusters() const { return file_clusters_; }
+  // The counts without the refcount table and blocks themselves.
+  std::vector<uint64_t> refs_without_refcount_structure() const;
 
  private:
   void add(uint64_t offset, uint64_t bytes);
+  void check_refblocks(int fix, bool& rebuild);
   Task<Result<void>> co_walk_l1(uint64_t l1_offset, uint32_t l1_size, bool active);
   Task<Result<void>> co_walk_l2(uint64_t l2_offset, bool active);
   Task<Result<void>> co_walk_bitmaps();
@@ -49,8 +55,8 @@ class ReferenceWalk {
   uint32_t bits_;
   std::vector<uint64_t> refs_;
   uint64_t highest_ = 0;
-  bool any_ = false;
   uint64_t next_contiguous_ = 0;
+  std::vector<uint64_t> refcount_clusters_;  // clusters counted for the refcount structure
   uint64_t file_clusters_ = 0;
 };
 
@@ -71,7 +77,6 @@ void ReferenceWalk::add(uint64_t offset, uint64_t bytes) {
     }
     refs_[c]++;
     highest_ = std::max(highest_, c);
-    any_ = true;
   }
 }
 
@@ -82,6 +87,7 @@ Task<Result<void>> ReferenceWalk::co_read(uint64_t offset, std::vector<uint8_t>&
 Task<Result<void>> ReferenceWalk::co_walk_l2(uint64_t l2_offset, bool active) {
   std::vector<uint8_t> table(cs_);
   STRATA_CO_TRY(co_await co_read(l2_offset, table));
+  next_contiguous_ = 0;  // as QEMU: fragmentation is counted within one L2 table
   bool v3 = d_.header().version >= 3;
   for (uint64_t i = 0; i < cs_ / 8; i++) {
     uint64_t e = load_be64(&table[i * 8]);
@@ -177,7 +183,48 @@ Task<Result<void>> ReferenceWalk::co_walk_bitmaps() {
   co_return Result<void>{};
 }
 
-Task<Result<void>> ReferenceWalk::co_run() {
+void ReferenceWalk::check_refblocks(int fix, bool& rebuild) {
+  Refcounts& rc = d_.refcounts();
+  for (uint64_t bi = 0; bi < rc.table().size(); bi++) {
+    uint64_t offset = rc.table()[bi];
+    if (offset == 0) continue;
+    if (rc.entry_damaged(bi)) {
+      res_.messages.push_back(format("ERROR refcount block %" PRIu64
+                                     " is not cluster aligned; refcount table entry corrupted",
+                                     bi));
+      res_.corruptions++;
+      rebuild = true;
+      continue;
+    }
+    uint64_t cluster = offset >> bits_;
+    if (cluster >= file_clusters_) {
+      // QEMU grows the file to cover the block; a rebuild replaces it instead.
+      res_.messages.push_back(format("%s refcount block %" PRIu64 " is outside image",
+                                     (fix & kFixErrors) ? "Repairing" : "ERROR", bi));
+      res_.corruptions++;
+      rebuild = true;
+      continue;
+    }
+    add(offset, cs_);
+    refcount_clusters_.push_back(cluster);
+    if (refs_[cluster] != 1) {
+      res_.messages.push_back(
+          format("ERROR refcount block %" PRIu64 " refcount=%" PRIu64, bi, refs_[cluster]));
+      res_.corruptions++;
+      rebuild = true;
+    }
+  }
+}
+
+std::vector<uint64_t> ReferenceWalk::refs_without_refcount_structure() const {
+  std::vector<uint64_t> counts = refs_;
+  for (uint64_t c : refcount_clusters_) {
+    if (c < counts.size() && counts[c]) counts[c]--;
+  }
+  return counts;
+}
+
+Task<Result<void>> ReferenceWalk::co_run(int fix, bool& rebuild) {
   const Header& h = d_.header();
   file_clusters_ = div_round_up(d_.file()->node()->size(), cs_);
   if (file_clusters_ > kMaxTrackedClusters) {
@@ -199,56 +246,89 @@ Task<Result<void>> ReferenceWalk::co_run() {
     add(h.snapshots_offset, bytes);
   }
   Refcounts& rc = d_.refcounts();
-  add(rc.table_offset(), uint64_t(rc.table_clusters()) * cs_);
-  for (uint64_t block : rc.table()) {
-    if (block) add(block, cs_);
+  uint64_t table_bytes = uint64_t(rc.table_clusters()) * cs_;
+  add(rc.table_offset(), table_bytes);
+  for (uint64_t c = rc.table_offset() >> bits_; c < (rc.table_offset() + table_bytes) >> bits_;
+       c++) {
+    refcount_clusters_.push_back(c);
   }
   STRATA_CO_TRY(co_await co_walk_bitmaps());
+  check_refblocks(fix, rebuild);
   co_return Result<void>{};
 }
 
-// Compares references with refcounts; repairs when asked.
-Task<Result<void>> co_compare(Qcow2Driver& d, const ReferenceWalk& walk, int fix,
-                              CheckResult& res) {
+// Compares references with refcounts; repairs when asked. A referenced
+// cluster with refcount 0 cannot be repaired in place: it asks for a
+// rebuild (QEMU's compare_refcounts).
+Task<Result<void>> co_compare(Qcow2Driver& d, const ReferenceWalk& walk, int fix, CheckResult& res,
+                              bool& rebuild, uint64_t& highest) {
   Refcounts& rc = d.refcounts();
-  // As QEMU: clusters past the end of the file are not compared.
-  uint64_t end = walk.refs().size();
+  const std::vector<uint64_t>& refs = walk.refs();
+  // As QEMU: the clusters of the file and those referenced past its end.
+  uint64_t end = std::max<uint64_t>(walk.file_clusters(), walk.highest() + 1);
+  end = std::min<uint64_t>(end, refs.size());
+  highest = 0;
   for (uint64_t c = 0; c < end; c++) {
     uint64_t bi = c / rc.block_entries();
-    if (bi < rc.table().size() && rc.table()[bi] == 0 && c % rc.block_entries() == 0) {
-      // A missing refcount block: its clusters must all be unreferenced.
-      bool referenced = false;
-      for (uint64_t k = c; k < std::min(end, c + rc.block_entries()) && k < walk.refs().size();
-           k++) {
-        referenced |= walk.refs()[k] != 0;
-      }
-      if (!referenced) {
-        c += rc.block_entries() - 1;
+    if (c % rc.block_entries() == 0 && (bi >= rc.table().size() || rc.table()[bi] == 0)) {
+      // A missing refcount block: skip it when none of its clusters is referenced.
+      uint64_t block_end = std::min(end, c + rc.block_entries());
+      if (std::all_of(refs.begin() + c, refs.begin() + block_end,
+                      [](uint64_t r) { return r == 0; })) {
+        c = block_end - 1;
         continue;
       }
     }
-    uint64_t ref = c < walk.refs().size() ? walk.refs()[c] : 0;
-    STRATA_CO_TRY_ASSIGN(uint64_t disk, co_await rc.co_get(c));
-    if (disk || ref)
-      res.image_end_offset = std::max(res.image_end_offset, (c + 1) << d.cluster_bits());
+    auto disk_or = co_await rc.co_get(c);
+    if (!disk_or) {
+      res.messages.push_back(format("Can't get refcount for cluster %" PRIu64 ": %s", c,
+                                    std::strerror(disk_or.error().code)));
+      res.check_errors++;
+      continue;
+    }
+    uint64_t disk = *disk_or;
+    uint64_t ref = refs[c];
+    if (disk || ref) highest = c;
     if (disk == ref) continue;
-    bool leak = disk > ref;
+    int64_t* fixed = nullptr;
+    if (disk == 0) {
+      rebuild = true;
+    } else if (disk > ref && (fix & kFixLeaks)) {
+      fixed = &res.leaks_fixed;
+    } else if (disk < ref && (fix & kFixErrors)) {
+      fixed = &res.corruptions_fixed;
+    }
     res.messages.push_back(format("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-                                  (leak ? ((fix & kFixLeaks) ? "Repairing" : "Leaked")
-                                        : ((fix & kFixErrors) ? "Repairing" : "ERROR")),
-                                  c, disk, ref));
-    bool repair = leak ? (fix & kFixLeaks) : (fix & kFixErrors);
-    if (repair) {
+                                  fixed ? "Repairing" : (disk < ref ? "ERROR" : "Leaked"), c, disk,
+                                  ref));
+    if (fixed) {
       auto r = co_await rc.co_update(c << d.cluster_bits(), 1, int64_t(ref) - int64_t(disk));
       if (r) {
-        (leak ? res.leaks_fixed : res.corruptions_fixed)++;
+        (*fixed)++;
         continue;
       }
-      res.check_errors++;
     }
-    (leak ? res.leaks : res.corruptions)++;
+    (disk < ref ? res.corruptions : res.leaks)++;
   }
   co_return Result<void>{};
+}
+
+// Replaces a damaged refcount structure by one computed from the
+// references, written past everything in use (QEMU's
+// rebuild_refcount_structure).
+Task<Result<void>> co_rebuild(Qcow2Driver& d, const ReferenceWalk& walk) {
+  // References past the end of the file point at data the file does not
+  // have; placing the new structure past them could grow the file to a
+  // hostile offset.
+  if (walk.highest() >= walk.file_clusters()) {
+    co_return Error{EIO, "clusters are referenced past the end of the file"};
+  }
+  uint64_t first_free = walk.file_clusters();
+  STRATA_CO_TRY_ASSIGN(
+      RefcountStructure fresh,
+      co_await co_write_refcount_structure(d.file(), d.cluster_bits(), d.refcounts().order(),
+                                           walk.refs_without_refcount_structure(), first_free));
+  co_return co_await d.co_install_refcounts(fresh, d.refcounts().order());
 }
 
 // COPIED must be set exactly where the refcount is 1 (active tables only).
@@ -259,8 +339,10 @@ Task<Result<void>> co_check_copied(Qcow2Driver& d, int fix, CheckResult& res) {
     uint64_t l1e = d.l1()[i];
     uint64_t l2 = l1e & kOffsetMask;
     if (!l2 || l2 % cs) continue;
-    STRATA_CO_TRY_ASSIGN(uint64_t refcount, co_await rc.co_get(l2 / cs));
-    if (bool(l1e & kCopied) != (refcount == 1)) {
+    // As QEMU: a refcount that cannot be read was reported by the comparison.
+    auto refcount_or = co_await rc.co_get(l2 / cs);
+    uint64_t refcount = refcount_or ? *refcount_or : 1;
+    if (refcount_or && bool(l1e & kCopied) != (refcount == 1)) {
       res.messages.push_back(format("%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu64
                                     " l1_entry=%" PRIx64 " refcount=%" PRIu64,
                                     (fix & kFixErrors) ? "Repairing" : "ERROR", i, l1e, refcount));
@@ -277,7 +359,9 @@ Task<Result<void>> co_check_copied(Qcow2Driver& d, int fix, CheckResult& res) {
       uint64_t e = load_be64(table->bytes() + j * 8);
       uint64_t off = e & kOffsetMask;
       if ((e & kCompressed) || !off || off % cs) continue;
-      STRATA_CO_TRY_ASSIGN(uint64_t drc, co_await rc.co_get(off / cs));
+      auto drc_or = co_await rc.co_get(off / cs);
+      if (!drc_or) continue;
+      uint64_t drc = *drc_or;
       if (bool(e & kCopied) == (drc == 1)) continue;
       res.messages.push_back(format("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
                                     " refcount=%" PRIu64,
@@ -294,15 +378,63 @@ Task<Result<void>> co_check_copied(Qcow2Driver& d, int fix, CheckResult& res) {
   co_return Result<void>{};
 }
 
+// After a rebuild: the references again, against the new structure, with
+// the leaks the rebuild left repaired (QEMU's qcow2_check_refcounts).
+Task<Result<void>> co_recount_after_rebuild(Qcow2Driver& d, int fix, CheckResult& res,
+                                            uint64_t& highest) {
+  CheckResult old = res;
+  res.corruptions = 0;
+  res.leaks = 0;
+  ReferenceWalk walk(d, res);
+  bool rebuild = false;
+  STRATA_CO_TRY(co_await walk.co_run(0, rebuild));
+  int64_t fresh_leaks = 0;
+  if (fix & kFixLeaks) {
+    CheckResult scratch;
+    STRATA_CO_TRY(co_await co_compare(d, walk, kFixLeaks, scratch, rebuild, highest));
+    res.messages.insert(res.messages.end(), scratch.messages.begin(), scratch.messages.end());
+    if (rebuild) res.messages.push_back("ERROR rebuilt refcount structure is still broken");
+    fresh_leaks = scratch.leaks;
+  }
+  if (res.corruptions < old.corruptions) res.corruptions_fixed += old.corruptions - res.corruptions;
+  if (res.leaks < old.leaks) res.leaks_fixed += old.leaks - res.leaks;
+  res.leaks += fresh_leaks;
+  co_return Result<void>{};
+}
+
 Task<Result<CheckResult>> co_check_once(Qcow2Driver& d, int fix) {
   CheckResult res;
   uint64_t cs = d.header().cluster_size();
   res.total_clusters = div_round_up(d.header().size, cs);
   ReferenceWalk walk(d, res);
-  STRATA_CO_TRY(co_await walk.co_run());
-  STRATA_CO_TRY(co_await co_compare(d, walk, fix, res));
+  bool rebuild = false;
+  STRATA_CO_TRY(co_await walk.co_run(fix, rebuild));
+  CheckResult before_compare = res;
+  uint64_t highest = 0;
+  STRATA_CO_TRY(co_await co_compare(d, walk, 0, res, rebuild, highest));
+  if (rebuild && (fix & kFixErrors)) {
+    res.messages.push_back("Rebuilding refcount structure");
+    if (auto r = co_await co_rebuild(d, walk); !r) {
+      res.messages.push_back("ERROR rebuilding refcount structure: " + r.error().message);
+      res.check_errors++;
+      co_return res;
+    }
+    STRATA_CO_TRY(co_await co_recount_after_rebuild(d, fix, res, highest));
+  } else if (fix) {
+    if (rebuild) {
+      res.messages.push_back("ERROR need to rebuild refcount structures");
+      res.check_errors++;
+      co_return res;
+    }
+    if (res.leaks || res.corruptions) {
+      std::vector<std::string> messages = std::move(res.messages);
+      res = before_compare;
+      res.messages = std::move(messages);
+      STRATA_CO_TRY(co_await co_compare(d, walk, fix, res, rebuild, highest));
+    }
+  }
   STRATA_CO_TRY(co_await co_check_copied(d, fix, res));
-  if (walk.any()) res.image_end_offset = std::max(res.image_end_offset, (walk.highest() + 1) * cs);
+  res.image_end_offset = (highest + 1) * cs;
   if (fix) STRATA_CO_TRY(co_await d.co_flush_all_metadata());
   co_return res;
 }

@@ -26,9 +26,21 @@
 #include "block/drivers/qcow2/cache.h"
 #include "block/drivers/qcow2/format.h"
 #include "block/drivers/qcow2/refcount.h"
+#include "block/drivers/qcow2/refcount_rebuild.h"
 #include "block/drivers/qcow2/snapshot.h"
 
 namespace strata::qcow2 {
+
+// Metadata structures, for overlap checks (QEMU's "cached" set).
+enum MetadataKind : unsigned {
+  kMetaHeader = 1u << 0,
+  kMetaActiveL1 = 1u << 1,
+  kMetaActiveL2 = 1u << 2,
+  kMetaRefcountTable = 1u << 3,
+  kMetaRefcountBlock = 1u << 4,
+  kMetaSnapshotTable = 1u << 5,
+  kMetaInactiveL1 = 1u << 6,
+};
 
 enum class ClusterType { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
 
@@ -118,6 +130,11 @@ class Qcow2Driver final : public Driver {
   // Allocates every cluster of guest range [from, to) not allocated yet
   // (qcow2_prealloc.cc): metadata only, or with falloc/full host space.
   Task<Result<void>> co_preallocate(uint64_t from, uint64_t to, Preallocation mode);
+  // Points the header at a refcount structure written by
+  // co_write_refcount_structure() (refcount_rebuild.h), with entries of
+  // 2^order bits, and reloads the refcounts from it. Pending frees and
+  // cached blocks of the old structure are dropped.
+  Task<Result<void>> co_install_refcounts(RefcountStructure s, uint32_t order);
   // After a repair that left no corruption: clears the dirty and corrupt bits.
   Task<Result<void>> co_mark_repaired();
   // For the bitmaps extension (bitmap_store.cc), under the metadata lock:
@@ -160,15 +177,22 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
 
   // Overlap checks (qcow2_overlap.cc): the metadata structure a write to
-  // [offset, offset + bytes) would hit, or null; check_overlap() refuses
-  // such a write and marks the image corrupt.
-  const char* overlapping_metadata(uint64_t offset, uint64_t bytes) const;
+  // [offset, offset + bytes) would hit, or null, leaving out the kinds in
+  // `ignore` (MetadataKind bits). Active L2 tables are those in the L2
+  // cache, or with `all_l2` every table the active L1 names.
+  // check_overlap() (data writes) and check_metadata_write() refuse such a
+  // write and mark the image corrupt.
+  const char* overlapping_metadata(uint64_t offset, uint64_t bytes, unsigned ignore,
+                                   bool all_l2) const;
   Result<void> check_overlap(uint64_t offset, uint64_t bytes);
+  Result<void> check_metadata_write(uint64_t offset, uint64_t bytes, unsigned ignore);
+  void install_write_checks();
 
   // Amend helpers (qcow2_amend.cc).
   Task<Result<void>> co_downgrade();
   Task<Result<void>> co_expand_zero_clusters();
   Task<Result<bool>> co_snapshots_have_zero_clusters();
+  Task<Result<void>> co_change_refcount_width(uint32_t bits);
 
   // Snapshot helpers (snapshot_ops.cc).
   Task<Result<std::vector<uint64_t>>> co_read_l1_table(uint64_t offset, uint32_t size);

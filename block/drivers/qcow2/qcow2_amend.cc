@@ -1,6 +1,8 @@
 // qcow2: whole-image changes used by strata-img commit, rebase and amend:
-// emptying the active layer, changing the backing file name, and moving
-// between compat=0.10 and compat=1.1.
+// emptying the active layer, changing the backing file name, moving
+// between compat=0.10 and compat=1.1, and changing the refcount width.
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "block/drivers/qcow2/qcow2.h"
@@ -132,6 +134,45 @@ Task<Result<void>> Qcow2Driver::co_downgrade() {
   co_return r;
 }
 
+// The refcount structure is written again with entries of `bits` bits (a
+// power of two up to 64), past the end of the file, and the header switched
+// to it in one write: a crash leaves either the old or the new structure.
+Task<Result<void>> Qcow2Driver::co_change_refcount_width(uint32_t bits) {
+  uint32_t order = uint32_t(__builtin_ctz(bits));
+  uint64_t max = order == 6 ? UINT64_MAX : (uint64_t(1) << bits) - 1;
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  STRATA_CO_TRY(co_await file_->co_flush());
+  STRATA_CO_TRY_ASSIGN(uint64_t end, co_await refcounts_->co_end_index());
+  std::vector<uint64_t> counts(end, 0);
+  for (uint64_t c = 0; c < end; c++) {
+    STRATA_CO_TRY_ASSIGN(counts[c], co_await refcounts_->co_get(c));
+    if (counts[c] > max) {
+      char msg[160];
+      snprintf(msg, sizeof msg,
+               "Cannot decrease refcount entry width to %u bits: Cluster at offset %#llx has a "
+               "refcount of %llu",
+               bits, static_cast<unsigned long long>(c << cluster_bits_),
+               static_cast<unsigned long long>(counts[c]));
+      co_return Error{EINVAL, msg};
+    }
+  }
+  // The old table and blocks are free once the header names the new ones.
+  auto drop = [&counts](uint64_t c) {
+    if (c < counts.size() && counts[c]) counts[c]--;
+  };
+  for (uint32_t i = 0; i < refcounts_->table_clusters(); i++) {
+    drop((refcounts_->table_offset() >> cluster_bits_) + i);
+  }
+  for (uint64_t block : refcounts_->table()) {
+    if (block) drop(block >> cluster_bits_);
+  }
+  uint64_t first_free = std::max(end, div_round_up(file_->node()->size(), cluster_size()));
+  STRATA_CO_TRY_ASSIGN(RefcountStructure fresh,
+                       co_await co_write_refcount_structure(file_, cluster_bits_, order,
+                                                            std::move(counts), first_free));
+  co_return co_await co_install_refcounts(fresh, order);
+}
+
 Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
   if (!writable_) co_return Error{EPERM, "qcow2: image is read-only"};
   uint32_t version = o.version ? *o.version : header_.version;
@@ -139,8 +180,10 @@ Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
   bool lazy = o.lazy_refcounts
                   ? *o.lazy_refcounts
                   : version >= 3 && (header_.compatible_features & kCompatLazyRefcounts);
-  if (o.refcount_bits && *o.refcount_bits != header_.refcount_bits()) {
-    co_return Error{ENOTSUP, "Changing the refcount width is not supported"};
+  if (o.refcount_bits && *o.refcount_bits != 16 && version < 3) {
+    co_return Error{EINVAL,
+                    "Refcount widths other than 16 bits require compatibility level 1.1 or above "
+                    "(use compat=1.1 or greater)"};
   }
   if (lazy && version < 3) {
     co_return Error{EINVAL,
@@ -150,7 +193,11 @@ Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
   co_await co_wait_inflight(0, header_.size);
+  // As QEMU: the width changes on a v3 header (after an upgrade, before a
+  // downgrade).
+  bool new_width = o.refcount_bits && *o.refcount_bits != header_.refcount_bits();
   if (version < header_.version) {
+    if (new_width) STRATA_CO_TRY(co_await co_change_refcount_width(*o.refcount_bits));
     STRATA_CO_TRY(co_await co_downgrade());
     co_return Result<void>{};
   }
@@ -171,8 +218,12 @@ Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
   }
   lazy_refcounts_ = lazy;
   auto r = co_await co_write_header();
-  if (!r) header_ = saved;
-  co_return r;
+  if (!r) {
+    header_ = saved;
+    co_return r;
+  }
+  if (new_width) STRATA_CO_TRY(co_await co_change_refcount_width(*o.refcount_bits));
+  co_return Result<void>{};
 }
 
 }  // namespace strata::qcow2

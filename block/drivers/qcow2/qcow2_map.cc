@@ -38,6 +38,7 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_l2_table(uint64_t l1_idx) {
 Task<Result<void>> Qcow2Driver::co_write_l1_entry(uint64_t l1_idx) {
   uint8_t b[8];
   store_be64(b, l1_[l1_idx]);
+  STRATA_CO_TRY(check_metadata_write(header_.l1_table_offset + l1_idx * 8, 8, kMetaActiveL1));
   STRATA_CO_TRY(co_await file_->co_pwrite(header_.l1_table_offset + l1_idx * 8, {b, 8}));
   co_return co_await file_->co_flush();
 }
@@ -57,6 +58,7 @@ Task<Result<void>> Qcow2Driver::co_grow_l1(uint64_t min_size) {
   std::memset(buf.data(), 0, bytes);
   for (size_t i = 0; i < l1_.size(); i++) store_be64(buf.data() + i * 8, l1_[i]);
   STRATA_CO_TRY(co_await co_l2_barrier());
+  STRATA_CO_TRY(check_metadata_write(where, bytes, 0));
   STRATA_CO_TRY(co_await file_->co_pwritev(where, buf.iov(), 0));
   STRATA_CO_TRY(co_await file_->co_flush());
   uint8_t hdr[12];
@@ -79,7 +81,11 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx
   if (l1_idx >= l1_.size()) STRATA_CO_TRY(co_await co_grow_l1(l1_idx + 1));
   uint64_t entry = l1_[l1_idx];
   // COPIED without an offset (hostile images) means unallocated, as in QEMU.
-  if ((entry & kCopied) && (entry & kOffsetMask)) co_return co_await co_l2_table(l1_idx);
+  if ((entry & kCopied) && (entry & kOffsetMask)) {
+    // As QEMU, a table about to change must not be other metadata.
+    STRATA_CO_TRY(check_metadata_write(entry & kOffsetMask, cluster_size(), kMetaActiveL2));
+    co_return co_await co_l2_table(l1_idx);
+  }
   if (lazy_refcounts_) STRATA_CO_TRY(co_await co_set_dirty_bit(true));
   STRATA_CO_TRY_ASSIGN(uint64_t fresh, co_await refcounts_->co_alloc(1));
   std::shared_ptr<Table> old;
@@ -89,6 +95,7 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx
   STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get_new(fresh));
   if (old) std::memcpy(table->bytes(), old->bytes(), cluster_size());
   STRATA_CO_TRY(co_await co_l2_barrier());
+  STRATA_CO_TRY(check_metadata_write(fresh, cluster_size(), 0));
   STRATA_CO_TRY(co_await file_->co_pwritev(fresh, table->data.iov(), 0));
   STRATA_CO_TRY(co_await file_->co_flush());
   l1_[l1_idx] = fresh | kCopied;

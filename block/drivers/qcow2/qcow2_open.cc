@@ -168,10 +168,11 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
   STRATA_CO_TRY(apply_cache_options(ctx.options()));
   l2_cache_->set_file(file_);
   l2_cache_->set_before_writeback([this] { return co_l2_barrier(); });
+  install_write_checks();
   STRATA_CO_TRY(co_await co_load_l1());
   STRATA_CO_TRY(co_await co_load_snapshots());
   STRATA_CO_TRY(co_await refcounts_->co_load(file_, header_.refcount_table_offset,
-                                             header_.refcount_table_clusters));
+                                             header_.refcount_table_clusters, check_mode_));
   lazy_refcounts_ = header_.compatible_features & kCompatLazyRefcounts;
   if (ctx.options().contains("lazy-refcounts")) {
     lazy_refcounts_ = opt_bool(ctx.options(), "lazy-refcounts", lazy_refcounts_);

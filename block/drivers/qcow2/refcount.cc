@@ -10,9 +10,15 @@ namespace {
 Error corrupt(const std::string& what) {
   return Error{EIO, "qcow2: " + what};
 }
+
+Error unaligned_block(uint64_t bi) {
+  return corrupt("refcount block of reftable index " + std::to_string(bi) +
+                 " is not cluster aligned");
+}
 }  // namespace
 
-Task<Result<void>> Refcounts::co_load(Child* file, uint64_t table_offset, uint32_t table_clusters) {
+Task<Result<void>> Refcounts::co_load(Child* file, uint64_t table_offset, uint32_t table_clusters,
+                                      bool lenient) {
   file_ = file;
   blocks_.set_file(file);
   table_offset_ = table_offset;
@@ -23,8 +29,12 @@ Task<Result<void>> Refcounts::co_load(Child* file, uint64_t table_offset, uint32
   table_.resize(bytes / 8);
   for (size_t i = 0; i < table_.size(); i++) {
     uint64_t e = load_be64(buf.data() + i * 8);
-    if (e & ~kRefTableOffsetMask) co_return corrupt("refcount table entry has reserved bits set");
-    if (e & (cluster_size() - 1)) co_return corrupt("refcount block offset is not cluster aligned");
+    if (!lenient && (e & ~kRefTableOffsetMask)) {
+      co_return corrupt("refcount table entry has reserved bits set");
+    }
+    if (!lenient && (e & (cluster_size() - 1))) {
+      co_return corrupt("refcount block offset is not cluster aligned");
+    }
     table_[i] = e;
   }
   index_blocks();
@@ -76,6 +86,7 @@ void refblock_set(uint8_t* block, uint32_t order, uint64_t i, uint64_t v) {
 Task<Result<uint64_t>> Refcounts::co_get(uint64_t cluster_index) {
   uint64_t bi = cluster_index / block_entries();
   if (bi >= table_.size() || table_[bi] == 0) co_return uint64_t{0};
+  if (entry_damaged(bi)) co_return unaligned_block(bi);
   STRATA_CO_TRY_ASSIGN(auto block, co_await blocks_.co_get(table_[bi]));
   co_return read_entry(block->bytes(), cluster_index % block_entries());
 }
@@ -83,6 +94,7 @@ Task<Result<uint64_t>> Refcounts::co_get(uint64_t cluster_index) {
 Task<Result<void>> Refcounts::co_set(uint64_t cluster_index, uint64_t value) {
   uint64_t bi = cluster_index / block_entries();
   STRATA_CO_TRY(co_await co_ensure_block(bi));
+  if (entry_damaged(bi)) co_return unaligned_block(bi);
   // A block the table names past the end of the file is not one Strata
   // wrote (blocks are written before the table names them): refuse to
   // write there rather than grow the file to a hostile offset.
@@ -116,6 +128,7 @@ Task<Result<void>> Refcounts::co_write_table_entry(uint64_t bi) {
   if (growing_ || bi >= (uint64_t(table_clusters_) << cluster_bits_) / 8) co_return Result<void>{};
   uint8_t buf[8];
   store_be64(buf, table_[bi]);
+  STRATA_CO_TRY(check_write(table_offset_ + bi * 8, 8, WriteKind::kRefcountTable));
   co_return co_await file_->co_pwrite(table_offset_ + bi * 8, {buf, 8});
 }
 
@@ -128,6 +141,7 @@ Task<Result<void>> Refcounts::co_place_block(uint64_t bi, uint64_t offset) {
     write_entry(block->bytes(), (offset / cluster_size()) % block_entries(), 1);
   }
   STRATA_CO_TRY(co_await blocks_.co_flush());
+  STRATA_CO_TRY(check_write(offset, cluster_size(), WriteKind::kRefcountBlock));
   STRATA_CO_TRY(co_await file_->co_pwritev(offset, block->data.iov(), 0));
   STRATA_CO_TRY(co_await file_->co_flush());
   table_[bi] = offset;
@@ -187,6 +201,7 @@ Task<Result<void>> Refcounts::co_grow_table(uint64_t min_entries) {
     STRATA_CO_TRY(co_await blocks_.co_flush());
     AlignedBuffer buf(entries * 8);
     for (uint64_t i = 0; i < entries; i++) store_be64(buf.data() + i * 8, table_[i]);
+    STRATA_CO_TRY(check_write(*where, entries * 8, WriteKind::kNewRefcountTable));
     STRATA_CO_TRY(co_await file_->co_pwritev(*where, buf.iov(), 0));
     STRATA_CO_TRY(co_await file_->co_flush());
     uint8_t hdr[12];

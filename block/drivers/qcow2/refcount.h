@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <vector>
 
@@ -35,8 +36,24 @@ class Refcounts {
         order_(refcount_order),
         blocks_(uint64_t(1) << cluster_bits, cache_tables) {}
 
-  // Loads the table named by the header.
-  Task<Result<void>> co_load(Child* file, uint64_t table_offset, uint32_t table_clusters);
+  // Checks a metadata write before it happens (overlap checks): host range
+  // [offset, offset + bytes) and the kind of structure being written.
+  enum class WriteKind { kRefcountBlock, kRefcountTable, kNewRefcountTable };
+  using WriteCheck = std::function<Result<void>(uint64_t offset, uint64_t bytes, WriteKind kind)>;
+
+  // Loads the table named by the header. A damaged table (entries with
+  // reserved bits or unaligned offsets) is refused unless `lenient` (check
+  // and repair), in which case those entries fail every access to the
+  // clusters they cover.
+  Task<Result<void>> co_load(Child* file, uint64_t table_offset, uint32_t table_clusters,
+                             bool lenient = false);
+  // Applies to the refcount block cache's write-backs too.
+  void set_write_check(WriteCheck check) {
+    write_check_ = std::move(check);
+    blocks_.set_write_check([this](uint64_t offset) {
+      return check_write(offset, cluster_size(), WriteKind::kRefcountBlock);
+    });
+  }
 
   uint64_t cluster_size() const { return uint64_t(1) << cluster_bits_; }
   uint64_t block_entries() const { return (cluster_size() * 8) >> order_; }
@@ -50,6 +67,9 @@ class Refcounts {
   // Whether host range [offset, offset + bytes) touches a refcount block
   // (an ordered index of the table's blocks: no scan of the table).
   bool overlaps_block(uint64_t offset, uint64_t bytes) const;
+  uint32_t order() const { return order_; }
+  // Whether table entry `bi` is damaged (reserved bits or unaligned).
+  bool entry_damaged(uint64_t bi) const { return table_[bi] & (cluster_size() - 1); }
 
   Task<Result<uint64_t>> co_get(uint64_t cluster_index);
   // Adds `delta` to the refcount of `count` clusters starting at host `offset`.
@@ -76,6 +96,9 @@ class Refcounts {
   Task<Result<uint64_t>> co_find_free_run(uint64_t count);
   Task<Result<void>> co_grow_table(uint64_t min_entries);
   Task<Result<void>> co_write_table_entry(uint64_t block_index);
+  Result<void> check_write(uint64_t offset, uint64_t bytes, WriteKind kind) const {
+    return write_check_ ? write_check_(offset, bytes, kind) : Result<void>{};
+  }
   void index_blocks();
   uint64_t read_entry(const uint8_t* block, uint64_t i) const {
     return refblock_get(block, order_, i);
@@ -88,6 +111,7 @@ class Refcounts {
   uint32_t cluster_bits_;
   uint32_t order_;
   MetadataCache blocks_;
+  WriteCheck write_check_;
   std::vector<uint64_t> table_;
   std::set<uint64_t> block_offsets_;  // the non-zero entries of table_
   uint64_t table_offset_ = 0;
