@@ -120,6 +120,9 @@ def test_long_options_per_subcommand_as_qemu_img(workdir):
     cases = [
         (["info", "--format=qcow2", "--force-share", "--output=json", top], True),
         (["map", "--format", "qcow2", "--output=human", base], True),
+        (["check", "--format=qcow2", "--output=json", "--force-share", base], True),
+        (["check", "--repair=leaks", "-q", base], True),
+        (["check", "--output=xml", base], False),
         (["snapshot", "-l", "--force-share", base], True),
         (["snapshot", "-l", "--output=json", base], False),
         (["snapshot", "-l", "--format=qcow2", base], False),

@@ -114,24 +114,17 @@ Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet
 }  // namespace
 
 int cmd_check(Engine& engine, const Args& args) {
-  enum { kOutput = 256, kImageOpts, kObject };
-  static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                           {"format", required_argument, nullptr, 'f'},
-                                           {"repair", required_argument, nullptr, 'r'},
-                                           {"output", required_argument, nullptr, kOutput},
-                                           {"image-opts", no_argument, nullptr, kImageOpts},
-                                           {"object", required_argument, nullptr, kObject},
-                                           {"force-share", no_argument, nullptr, 'U'},
-                                           {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "hf:r:T:qU", longopts);
-  OpenSpec spec;
-  bool json = false, quiet = false;
+  auto longopts =
+      long_options(kLongFormat | kLongOutput | kLongImageOpts | kLongObject | kLongForceShare,
+                   {{"repair", required_argument, nullptr, 'r'}});
+  OptionParser p(args, "hf:r:T:qU", longopts.data());
+  CommonOptions common;
   int fix = 0;
   for (int c; (c = p.next()) != -1;) {
+    OptionUse use = handle_common_option(c, p.arg, &common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        spec.format = p.arg;
-        break;
       case 'r':
         if (p.arg == "leaks") {
           fix = qcow2::kFixLeaks;
@@ -143,25 +136,7 @@ int cmd_check(Engine& engine, const Args& args) {
         }
         break;
       case 'T':
-        spec.cache = p.arg;
-        break;
-      case 'q':
-        quiet = true;
-        break;
-      case 'U':
-        spec.force_share = true;
-        break;
-      case kOutput:
-        if (p.arg != "json" && p.arg != "human") {
-          error_report("--output must be used with human or json as argument.");
-          return 1;
-        }
-        json = p.arg == "json";
-        break;
-      case kImageOpts:
-        spec.image_opts = true;
-        break;
-      case kObject:
+        common.spec.cache = p.arg;
         break;
       case 'h':
         std::printf("Usage: strata-img check [-f fmt] [--output=ofmt] [-r leaks|all] filename\n");
@@ -174,8 +149,8 @@ int cmd_check(Engine& engine, const Args& args) {
     error_report("Expecting one image file name");
     return 1;
   }
-  spec.filename = p.rest[0];
-  return engine.run(co_check(engine, spec, json, fix, quiet));
+  common.spec.filename = p.rest[0];
+  return engine.run(co_check(engine, common.spec, common.json, fix, common.quiet));
 }
 
 }  // namespace strata::img
