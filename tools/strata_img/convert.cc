@@ -44,6 +44,13 @@ struct Copier {
 
 enum class Kind { kData, kZero, kSkip };
 
+// Whether the `n` bytes at `p` are all zero. Comparing the buffer with itself
+// shifted by one byte runs at memcmp's vector speed, not a byte loop's (whole
+// 2 MiB chunks of zeroes are common in VM images).
+bool all_zero(const uint8_t* p, uint64_t n) {
+  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
 Task<Result<void>> co_write_data(Copier& c, uint64_t off, const uint8_t* buf, uint64_t len) {
   const ConvertPlan& p = c.plan;
   if (p.compress) {
@@ -57,14 +64,11 @@ Task<Result<void>> co_write_data(Copier& c, uint64_t off, const uint8_t* buf, ui
   uint64_t g = p.sparse_size;
   for (uint64_t pos = 0; pos < len;) {
     uint64_t n = std::min(g - (off + pos) % g, len - pos);
-    bool zero = true;
-    for (uint64_t i = 0; i < n && zero; i++) zero = buf[pos + i] == 0;
+    bool zero = all_zero(buf + pos, n);
     uint64_t run = n;
     while (pos + run < len) {
       uint64_t m = std::min(g, len - pos - run);
-      bool z = true;
-      for (uint64_t i = 0; i < m && z; i++) z = buf[pos + run + i] == 0;
-      if (z != zero) break;
+      if (all_zero(buf + pos + run, m) != zero) break;
       run += m;
     }
     if (!zero) STRATA_CO_TRY(co_await c.dst->co_pwrite(off + pos, {buf + pos, run}));
