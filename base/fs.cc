@@ -125,8 +125,8 @@ InlineIo InlineIo::probe(int fd, bool direct) {
 
 namespace {
 
-bool fits_inline(const IoVec& iov) {
-  return iov.size() <= InlineIo::kMaxInlineBytes && iov.entries().size() <= IOV_MAX;
+bool fits_inline(const IoVec& iov, size_t limit = InlineIo::kMaxInlineBytes) {
+  return iov.size() <= limit && iov.entries().size() <= IOV_MAX;
 }
 
 // One preadv2(RWF_NOWAIT) of the whole request: the bytes the page cache
@@ -166,7 +166,7 @@ Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t of
 
 Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset,
                                 InlineIo* policy) {
-  if (policy && policy->memory_backed && fits_inline(iov)) {
+  if (policy && policy->memory_backed && fits_inline(iov, loop.max_inline_write())) {
     co_return to_size(blocking_pwritev(fd, iov, offset), "pwritev");
   }
   SysResult r = co_await loop.offload([&] { return blocking_pwritev(fd, iov, offset); });

@@ -32,7 +32,10 @@ namespace strata::fs {
 // time the kernel refuses RWF_NOWAIT for the file.
 struct InlineIo {
   // Transfers up to this size may run inline; larger ones go to the pool so
-  // that their copy runs beside the loop thread's other work.
+  // that their copy runs beside the loop thread's other work. Writes to
+  // memory-backed files may be larger when the loop allows it
+  // (Loop::max_inline_write(); writers of one tmpfs file serialize on its
+  // inode lock anyway, so the pool gives them no parallelism).
   static constexpr size_t kMaxInlineBytes = 128 * 1024;
 
   bool memory_backed = false;     // reads and writes never wait on a device

@@ -8,12 +8,16 @@ namespace strata {
 Engine::Engine(EngineOptions options)
     : loop_(std::make_unique<Loop>(options.threadpool_size)),
       logger_(std::make_unique<Logger>()),
-      graph_(std::make_unique<Graph>(*this)) {}
+      graph_(std::make_unique<Graph>(*this)) {
+  loop_->set_max_inline_write(options.max_inline_write);
+}
 
-Engine::Engine(uv_loop_s* host_loop, EngineOptions)
+Engine::Engine(uv_loop_s* host_loop, EngineOptions options)
     : loop_(std::make_unique<Loop>(host_loop)),
       logger_(std::make_unique<Logger>()),
-      graph_(std::make_unique<Graph>(*this)) {}
+      graph_(std::make_unique<Graph>(*this)) {
+  loop_->set_max_inline_write(options.max_inline_write);
+}
 
 Engine::~Engine() {
   graph_.reset();

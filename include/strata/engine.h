@@ -26,6 +26,10 @@ struct EngineOptions {
   // Thread pool size for blocking file operations (UV_THREADPOOL_SIZE wins
   // when set in the environment).
   unsigned threadpool_size = 16;
+  // Largest write to a memory-backed file (tmpfs) run on the loop thread
+  // rather than the pool (Loop::max_inline_write()). Tools that run one
+  // copy job raise it; daemons keep the default for short loop stalls.
+  size_t max_inline_write = 128 * 1024;
 };
 
 class Engine {

@@ -135,5 +135,24 @@ TEST(FsInlineTest, MemoryBackedWritesLandWhole) {
   }
 }
 
+// A loop that allows large inline writes (strata-img) writes them whole too.
+TEST(FsInlineTest, LargeInlineWritesLandWhole) {
+  if (!is_tmpfs(shm_dir())) GTEST_SKIP() << "no tmpfs at /dev/shm";
+  Loop loop;
+  loop.set_max_inline_write(4 << 20);
+  ScratchFile file(shm_dir(), 0);
+  ASSERT_GE(file.fd(), 0);
+  fs::InlineIo policy = fs::InlineIo::probe(file.fd(), false);
+  const size_t len = (2 << 20) + 4096;
+  std::vector<uint8_t> data(len);
+  for (size_t i = 0; i < len; i++) data[i] = static_cast<uint8_t>(i * 13 + 1);
+  auto w = loop.run(fs::co_pwritev(loop, file.fd(), IoVec(data.data(), len), 512, &policy));
+  ASSERT_TRUE(w) << w.error().message;
+  EXPECT_EQ(*w, len);
+  std::vector<uint8_t> back(len);
+  ASSERT_EQ(::pread(file.fd(), back.data(), len, 512), static_cast<ssize_t>(len));
+  EXPECT_EQ(back, data);
+}
+
 }  // namespace
 }  // namespace strata
