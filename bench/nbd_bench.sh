@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# bench/nbd_bench.sh [BUILD_DIR] [RUNS]
+# bench/nbd_bench.sh [BUILD_DIR] [RUNS] [TESTS]
 # strata-nbd against qemu-nbd and qemu-storage-daemon on the same qcow2 image
 # (1 GiB of data) on tmpfs: sequential read with nbdcopy (1 and 4
 # connections) and 4 KiB random read / write IOPS with fio's nbd engine at
 # queue depth 16. Runs alternate between the servers; prints the median of
 # RUNS runs and the ratios strata/qemu-nbd and strata/qsd (higher is better
-# for strata).
+# for strata). TESTS picks some of "seq1 seq4 randread randwrite" (all by
+# default), e.g. "seq1 seq4" for a longer read-only pass.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$here/build}"
 runs="${2:-5}"
+tests="${3:-seq1 seq4 randread randwrite}"
 strata_nbd="$build/tools/strata-nbd"
 dir="$(mktemp -d /dev/shm/nbd-bench.XXXXXX)"
 trap 'cat "$dir/fio.err" 2>/dev/null >&2; rm -rf "$dir"' EXIT
@@ -59,7 +61,7 @@ print(round(j['read']['iops'] + j['write']['iops']))"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A results
-for test in "seq1" "seq4" "randread" "randwrite"; do
+for test in $tests; do
   for server in strata qemu qsd; do : > "$dir/$test.$server"; done
   for _ in $(seq "$runs"); do
     for server in strata qemu qsd; do
