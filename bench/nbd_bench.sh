@@ -5,7 +5,9 @@
 # connections) and 4 KiB random read / write IOPS with fio's nbd engine at
 # queue depth 16. Runs alternate between the servers; prints the median of
 # RUNS runs and the ratios strata/qemu-nbd and strata/qsd (higher is better
-# for strata). TESTS picks some of "seq1 seq4 randread randwrite" (all by
+# for strata), and the median CPU time each server used in a run (user +
+# system, all threads; lower is better: on a busy machine it moves less than
+# the throughput does). TESTS picks some of "seq1 seq4 randread randwrite" (all by
 # default), e.g. "seq1 seq4" for a longer read-only pass.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,6 +41,9 @@ start_server() {  # $1: strata|qemu|qsd; prints the pid
   done
   echo "$pid"
 }
+cpu_seconds() {  # user + system time of process $1 so far
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
+}
 stop_server() {  # the server is not this shell's child: poll until it is gone
   kill "$1"
   while kill -0 "$1" 2>/dev/null; do sleep 0.02; done
@@ -62,7 +67,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 declare -A results
 for test in $tests; do
-  for server in strata qemu qsd; do : > "$dir/$test.$server"; done
+  for server in strata qemu qsd; do : > "$dir/$test.$server"; : > "$dir/$test.$server.cpu"; done
   for _ in $(seq "$runs"); do
     for server in strata qemu qsd; do
       pid=$(start_server "$server")
@@ -72,6 +77,7 @@ for test in $tests; do
         seq4) seq_read 4 ;;
         *) fio_iops "$test" ;;
       esac >> "$dir/$test.$server"
+      cpu_seconds "$pid" >> "$dir/$test.$server.cpu"
       stop_server "$pid"
     done
   done
@@ -80,4 +86,7 @@ for test in $tests; do
   d=$(median < "$dir/$test.qsd")
   printf "%-10s strata %10s  qemu-nbd %10s  qsd %10s  ratios %s %s\n" "$test" "$s" "$q" "$d" \
     "$(echo "scale=2; $s / $q" | bc)" "$(echo "scale=2; $s / $d" | bc)"
+  printf "%-10s server CPU s: strata %s  qemu-nbd %s  qsd %s\n" "" \
+    "$(median < "$dir/$test.strata.cpu")" "$(median < "$dir/$test.qemu.cpu")" \
+    "$(median < "$dir/$test.qsd.cpu")"
 done
