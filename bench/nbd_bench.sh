@@ -8,7 +8,11 @@
 # for strata), and the median CPU time each server used in a run (user +
 # system, all threads; lower is better: on a busy machine it moves less than
 # the throughput does). TESTS picks some of "seq1 seq4 randread randwrite" (all by
-# default), e.g. "seq1 seq4" for a longer read-only pass.
+# default), e.g. "seq1 seq4" for a longer read-only pass. With
+# NBD_BENCH_RT=1 the servers and the clients run under SCHED_FIFO (chrt -f 1,
+# needs root): on a host busy with other work that comes close to a quiet
+# machine, where the CPU share a server gets no longer depends on how many
+# threads it runs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$here/build}"
@@ -18,20 +22,22 @@ strata_nbd="$build/tools/strata-nbd"
 dir="$(mktemp -d /dev/shm/nbd-bench.XXXXXX)"
 trap 'cat "$dir/fio.err" 2>/dev/null >&2; rm -rf "$dir"' EXIT
 img="$dir/disk.qcow2"
+prio=()
+[ -n "${NBD_BENCH_RT:-}" ] && prio=(chrt -f 1)
 qemu-img create -q -f qcow2 "$img" 1G
 qemu-io -f qcow2 -c "write -P 0x5a 0 1G" "$img" >/dev/null
 
 start_server() {  # $1: strata|qemu|qsd; prints the pid
   rm -f "$dir/sock"
   if [ "$1" = qsd ]; then
-    qemu-storage-daemon --blockdev "driver=file,node-name=f0,filename=$img" \
+    "${prio[@]}" qemu-storage-daemon --blockdev "driver=file,node-name=f0,filename=$img" \
       --blockdev driver=qcow2,node-name=q0,file=f0 \
       --nbd-server "addr.type=unix,addr.path=$dir/sock" \
       --export type=nbd,id=e0,node-name=q0,name=,writable=on >/dev/null 2>&1 &
   else
     local bin=qemu-nbd
     [ "$1" = strata ] && bin="$strata_nbd"
-    $bin -t -f qcow2 -e 0 --cache=writeback -k "$dir/sock" "$img" >/dev/null 2>&1 &
+    "${prio[@]}" $bin -t -f qcow2 -e 0 --cache=writeback -k "$dir/sock" "$img" >/dev/null 2>&1 &
   fi
   local pid=$!
   # Ready once it answers (the socket file appears at bind, before listen).
@@ -53,12 +59,12 @@ uri="nbd+unix:///?socket=$dir/sock"
 seq_read() {  # MiB/s of nbdcopy to null: with $1 connections
   local t0 t1
   t0=$(date +%s.%N)
-  nbdcopy --connections="$1" "$uri" null:
+  "${prio[@]}" nbdcopy --connections="$1" "$uri" null:
   t1=$(date +%s.%N)
   echo "scale=1; 1024 / ($t1 - $t0)" | bc
 }
 fio_iops() {  # $1: randread|randwrite
-  fio --name=b --ioengine=nbd --uri="$uri" --rw="$1" --bs=4k --iodepth=16 --size=1G \
+  "${prio[@]}" fio --name=b --ioengine=nbd --uri="$uri" --rw="$1" --bs=4k --iodepth=16 --size=1G \
     --runtime=5 --time_based --output-format=json 2>>"$dir/fio.err" |
     python3 -c "import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index('{'):])['jobs'][0]; \
 print(round(j['read']['iops'] + j['write']['iops']))"
