@@ -144,6 +144,12 @@ void Stream::set_send_buffer(size_t bytes) {
   (void)uv_send_buffer_size(&impl_->h.handle, &value);
 }
 
+size_t Stream::send_buffer() const {
+  int value = 0;  // 0 asks for the current size
+  if (impl_->closed || uv_send_buffer_size(&impl_->h.handle, &value) != 0) return 0;
+  return static_cast<size_t>(std::max(value, 0));
+}
+
 Task<Result<size_t>> Stream::co_read_some(std::span<uint8_t> buf) {
   StreamImpl* s = impl_;
   while (s->buffered == 0) {

@@ -47,6 +47,8 @@ class Stream {
   // syscall instead of several rounds of waiting for the peer to drain.
   // Best effort: failures are ignored.
   void set_send_buffer(size_t bytes);
+  // The send buffer the kernel uses now (SO_SNDBUF), 0 if unknown.
+  size_t send_buffer() const;
   std::string peer_name() const;
 
  private:
