@@ -20,7 +20,8 @@ runs="${2:-5}"
 tests="${3:-seq1 seq4 randread randwrite}"
 strata_nbd="$build/tools/strata-nbd"
 dir="$(mktemp -d /dev/shm/nbd-bench.XXXXXX)"
-trap 'cat "$dir/fio.err" 2>/dev/null >&2; rm -rf "$dir"' EXIT
+# (under set -e a failing command would end the trap before the rm)
+trap 'cat "$dir/fio.err" 2>/dev/null >&2 || true; rm -rf "$dir"' EXIT
 img="$dir/disk.qcow2"
 prio=()
 [ -n "${NBD_BENCH_RT:-}" ] && prio=(chrt -f 1)
