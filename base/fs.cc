@@ -143,9 +143,11 @@ SysResult nowait_preadv(int fd, const IoVec& iov, uint64_t offset) {
 // asked: the rest is for the pool), or -errno for an error of an inline read
 // of a memory-backed file.
 SysResult inline_preadv(InlineIo& policy, int fd, const IoVec& iov, uint64_t offset) {
-  if (!fits_inline(iov)) return 0;
-  if (policy.memory_backed) return blocking_preadv(fd, iov, offset);
-  if (!policy.try_nowait_reads) return 0;
+  if (policy.memory_backed) {
+    if (!fits_inline(iov, InlineIo::kMaxInlineMemoryReadBytes)) return 0;
+    return blocking_preadv(fd, iov, offset);
+  }
+  if (!policy.try_nowait_reads || !fits_inline(iov)) return 0;
   SysResult r = nowait_preadv(fd, iov, offset);
   if (r == -EOPNOTSUPP || r == -EINVAL) policy.try_nowait_reads = false;
   // Nothing cached, an error or the end of the file: the pool does it all

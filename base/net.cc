@@ -138,6 +138,18 @@ bool Stream::closed() const { return impl_->closed; }
 size_t Stream::buffered() const { return impl_->buffered; }
 std::string Stream::peer_name() const { return impl_->peer; }
 
+void Stream::set_send_buffer(size_t bytes) {
+  if (impl_->closed) return;
+  int value = static_cast<int>(std::min<size_t>(bytes, INT32_MAX));
+  (void)uv_send_buffer_size(&impl_->h.handle, &value);
+}
+
+size_t Stream::send_buffer() const {
+  int value = 0;  // 0 asks for the current size
+  if (impl_->closed || uv_send_buffer_size(&impl_->h.handle, &value) != 0) return 0;
+  return static_cast<size_t>(std::max(value, 0));
+}
+
 Task<Result<size_t>> Stream::co_read_some(std::span<uint8_t> buf) {
   StreamImpl* s = impl_;
   while (s->buffered == 0) {

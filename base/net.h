@@ -42,6 +42,13 @@ class Stream {
   bool closed() const;
   // Bytes received but not yet consumed.
   size_t buffered() const;
+  // Asks the kernel for a send buffer of `bytes` (SO_SNDBUF; the kernel caps
+  // it at net.core.wmem_max). A reply that fits is handed over in one
+  // syscall instead of several rounds of waiting for the peer to drain.
+  // Best effort: failures are ignored.
+  void set_send_buffer(size_t bytes);
+  // The send buffer the kernel uses now (SO_SNDBUF), 0 if unknown.
+  size_t send_buffer() const;
   std::string peer_name() const;
 
  private:

@@ -10,6 +10,10 @@ namespace strata::nbd {
 
 namespace {
 constexpr size_t kMaxWaitingClients = 128;
+// Socket send buffer per client (the kernel doubles it for its bookkeeping):
+// room for several 256 KiB READ replies, so a reply usually goes out in one
+// writev while the client is still reading the one before.
+constexpr size_t kSendBufferBytes = 1u << 20;
 }  // namespace
 
 Server::Server(Engine& engine, ServerOptions options)
@@ -55,6 +59,7 @@ void Server::accept(std::unique_ptr<Stream> stream) {
 }
 
 void Server::start(std::unique_ptr<Stream> stream) {
+  stream->set_send_buffer(kSendBufferBytes);
   std::string peer = stream->peer_name();
   auto channel = std::make_unique<PlainChannel>(std::move(stream));
   connections_.push_back(std::make_unique<Connection>(engine_.loop(), *this, std::move(channel),

@@ -65,7 +65,7 @@ void expect_read(Loop& loop, const ScratchFile& file, fs::InlineIo* policy, uint
 
 void expect_reads_like_the_pool(const std::string& dir, bool policy_from_probe) {
   Loop loop;
-  const size_t size = 3 * fs::InlineIo::kMaxInlineBytes + 1234;
+  const size_t size = 3 * fs::InlineIo::kMaxInlineMemoryReadBytes + 1234;
   ScratchFile file(dir, size);
   ASSERT_GE(file.fd(), 0);
   // Bring the file into the page cache so RWF_NOWAIT reads can hit.
@@ -77,8 +77,13 @@ void expect_reads_like_the_pool(const std::string& dir, bool policy_from_probe) 
   expect_read(loop, file, &policy, 100, 5000);
   expect_read(loop, file, &policy, size - 1000, 4096);  // straddles the end
   expect_read(loop, file, &policy, size + 4096, 4096);  // wholly past the end
-  expect_read(loop, file, &policy, 0, size);            // too big to run inline
-  expect_read(loop, file, nullptr, size - 10, 64);      // no policy: the pool
+  // The largest inline reads, and one byte more (split or on the pool).
+  expect_read(loop, file, &policy, 4096, fs::InlineIo::kMaxInlineBytes);
+  expect_read(loop, file, &policy, 1, fs::InlineIo::kMaxInlineBytes + 1);
+  expect_read(loop, file, &policy, 8192, fs::InlineIo::kMaxInlineMemoryReadBytes);
+  expect_read(loop, file, &policy, 3, fs::InlineIo::kMaxInlineMemoryReadBytes + 1);
+  expect_read(loop, file, &policy, 0, size);        // too big to run inline
+  expect_read(loop, file, nullptr, size - 10, 64);  // no policy: the pool
 }
 
 std::string shm_dir() {
