@@ -7,7 +7,8 @@ namespace strata {
 namespace {
 void drive_perms(const DriveOptions& o, uint64_t* perm, uint64_t* shared) {
   *perm = kPermConsistentRead | (o.writable ? (kPermWrite | kPermResize) : 0);
-  *shared = kPermConsistentRead | kPermWriteUnchanged | (o.share_rw ? (kPermWrite | kPermResize) : 0);
+  *shared =
+      kPermConsistentRead | kPermWriteUnchanged | (o.share_rw ? (kPermWrite | kPermResize) : 0);
 }
 }  // namespace
 
@@ -34,7 +35,8 @@ Result<std::unique_ptr<Drive>> Drive::attach(Engine& engine, const std::string& 
   if (!node) return Error{ENOENT, "Node '" + node_name + "' not found"};
   uint64_t perm, shared;
   drive_perms(drive_options, &perm, &shared);
-  STRATA_TRY_ASSIGN(Child * edge, engine.graph().attach_root(*node, drive_options.user, perm, shared));
+  STRATA_TRY_ASSIGN(Child * edge,
+                    engine.graph().attach_root(*node, drive_options.user, perm, shared));
   return std::unique_ptr<Drive>(new Drive(engine, edge));
 }
 
@@ -52,22 +54,24 @@ Task<Result<void>> Drive::co_readv(uint64_t offset, const IoVec& iov) {
 }
 
 Task<Result<void>> Drive::co_write(uint64_t offset, std::span<const uint8_t> buf, bool fua) {
-  co_return co_await edge_->co_pwrite(offset, buf, fua ? kReqFua : 0);
+  co_return co_await edge_->co_pwrite(offset, buf, fua ? uint32_t{kReqFua} : 0);
 }
 
 Task<Result<void>> Drive::co_writev(uint64_t offset, const IoVec& iov, bool fua) {
-  co_return co_await edge_->co_pwritev(offset, iov, fua ? kReqFua : 0);
+  co_return co_await edge_->co_pwritev(offset, iov, fua ? uint32_t{kReqFua} : 0);
 }
 
 Task<Result<void>> Drive::co_write_zeroes(uint64_t offset, uint64_t bytes, bool may_unmap) {
-  co_return co_await edge_->co_pwrite_zeroes(offset, bytes, may_unmap ? kReqMayUnmap : 0);
+  co_return co_await edge_->co_pwrite_zeroes(offset, bytes, may_unmap ? uint32_t{kReqMayUnmap} : 0);
 }
 
 Task<Result<void>> Drive::co_discard(uint64_t offset, uint64_t bytes) {
   co_return co_await edge_->co_pdiscard(offset, bytes);
 }
 
-Task<Result<void>> Drive::co_flush() { co_return co_await edge_->co_flush(); }
+Task<Result<void>> Drive::co_flush() {
+  co_return co_await edge_->co_flush();
+}
 
 Task<Result<DriveExtent>> Drive::co_block_status(uint64_t offset, uint64_t bytes) {
   auto st = co_await edge_->co_block_status(offset, bytes);
@@ -103,10 +107,18 @@ Result<void> Drive::write_zeroes(uint64_t offset, uint64_t bytes, bool may_unmap
 Result<void> Drive::discard(uint64_t offset, uint64_t bytes) {
   return engine_.run(co_discard(offset, bytes));
 }
-Result<void> Drive::flush() { return engine_.run(co_flush()); }
-void Drive::close() { engine_.run(co_close()); }
+Result<void> Drive::flush() {
+  return engine_.run(co_flush());
+}
+void Drive::close() {
+  engine_.run(co_close());
+}
 
-uint64_t Drive::size() const { return edge_->node()->size(); }
-const std::string& Drive::node_name() const { return edge_->node()->name(); }
+uint64_t Drive::size() const {
+  return edge_->node()->size();
+}
+const std::string& Drive::node_name() const {
+  return edge_->node()->name();
+}
 
 }  // namespace strata

@@ -40,7 +40,7 @@ class NullDriver final : public Driver {
   }
   Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes) override {
     BlockStatus st;
-    st.flags = kStatusOffsetValid | (read_zeroes_ ? kStatusZero : 0);
+    st.flags = kStatusOffsetValid | (read_zeroes_ ? uint32_t{kStatusZero} : 0);
     st.bytes = bytes;
     st.map_offset = offset;
     st.map_node = &node();
@@ -52,7 +52,9 @@ class NullDriver final : public Driver {
   }
   uint64_t size() const override { return size_; }
   Task<Result<void>> co_reopen_prepare(const NodeFlags&) override { return accept_any_reopen(); }
-  std::string filename() const override { return read_zeroes_ ? "null-co://,read-zeroes=on" : "null-co://"; }
+  std::string filename() const override {
+    return read_zeroes_ ? "null-co://,read-zeroes=on" : "null-co://";
+  }
 
  private:
   Task<void> delay() {
@@ -67,12 +69,11 @@ class NullDriver final : public Driver {
 }  // namespace
 
 void register_null_driver(DriverRegistry& registry) {
-  registry.add(DriverSpec{"null-co",
-                          DriverKind::kProtocol,
-                          {{"size", OptType::kInt},
-                           {"latency-ns", OptType::kInt},
-                           {"read-zeroes", OptType::kBool}},
-                          [] { return std::make_unique<NullDriver>(); }});
+  registry.add(DriverSpec{
+      "null-co",
+      DriverKind::kProtocol,
+      {{"size", OptType::kInt}, {"latency-ns", OptType::kInt}, {"read-zeroes", OptType::kBool}},
+      [] { return std::make_unique<NullDriver>(); }});
 }
 
 }  // namespace strata

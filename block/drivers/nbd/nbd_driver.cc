@@ -330,8 +330,9 @@ Task<Result<BlockStatus>> NbdDriver::co_block_status(uint64_t offset, uint64_t b
   // QEMU's mapping: a hole is not data; the dirty bit of qemu:dirty-bitmap
   // is the same bit, so dirty ranges read as "not data" with x-dirty-bitmap.
   st.bytes = r.extent_length;
-  st.flags = kStatusOffsetValid | ((r.extent_flags & proto::kStateHole) ? 0 : kStatusData) |
-             ((r.extent_flags & proto::kStateZero) ? kStatusZero : 0);
+  st.flags = kStatusOffsetValid |
+             ((r.extent_flags & proto::kStateHole) ? 0 : uint32_t{kStatusData}) |
+             ((r.extent_flags & proto::kStateZero) ? uint32_t{kStatusZero} : 0);
   co_return st;
 }
 
