@@ -66,7 +66,8 @@ Result<unsigned> object_mask(const nlohmann::json& o) {
       continue;
     }
     if (std::find(kKindOptions.begin(), kKindOptions.end(), it.key()) == kKindOptions.end()) {
-      return Error{EINVAL, "Invalid parameter 'overlap-check." + it.key() + "'"};
+      return Error{EINVAL, "Block format 'qcow2' does not support the option 'overlap-check." +
+                               it.key() + "'"};
     }
   }
   for (size_t i = 0; i < kKindOptions.size(); i++) {
