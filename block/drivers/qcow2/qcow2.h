@@ -203,6 +203,8 @@ class Qcow2Driver final : public Driver {
   const char* overlapping_metadata(uint64_t offset, uint64_t bytes, unsigned ignore,
                                    bool all_l2) const;
   Result<void> check_overlap(uint64_t offset, uint64_t bytes);
+  // Marks the image corrupt for a write that would hit `what` (if not null).
+  Result<void> refuse_write_on(const char* what);
   void install_write_checks();
   Task<Result<void>> co_load_inactive_l2();
 

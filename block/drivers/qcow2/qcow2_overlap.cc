@@ -141,20 +141,20 @@ const char* Qcow2Driver::overlapping_metadata(uint64_t offset, uint64_t bytes, u
   return nullptr;
 }
 
-Result<void> Qcow2Driver::check_overlap(uint64_t offset, uint64_t bytes) {
-  if (!overlap_checks_) return {};
-  const char* what = overlapping_metadata(offset, bytes, 0, false);
+Result<void> Qcow2Driver::refuse_write_on(const char* what) {
   if (!what) return {};
   return signal_corruption(std::string("Preventing invalid write on metadata (overlaps with ") +
                            what + ")");
 }
 
+Result<void> Qcow2Driver::check_overlap(uint64_t offset, uint64_t bytes) {
+  if (!overlap_checks_) return {};
+  return refuse_write_on(overlapping_metadata(offset, bytes, 0, false));
+}
+
 Result<void> Qcow2Driver::check_metadata_write(uint64_t offset, uint64_t bytes, unsigned ignore) {
   if (!(overlap_checks_ & ~ignore)) return {};
-  const char* what = overlapping_metadata(offset, bytes, ignore, true);
-  if (!what) return {};
-  return signal_corruption(std::string("Preventing invalid write on metadata (overlaps with ") +
-                           what + ")");
+  return refuse_write_on(overlapping_metadata(offset, bytes, ignore, true));
 }
 
 void Qcow2Driver::install_write_checks() {
