@@ -168,21 +168,25 @@ void Qcow2Driver::install_write_checks() {
 
 // The L2 tables the snapshots' L1 tables name, sorted, for "inactive-l2"
 // checks; read only when that kind is checked (QEMU reads them from disk on
-// every check, which is why only "all" includes them).
+// every check, which is why only "all" includes them). Offsets past the end
+// of the file name no table and are left out, so the list holds at most one
+// entry per cluster of the file whatever a hostile image says.
 Task<Result<void>> Qcow2Driver::co_load_inactive_l2() {
   inactive_l2_.clear();
   if (!(overlap_checks_ & kMetaInactiveL2)) co_return Result<void>{};
+  uint64_t file_end = file_->node()->size();
   for (const auto& s : snapshots_) {
     // QEMU's limit (QCOW_MAX_L1_SIZE, 32 MiB).
     if (uint64_t(s.l1_size) * 8 > (32u << 20))
       co_return Error{EFBIG, "Snapshot L1 table too large"};
     STRATA_CO_TRY_ASSIGN(auto l1, co_await co_read_l1_table(s.l1_table_offset, s.l1_size));
     for (uint64_t e : l1) {
-      if (e & kOffsetMask) inactive_l2_.push_back(e & kOffsetMask);
+      uint64_t l2 = e & kOffsetMask;
+      if (l2 && l2 < file_end) inactive_l2_.push_back(l2);
     }
+    std::sort(inactive_l2_.begin(), inactive_l2_.end());
+    inactive_l2_.erase(std::unique(inactive_l2_.begin(), inactive_l2_.end()), inactive_l2_.end());
   }
-  std::sort(inactive_l2_.begin(), inactive_l2_.end());
-  inactive_l2_.erase(std::unique(inactive_l2_.begin(), inactive_l2_.end()), inactive_l2_.end());
   co_return Result<void>{};
 }
 
