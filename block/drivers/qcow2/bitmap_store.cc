@@ -31,6 +31,7 @@ BitmapDirEntry* find_entry(std::vector<BitmapDirEntry>& entries, const std::stri
 // Writes `data` at `offset`, zero-padded to whole clusters.
 Task<Result<void>> co_write_padded(Qcow2Driver& d, uint64_t offset, std::vector<uint8_t> data) {
   uint64_t cs = d.header().cluster_size();
+  STRATA_CO_TRY(d.check_metadata_write(offset, data.size()));
   data.resize(clusters_for(data.size(), cs) * cs, 0);
   co_return co_await d.file()->co_pwrite(offset, data);
 }
@@ -62,12 +63,22 @@ Task<Result<void>> co_write_bitmap(Qcow2Driver& d, const DirtyBitmap& bitmap,
     auto off = co_await d.refcounts().co_alloc(1);
     if (!off) co_return fail(off.error(), "Failed to allocate clusters for");
     table[i] = *off;
+    if (auto c = d.check_metadata_write(*off, cs); !c) {
+      free_table_clusters(d, table);
+      co_return std::move(c).error();
+    }
     auto w = co_await d.file()->co_pwrite(*off, serialize_bitmap_cluster(bits, i, cs));
     if (!w) co_return fail(w.error(), "Failed to write");
   }
   auto toff = co_await d.refcounts().co_alloc(clusters_for(n * 8, cs));
   if (!toff) co_return fail(toff.error(), "Failed to allocate clusters for");
-  auto w = co_await co_write_padded(d, *toff, encode_bitmap_table(table));
+  auto w = d.check_metadata_write(*toff, n * 8);
+  if (!w) {
+    d.refcounts().free_later(*toff, clusters_for(n * 8, cs));
+    free_table_clusters(d, table);
+    co_return std::move(w).error();
+  }
+  w = co_await co_write_padded(d, *toff, encode_bitmap_table(table));
   if (!w) {
     d.refcounts().free_later(*toff, clusters_for(n * 8, cs));
     co_return fail(w.error(), "Failed to write");

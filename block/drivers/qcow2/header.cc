@@ -253,7 +253,7 @@ Result<std::vector<uint8_t>> serialize_header(const Header& h) {
     store_be32(out.data() + 16, uint32_t(h.backing_file.size()));
     out.insert(out.end(), h.backing_file.begin(), h.backing_file.end());
   }
-  if (out.size() > cs) return Error{ENOSPC, "qcow2 header does not fit in the first cluster"};
+  if (out.size() > cs) return Error{ENOSPC, "No space left in the file header"};
   return out;
 }
 

@@ -31,7 +31,8 @@
 
 namespace strata::qcow2 {
 
-// Metadata structures, for overlap checks (QEMU's "cached" set).
+// Metadata structures, for overlap checks (QEMU's Qcow2OverlapCheckFlags,
+// in the same order).
 enum MetadataKind : unsigned {
   kMetaHeader = 1u << 0,
   kMetaActiveL1 = 1u << 1,
@@ -40,7 +41,19 @@ enum MetadataKind : unsigned {
   kMetaRefcountBlock = 1u << 4,
   kMetaSnapshotTable = 1u << 5,
   kMetaInactiveL1 = 1u << 6,
+  kMetaInactiveL2 = 1u << 7,
+  kMetaBitmapDirectory = 1u << 8,
 };
+
+// The kinds each overlap-check mode checks, as QEMU.
+constexpr unsigned kOverlapConstant = kMetaHeader | kMetaActiveL1 | kMetaRefcountTable |
+                                      kMetaSnapshotTable | kMetaInactiveL1 | kMetaBitmapDirectory;
+constexpr unsigned kOverlapCached = kOverlapConstant | kMetaActiveL2 | kMetaRefcountBlock;
+constexpr unsigned kOverlapAll = kOverlapCached | kMetaInactiveL2;
+
+// The kinds the qcow2 option `overlap-check` selects (a mode string, or an
+// object with `template` and per-kind booleans); cached when absent.
+Result<unsigned> parse_overlap_checks(const nlohmann::json& options);
 
 enum class ClusterType { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
 
@@ -141,6 +154,11 @@ class Qcow2Driver final : public Driver {
   // the in-memory header, and writing it out (synced).
   Header& mutable_header() { return header_; }
   Task<Result<void>> co_rewrite_header() { return co_write_header(); }
+  // Refuses a write of new metadata (snapshot or bitmap structures) at
+  // [offset, offset + bytes) that would overlap metadata of the kinds
+  // overlap-check selects, other than those in `ignore`, and marks the
+  // image corrupt (qcow2_overlap.cc).
+  Result<void> check_metadata_write(uint64_t offset, uint64_t bytes, unsigned ignore = 0);
 
  private:
   // Open helpers (qcow2_open.cc).
@@ -185,8 +203,10 @@ class Qcow2Driver final : public Driver {
   const char* overlapping_metadata(uint64_t offset, uint64_t bytes, unsigned ignore,
                                    bool all_l2) const;
   Result<void> check_overlap(uint64_t offset, uint64_t bytes);
-  Result<void> check_metadata_write(uint64_t offset, uint64_t bytes, unsigned ignore);
+  // Marks the image corrupt for a write that would hit `what` (if not null).
+  Result<void> refuse_write_on(const char* what);
   void install_write_checks();
+  Task<Result<void>> co_load_inactive_l2();
 
   // Amend helpers (qcow2_amend.cc).
   Task<Result<void>> co_downgrade();
@@ -225,7 +245,8 @@ class Qcow2Driver final : public Driver {
   bool lazy_refcounts_ = false;
   bool corrupt_ = false;
   bool check_mode_ = false;
-  bool overlap_check_ = true;  // overlap-check is not "none"
+  unsigned overlap_checks_ = kOverlapCached;  // MetadataKind bits overlap-check selects
+  std::vector<uint64_t> inactive_l2_;         // sorted; only when kMetaInactiveL2 is checked
   // The read-only change a blockdev-reopen has prepared, until it finishes.
   enum class ReopenChange { kNone, kToReadOnly, kToReadWrite } reopen_change_ = ReopenChange::kNone;
   uint64_t snapshot_table_bytes_ = 0;  // size of the snapshot table on disk  // opened for

@@ -64,11 +64,13 @@ Task<Result<void>> Qcow2Driver::co_expand_zero_clusters() {
       uint64_t fresh = 0;
       if (type == ClusterType::kZeroAlloc && (e & kCopied)) {
         STRATA_CO_TRY_ASSIGN(uint64_t host, checked_host_offset(e));
+        STRATA_CO_TRY(check_metadata_write(host, cs));
         STRATA_CO_TRY(co_await file_->co_pwritev(host, zeroes.iov(), 0));
         fresh = e & ~kZeroFlag;
       } else {
         if (backing()) {
           STRATA_CO_TRY_ASSIGN(uint64_t host, co_await refcounts_->co_alloc(1));
+          STRATA_CO_TRY(check_metadata_write(host, cs));
           STRATA_CO_TRY(co_await file_->co_pwritev(host, zeroes.iov(), 0));
           fresh = host | kCopied;
         }

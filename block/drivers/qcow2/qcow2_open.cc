@@ -159,9 +159,7 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
   STRATA_CO_TRY(co_await co_read_header());
   writable_ = !node().read_only();
   check_mode_ = opt_bool(ctx.options(), "x-check", false);
-  overlap_check_ =
-      !(ctx.options().contains("overlap-check") && ctx.options()["overlap-check"].is_string() &&
-        ctx.options()["overlap-check"] == "none");
+  STRATA_CO_TRY_ASSIGN(overlap_checks_, parse_overlap_checks(ctx.options()));
   if (header_.incompatible_features & kIncompatCorrupt && writable_ && !check_mode_) {
     co_return Error{EACCES, "qcow2: Image is corrupt; cannot be opened read/write"};
   }
@@ -171,6 +169,7 @@ Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
   install_write_checks();
   STRATA_CO_TRY(co_await co_load_l1());
   STRATA_CO_TRY(co_await co_load_snapshots());
+  STRATA_CO_TRY(co_await co_load_inactive_l2());
   STRATA_CO_TRY(co_await refcounts_->co_load(file_, header_.refcount_table_offset,
                                              header_.refcount_table_clusters, check_mode_));
   lazy_refcounts_ = header_.compatible_features & kCompatLazyRefcounts;
@@ -221,6 +220,7 @@ Task<Result<void>> Qcow2Driver::co_mark_repaired() {
 
 Task<Result<void>> Qcow2Driver::co_write_header() {
   STRATA_CO_TRY_ASSIGN(auto bytes, serialize_header(header_));
+  STRATA_CO_TRY(check_metadata_write(0, cluster_size(), kMetaHeader));
   AlignedBuffer buf(cluster_size());
   std::memset(buf.data(), 0, cluster_size());
   std::memcpy(buf.data(), bytes.data(), bytes.size());

@@ -57,6 +57,7 @@ Task<Result<void>> Qcow2Driver::co_update_tree_refcounts(std::vector<uint64_t> l
 }
 
 Task<Result<void>> Qcow2Driver::co_write_whole_l1() {
+  STRATA_CO_TRY(check_metadata_write(header_.l1_table_offset, l1_.size() * 8, kMetaActiveL1));
   AlignedBuffer buf(std::max<uint64_t>(l1_.size() * 8, 8));
   for (size_t i = 0; i < l1_.size(); i++) store_be64(buf.data() + i * 8, l1_[i]);
   STRATA_CO_TRY(
@@ -97,6 +98,7 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
     uint64_t clusters = div_round_up(bytes.size(), cs);
     STRATA_CO_TRY_ASSIGN(offset, co_await refcounts_->co_alloc(clusters));
     STRATA_CO_TRY(co_await co_l2_barrier());
+    STRATA_CO_TRY(check_metadata_write(offset, bytes.size()));
     STRATA_CO_TRY(co_await file_->co_pwrite(offset, bytes));
     STRATA_CO_TRY(co_await file_->co_flush());
   }
@@ -114,7 +116,7 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
   if (old_offset && old_bytes) {
     STRATA_CO_TRY(co_await refcounts_->co_update(old_offset, div_round_up(old_bytes, cs), -1));
   }
-  co_return Result<void>{};
+  co_return co_await co_load_inactive_l2();
 }
 
 Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
@@ -147,6 +149,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   AlignedBuffer buf(l1_bytes);
   std::memset(buf.data(), 0, l1_bytes);
   for (size_t i = 0; i < l1_.size(); i++) store_be64(buf.data() + i * 8, l1_[i]);
+  STRATA_CO_TRY(check_metadata_write(s.l1_table_offset, l1_.size() * 8));
   STRATA_CO_TRY(co_await file_->co_pwritev(s.l1_table_offset, buf.iov(), 0));
   STRATA_CO_TRY(co_await co_update_tree_refcounts(l1_, +1));
   STRATA_CO_TRY(co_await co_rebuild_copied());
