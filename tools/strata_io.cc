@@ -93,7 +93,7 @@ class Session {
     if (cmd == "read") co_return co_await co_read(off, len, pattern);
     if (cmd == "write") co_return co_await co_write(off, len, pattern, zero, unmap);
     if (cmd == "discard" || cmd == "aio_discard") {
-      co_return report(co_await drive_.co_discard(off, len), "discard", off, len);
+      co_return report(co_await drive_.co_discard(off, len), "discard", "discard", off, len);
     }
     if (cmd == "flush") co_return check(co_await drive_.co_flush(), "flush");
     if (cmd == "truncate") co_return check(co_await drive_.co_resize(off), "truncate");
@@ -111,8 +111,10 @@ class Session {
     if (!r) return fail(what + " failed: " + r.error().message);
     return true;
   }
-  bool report(const Result<void>& r, const char* verb, uint64_t off, uint64_t len) {
-    if (!r) return fail(std::string(verb) + " failed: " + r.error().message);
+  // qemu-io's lines: "COMMAND failed: ERROR" or "VERB LEN/LEN bytes at offset OFF".
+  bool report(const Result<void>& r, const char* command, const char* verb, uint64_t off,
+              uint64_t len) {
+    if (!r) return fail(std::string(command) + " failed: " + r.error().message);
     std::printf("%s %llu/%llu bytes at offset %llu\n", verb, (unsigned long long)len,
                 (unsigned long long)len, (unsigned long long)off);
     return true;
@@ -131,13 +133,15 @@ class Session {
         }
       }
     }
-    co_return report(Result<void>{}, "read", off, len);
+    co_return report(Result<void>{}, "read", "read", off, len);
   }
 
   Task<bool> co_write(uint64_t off, uint64_t len, int pattern, bool zero, bool unmap) {
-    if (zero) co_return report(co_await drive_.co_write_zeroes(off, len, unmap), "wrote", off, len);
+    if (zero)
+      co_return report(co_await drive_.co_write_zeroes(off, len, unmap), "write", "wrote", off,
+                       len);
     std::vector<uint8_t> buf(len, uint8_t(pattern >= 0 ? pattern : 0xcd));
-    co_return report(co_await drive_.co_write(off, buf), "wrote", off, len);
+    co_return report(co_await drive_.co_write(off, buf), "write", "wrote", off, len);
   }
 
   Task<bool> co_map() {
