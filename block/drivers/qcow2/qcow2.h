@@ -166,6 +166,7 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_load_l1();
   Task<Result<void>> co_load_snapshots();
   Task<Result<void>> co_open_backing(OpenContext& ctx);
+  Task<Result<void>> co_open_image(OpenContext& ctx);
   Result<void> apply_cache_options(const nlohmann::json& o);
   Task<Result<void>> co_write_header();
   Task<Result<void>> co_repair_dirty();
@@ -238,6 +239,9 @@ class Qcow2Driver final : public Driver {
 
   Child* file_ = nullptr;
   Loop* loop_ = nullptr;
+  // The header writes signal_corruption starts without waiting for them;
+  // joined by co_close and after a failed open, before `file_` goes away.
+  std::unique_ptr<TaskGroup> corrupt_bit_writes_;
   Header header_;
   uint32_t cluster_bits_ = 16;
   uint32_t l2_bits_ = 13;

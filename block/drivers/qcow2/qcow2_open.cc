@@ -153,6 +153,12 @@ Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
 }
 
 Task<Result<void>> Qcow2Driver::co_open(OpenContext& ctx) {
+  auto r = co_await co_open_image(ctx);
+  if (!r && corrupt_bit_writes_) co_await corrupt_bit_writes_->co_join();
+  co_return r;
+}
+
+Task<Result<void>> Qcow2Driver::co_open_image(OpenContext& ctx) {
   loop_ = &ctx.loop();
   lock_ = std::make_unique<CoMutex>(*loop_);
   STRATA_CO_TRY_ASSIGN(file_, co_await ctx.co_open_child("file", kRoleImage, true));
@@ -247,8 +253,9 @@ Error Qcow2Driver::signal_corruption(const std::string& what) {
     header_.incompatible_features |= kIncompatCorrupt;
     uint8_t b[8];
     store_be64(b, header_.incompatible_features);
-    // Best effort and fire-and-forget: the request fails either way.
-    loop_->spawn(co_write_incompat_bits(
+    // Best effort, not waited for: the request fails either way.
+    if (!corrupt_bit_writes_) corrupt_bit_writes_ = std::make_unique<TaskGroup>(*loop_);
+    corrupt_bit_writes_->spawn(co_write_incompat_bits(
         file_, std::array<uint8_t, 8>{b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]}));
   }
   return Error{EIO, msg};
@@ -280,6 +287,7 @@ Task<Result<void>> Qcow2Driver::co_flush() {
 }
 
 Task<void> Qcow2Driver::co_close() {
+  if (corrupt_bit_writes_) co_await corrupt_bit_writes_->co_join();
   if (!writable_ || !l2_cache_ || corrupt_) co_return;
   // Persistent dirty bitmaps go back to the image first (bitmap_store.h).
   (void)co_await co_store_qcow2_bitmaps(node());
