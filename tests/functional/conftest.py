@@ -29,6 +29,23 @@ def run(cmd, check=True, **kwargs):
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kwargs)
 
 
+def unix_listening(path):
+    """True once some process listens on the Unix socket `path`. The socket
+    file appears at bind(), a moment before listen(); a connect in between is
+    refused, so waiting for the file alone is racy. /proc/net/unix marks
+    listening sockets with the __SO_ACCEPTCON flag (0x10000)."""
+    try:
+        with open("/proc/net/unix") as f:
+            lines = f.readlines()[1:]
+    except OSError:
+        return os.path.exists(path)
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+            return True
+    return False
+
+
 def require(tool):
     if shutil.which(tool) is None:
         pytest.fail(f"{tool} is not installed (./test installs it)")

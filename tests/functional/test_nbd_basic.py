@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import require, run, strata_binary
+from conftest import require, run, strata_binary, unix_listening
 
 
 def short_dir():
@@ -72,7 +72,7 @@ def serve(image, *args, server="strata", tcp=False, name=""):
         if tcp:
             _wait_ready(proc, lambda: _port_open(port), f"port {port}")
         else:
-            _wait_ready(proc, lambda: os.path.exists(sock), sock)
+            _wait_ready(proc, lambda: unix_listening(sock), sock)
         served = Served(proc, None, sock, port)
         served.uri = served.uri_for(name)
         yield served
@@ -181,7 +181,7 @@ def test_exits_after_last_client_without_persistent(workdir):
     proc = subprocess.Popen([strata_binary("strata-nbd"), "-f", "raw", "-k", sock, image],
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_ready(proc, lambda: os.path.exists(sock), sock)
+        _wait_ready(proc, lambda: unix_listening(sock), sock)
         nbdinfo(f"nbd+unix:///?socket={sock}")
         assert proc.wait(timeout=20) == 0
         assert not os.path.exists(sock)

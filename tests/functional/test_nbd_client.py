@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import require, run, strata_binary
+from conftest import require, run, strata_binary, unix_listening
 from test_nbd_basic import make_raw, short_dir
 
 MiB = 1 << 20
@@ -23,7 +23,7 @@ def wait_for_socket(proc, sock, timeout=20):
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited ({proc.returncode}): {proc.stderr.read()}")
-        if os.path.exists(sock):
+        if unix_listening(sock):
             return
         time.sleep(0.02)
     raise RuntimeError(f"server did not listen on {sock}")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import raw_image, require, run, strata_binary
+from conftest import raw_image, require, run, strata_binary, unix_listening
 from qmp_client import Daemon
 from test_nbd_qmp import sockdir, start_server  # noqa: F401 (fixture)
 
@@ -112,10 +112,10 @@ def test_standalone_server_refuses_resize(workdir, sockdir, server):  # noqa: F8
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 10
-        while not os.path.exists(sock):
+        # qemu-nbd listens before it creates the export that takes the lock.
+        while not (unix_listening(sock) and byte_locked(path, WRITE_PERM_BYTE)):
             assert proc.poll() is None and time.time() < deadline, f"{server} did not start"
             time.sleep(0.02)
-        assert byte_locked(path, WRITE_PERM_BYTE)
         assert resize_refused(path)
     finally:
         proc.terminate()
