@@ -12,9 +12,17 @@ Task<Result<void>> Driver::co_pwrite_zeroes(uint64_t, uint64_t, uint32_t) {
   co_return Error{ENOTSUP, "write-zeroes not supported"};
 }
 
-Task<Result<void>> Driver::co_pdiscard(uint64_t, uint64_t) { co_return Result<void>{}; }
+Task<Result<void>> Driver::co_splice_read(uint64_t, uint64_t, Pipe&) {
+  co_return Error{ENOTSUP, "Driver '" + node().driver_name() + "' does not support splice reads"};
+}
 
-Task<Result<void>> Driver::co_flush() { co_return Result<void>{}; }
+Task<Result<void>> Driver::co_pdiscard(uint64_t, uint64_t) {
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Driver::co_flush() {
+  co_return Result<void>{};
+}
 
 Task<Result<BlockStatus>> Driver::co_block_status(uint64_t offset, uint64_t bytes) {
   BlockStatus st;
@@ -39,7 +47,9 @@ Task<Result<void>> Driver::co_reopen_prepare(const NodeFlags& flags) {
   co_return Result<void>{};
 }
 
-Task<void> Driver::co_reopen_finish(bool) { co_return; }
+Task<void> Driver::co_reopen_finish(bool) {
+  co_return;
+}
 
 Task<Result<void>> accept_any_reopen() {
   co_return Result<void>{};
@@ -51,7 +61,8 @@ std::string Driver::filename() const {
 }
 
 void filter_default_perms(uint64_t perm, uint64_t shared, uint64_t* nperm, uint64_t* nshared) {
-  constexpr uint64_t kPassThrough = kPermConsistentRead | kPermWrite | kPermWriteUnchanged | kPermResize;
+  constexpr uint64_t kPassThrough =
+      kPermConsistentRead | kPermWrite | kPermWriteUnchanged | kPermResize;
   *nperm = perm & kPassThrough;
   *nshared = (shared & kPassThrough) | (kPermAll & ~kPassThrough);
 }

@@ -8,7 +8,7 @@
 // through its node's children. Defaults: writes fail with EROFS, write-zeroes
 // with ENOTSUP (the dispatcher then writes zero buffers), discard does
 // nothing, flush succeeds (children are flushed by the dispatcher), block
-// status reports allocated data.
+// status reports allocated data, splice reads are not supported.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -26,6 +26,7 @@ namespace strata {
 class Child;
 class Node;
 class OpenContext;
+class Pipe;
 struct NodeFlags;
 
 class Driver {
@@ -38,6 +39,12 @@ class Driver {
   virtual Task<void> co_close() { co_return; }
 
   virtual Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) = 0;
+  // Appends the data of [offset, offset + bytes) to `pipe`, in order,
+  // without copying it where the storage allows (base/pipe.h); the pipe has
+  // room for all of it. ENOTSUP means the driver cannot and appended
+  // nothing: the caller reads with co_preadv instead. Any other error may
+  // leave part of the data in the pipe. The default is ENOTSUP.
+  virtual Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe);
   virtual Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags);
   virtual Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
   virtual Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);

@@ -142,16 +142,40 @@ Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t f
   } else {
     r = co_await co_read_aligned(offset, iov, flags);
   }
-  uint64_t t1 = Loop::now_ns();
-  if (r) {
-    stats_.rd_bytes += iov.size();
+  account_read(r.ok(), iov.size(), t0);
+  co_return r;
+}
+
+Task<Result<void>> Node::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe,
+                                        const Child* caller) {
+  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  if (auto r = check_request(offset, bytes, caller, false); !r) {
+    stats_.invalid_rd_operations++;
+    co_return r;
+  }
+  if (bytes == 0) co_return Result<void>{};
+  if (!is_one_driver_request(offset, bytes)) {
+    co_return Error{ENOTSUP, "splice read of node '" + name_ + "' needs alignment or splitting"};
+  }
+  RequestScope scope(*this, offset, bytes, false);
+  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  uint64_t t0 = Loop::now_ns();
+  auto r = co_await driver_->co_splice_read(offset, bytes, pipe);
+  // A driver that cannot splice did no read: the caller's co_preadv counts it.
+  if (r.ok() || r.error().code != ENOTSUP) account_read(r.ok(), bytes, t0);
+  co_return r;
+}
+
+void Node::account_read(bool ok, uint64_t bytes, uint64_t start_ns) {
+  uint64_t now = Loop::now_ns();
+  if (ok) {
+    stats_.rd_bytes += bytes;
     stats_.rd_operations++;
   } else {
     stats_.failed_rd_operations++;
   }
-  stats_.rd_total_time_ns += t1 - t0;
-  stats_.last_access_ns = t1;
-  co_return r;
+  stats_.rd_total_time_ns += now - start_ns;
+  stats_.last_access_ns = now;
 }
 
 // Aligned writes, split by max_transfer; FUA is emulated with a flush.

@@ -113,6 +113,10 @@ Task<Result<void>> Child::co_pread(uint64_t offset, std::span<uint8_t> buf) {
   co_return co_await node_->co_preadv(offset, iov, 0, this);
 }
 
+Task<Result<void>> Child::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) {
+  return node_->co_splice_read(offset, bytes, pipe, this);
+}
+
 Task<Result<void>> Child::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) {
   return node_->co_pwritev(offset, iov, flags, this);
 }

@@ -62,6 +62,7 @@ class Child {
   // Requests through this edge (see Node for semantics).
   Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags = 0);
   Task<Result<void>> co_pread(uint64_t offset, std::span<uint8_t> buf);
+  Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe);
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags = 0);
   Task<Result<void>> co_pwrite(uint64_t offset, std::span<const uint8_t> buf, uint32_t flags = 0);
   Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags = 0);
@@ -134,6 +135,12 @@ class Node {
   // internal requests, which are neither bounds-checked nor blocked by drain).
   Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags,
                                const Child* caller = nullptr);
+  // A read whose data is appended to `pipe` (Driver::co_splice_read): it
+  // is checked, waits, is tracked and counted as a read. Requests that
+  // would need alignment or splitting fail with ENOTSUP, as does a driver
+  // that cannot splice; either way nothing was appended.
+  Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe,
+                                    const Child* caller = nullptr);
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
                                 const Child* caller = nullptr);
   Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags,
@@ -190,6 +197,7 @@ class Node {
   // bitmaps, then runs the after-write hooks.
   void mark_written(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
+  void account_read(bool ok, uint64_t bytes, uint64_t start_ns);
   Task<Result<void>> co_write_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
   Task<Result<void>> co_write_rmw(uint64_t offset, const IoVec& iov, uint32_t flags);
   Task<Result<void>> co_zeroes_aligned(uint64_t offset, uint64_t bytes, uint32_t flags);
