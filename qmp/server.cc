@@ -38,8 +38,21 @@ void Server::on_accept(std::unique_ptr<Stream> stream) {
   if (closing_) return;
   auto conn = std::make_shared<Connection>(std::move(stream), limits_.input);
   connections_.push_back(conn);
+  if (holding_) {
+    held_.push_back(std::move(conn));
+    return;
+  }
   active_tasks_++;
   ctx_.engine().loop().spawn(co_serve(this, conn));
+}
+
+void Server::release() {
+  holding_ = false;
+  for (auto& conn : std::exchange(held_, {})) {
+    if (closing_) break;
+    active_tasks_++;
+    ctx_.engine().loop().spawn(co_serve(this, std::move(conn)));
+  }
 }
 
 void Server::task_done() {
@@ -102,6 +115,7 @@ Task<void> Server::co_close() {
   for (auto& l : listeners_) l->close();
   listeners_.clear();
   for (auto& c : connections_) c->stream->close();
+  held_.clear();
   while (active_tasks_ != 0) co_await idle_.wait();
 }
 

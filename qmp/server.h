@@ -9,7 +9,9 @@
 // closed. A client that disconnects while its command runs does not
 // disturb it: the command finishes, its reply is dropped. co_close() stops
 // listening, closes every connection and returns once no monitor task and
-// no write is left; the Server may then be destroyed.
+// no write is left; the Server may then be destroyed. A server that is
+// holding() accepts connections but greets none until release(), as a
+// daemon still applying its command line does not answer yet.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -48,6 +50,11 @@ class Server {
   // Sends an event to every negotiated monitor.
   void broadcast_event(const std::string& name, const nlohmann::json& data);
 
+  // While held, accepted connections wait (ungreeted) for release().
+  void hold() { holding_ = true; }
+  void release();
+  bool holding() const { return holding_; }
+
   Task<void> co_close();
   size_t connection_count() const { return connections_.size(); }
 
@@ -71,6 +78,8 @@ class Server {
   ServerLimits limits_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::list<std::shared_ptr<Connection>> connections_;
+  std::vector<std::shared_ptr<Connection>> held_;  // accepted while holding
+  bool holding_ = false;
   size_t active_tasks_ = 0;
   CoQueue idle_;
   bool closing_ = false;

@@ -190,6 +190,9 @@ int run_daemon(const CommandLine& cl) {
   // Deferred, so that `quit` is answered before the monitors close.
   ctx.set_shutdown_handler([&d] { d.engine.loop().post([&d] { d.shutdown.set(); }); });
 
+  // Monitors are greeted once the command line is applied (as
+  // qemu-storage-daemon, which runs no main loop before that).
+  server.hold();
   auto started = engine.run(co_startup(&d, &cl));
   int pid_fd = -1;
   if (started && !cl.pidfile.empty()) {
@@ -207,6 +210,7 @@ int run_daemon(const CommandLine& cl) {
     return 1;
   }
   finish_daemonizing(status_fd, 0);
+  server.release();
   {
     SignalWatcher signals(engine.loop(), ctx);
     engine.run(co_serve(&d));
