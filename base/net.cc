@@ -1,6 +1,8 @@
 #include "base/net.h"
 
+#include <fcntl.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -8,6 +10,9 @@
 #include <cstring>
 #include <deque>
 #include <vector>
+
+#include "base/pipe.h"
+#include "base/sync.h"
 
 namespace strata {
 
@@ -19,6 +24,16 @@ Error uv_error(int code, const std::string& what) {
   return Error{-code, what + ": " + uv_strerror(code)};
 }
 }  // namespace
+
+// Waits for a socket to take more bytes, for writes made outside libuv's
+// queue (splices). It watches a duplicate of the socket's descriptor: libuv
+// allows one watcher per descriptor, and the stream's handle has it.
+struct WritablePoll {
+  uv_poll_t handle{};
+  int fd = -1;
+  std::coroutine_handle<> waiter;
+  int status = 0;
+};
 
 struct StreamImpl {
   Loop* loop = nullptr;
@@ -38,8 +53,17 @@ struct StreamImpl {
   std::coroutine_handle<> reader;
   std::vector<uint8_t> alloc_buf;
   std::string peer;
+  // Writes: uv_write requests not yet completed, whether a spliced write
+  // owns the socket, and the writers waiting for their turn.
+  size_t uv_writes = 0;
+  bool direct_writer = false;
+  std::unique_ptr<CoQueue> write_turn;
+  WritablePoll* poll = nullptr;
 
   uv_stream_t* stream() { return &h.stream; }
+  Task<Result<void>> co_wait_writable();
+  void wake_poll_waiter();
+  void close_poll();
   void start_reading();
   void wake_reader() {
     if (auto r = std::exchange(reader, {})) loop->post([r] { r.resume(); });
@@ -89,10 +113,12 @@ StreamImpl* new_stream_impl(Loop& loop, bool tcp) {
     uv_pipe_init(loop.uv(), &impl->h.pipe, 0);
   }
   impl->h.handle.data = impl;
+  impl->write_turn = std::make_unique<CoQueue>(loop);
   return impl;
 }
 
 void free_stream_impl(StreamImpl* impl) {
+  impl->close_poll();
   if (!uv_is_closing(&impl->h.handle)) {
     uv_close(&impl->h.handle, [](uv_handle_t* hd) { delete static_cast<StreamImpl*>(hd->data); });
   }
@@ -130,13 +156,21 @@ void Stream::close() {
   if (impl_->reading) uv_read_stop(impl_->stream());
   impl_->reading = false;
   impl_->wake_reader();
+  impl_->wake_poll_waiter();
+  impl_->write_turn->wake_all();
   uv_shutdown_t* req = new uv_shutdown_t;
   if (uv_shutdown(req, impl_->stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
 }
 
-bool Stream::closed() const { return impl_->closed; }
-size_t Stream::buffered() const { return impl_->buffered; }
-std::string Stream::peer_name() const { return impl_->peer; }
+bool Stream::closed() const {
+  return impl_->closed;
+}
+size_t Stream::buffered() const {
+  return impl_->buffered;
+}
+std::string Stream::peer_name() const {
+  return impl_->peer;
+}
 
 void Stream::set_send_buffer(size_t bytes) {
   if (impl_->closed) return;
@@ -154,7 +188,8 @@ Task<Result<size_t>> Stream::co_read_some(std::span<uint8_t> buf) {
   StreamImpl* s = impl_;
   while (s->buffered == 0) {
     if (s->closed) co_return Error{ECONNRESET, "connection closed"};
-    if (s->read_error) co_return Error{s->read_error, std::string("read: ") + std::strerror(s->read_error)};
+    if (s->read_error)
+      co_return Error{s->read_error, std::string("read: ") + std::strerror(s->read_error)};
     if (s->eof) co_return size_t{0};
     s->start_reading();
     struct Park {
@@ -203,6 +238,8 @@ struct WriteOp {
 }  // namespace
 
 Task<Result<void>> Stream::co_write(const IoVec& iov) {
+  // A spliced write in progress owns the socket until it is done.
+  while (impl_->direct_writer && !impl_->closed) co_await impl_->write_turn->wait();
   if (impl_->closed) co_return Error{EPIPE, "connection closed"};
   std::vector<uv_buf_t> bufs;
   bufs.reserve(iov.count());
@@ -214,11 +251,14 @@ Task<Result<void>> Stream::co_write(const IoVec& iov) {
   int rc = uv_write(&op.req, impl_->stream(), bufs.data(), static_cast<unsigned>(bufs.size()),
                     [](uv_write_t* r, int status) {
                       auto* o = static_cast<WriteOp*>(r->data);
+                      auto* s = static_cast<StreamImpl*>(r->handle->data);
+                      if (--s->uv_writes == 0) s->write_turn->wake_all();
                       o->status = status;
                       o->done = true;
                       if (o->waiter) o->waiter.resume();
                     });
   if (rc != 0) co_return uv_error(rc, "write");
+  impl_->uv_writes++;
   struct Park {
     WriteOp& op;
     bool await_ready() const noexcept { return op.done; }
@@ -228,6 +268,81 @@ Task<Result<void>> Stream::co_write(const IoVec& iov) {
   co_await Park{op};
   if (op.status != 0) co_return uv_error(op.status, "write");
   co_return Result<void>{};
+}
+
+Task<Result<void>> StreamImpl::co_wait_writable() {
+  if (!poll) {
+    int fd = -1;
+    if (uv_fileno(&h.handle, &fd) != 0) co_return Error{EPIPE, "connection closed"};
+    int dup_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) co_return Error{errno, std::string("dup: ") + std::strerror(errno)};
+    poll = new WritablePoll;
+    poll->fd = dup_fd;
+    if (int rc = uv_poll_init(loop->uv(), &poll->handle, dup_fd); rc != 0) {
+      ::close(dup_fd);
+      delete std::exchange(poll, nullptr);
+      co_return uv_error(rc, "poll");
+    }
+    poll->handle.data = poll;
+  }
+  poll->status = 0;
+  int rc = uv_poll_start(&poll->handle, UV_WRITABLE, [](uv_poll_t* p, int status, int) {
+    auto* w = static_cast<WritablePoll*>(p->data);
+    uv_poll_stop(p);
+    w->status = status;
+    if (auto waiter = std::exchange(w->waiter, {})) waiter.resume();
+  });
+  if (rc != 0) co_return uv_error(rc, "poll");
+  struct Park {
+    WritablePoll& w;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) { w.waiter = h; }
+    void await_resume() const noexcept {}
+  };
+  co_await Park{*poll};
+  if (closed) co_return Error{EPIPE, "connection closed"};
+  if (poll->status != 0) co_return uv_error(poll->status, "poll");
+  co_return Result<void>{};
+}
+
+void StreamImpl::wake_poll_waiter() {
+  if (!poll || !poll->waiter) return;
+  uv_poll_stop(&poll->handle);
+  loop->post([h = std::exchange(poll->waiter, {})] { h.resume(); });
+}
+
+void StreamImpl::close_poll() {
+  if (!poll) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll->handle), [](uv_handle_t* hd) {
+    auto* w = static_cast<WritablePoll*>(hd->data);
+    ::close(w->fd);
+    delete w;
+  });
+  poll = nullptr;
+}
+
+Task<Result<void>> Stream::co_write_from_pipe(Pipe& pipe) {
+  StreamImpl* s = impl_;
+  // After every queued write (the bytes must follow them) and alone.
+  while (!s->closed && (s->direct_writer || s->uv_writes > 0)) co_await s->write_turn->wait();
+  if (s->closed) co_return Error{EPIPE, "connection closed"};
+  int fd = -1;
+  if (uv_fileno(&s->h.handle, &fd) != 0) co_return Error{EPIPE, "connection closed"};
+  s->direct_writer = true;
+  Result<void> r;
+  while (pipe.buffered() > 0) {
+    auto moved = pipe.drain_to(fd, pipe.buffered());
+    if (!moved) {
+      r = std::move(moved).error();
+      break;
+    }
+    if (*moved > 0) continue;
+    r = co_await s->co_wait_writable();
+    if (!r) break;
+  }
+  s->direct_writer = false;
+  s->write_turn->wake_all();
+  co_return r;
 }
 
 Task<Result<void>> Stream::co_write(std::span<const uint8_t> data) {
@@ -347,7 +462,9 @@ uint16_t Listener::port() const {
   return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
 }
 
-const std::string& Listener::path() const { return impl_->path; }
+const std::string& Listener::path() const {
+  return impl_->path;
+}
 
 namespace {
 struct ConnectOp {
@@ -393,8 +510,7 @@ Task<Result<std::unique_ptr<Stream>>> co_connect_tcp(Loop& loop, std::string hos
   if (rc != 0) co_return uv_error(rc, "connect");
   co_await ConnectPark{op};
   if (op.status != 0) {
-    co_return uv_error(op.status,
-                       "Failed to connect to " + host + ":" + std::to_string(port));
+    co_return uv_error(op.status, "Failed to connect to " + host + ":" + std::to_string(port));
   }
   uv_tcp_nodelay(&impl->h.tcp, 1);
   impl->peer = host + ":" + std::to_string(port);

@@ -5,7 +5,8 @@
 // from the kernel while the consumer lags (backpressure). Writes complete in
 // submission order. close() is idempotent, fails pending reads with ECONNRESET
 // and makes later operations fail with EPIPE. Destroying a Stream or Listener
-// closes it; its libuv handle is released asynchronously.
+// closes it; its libuv handle is released asynchronously. Writes from a
+// pipe (splice) share the ordering of the other writes.
 // Thread rules: loop-thread only. At most one coroutine reads at a time;
 // several may write.
 #pragma once
@@ -23,6 +24,7 @@
 namespace strata {
 
 struct StreamImpl;
+class Pipe;
 
 class Stream {
  public:
@@ -37,6 +39,12 @@ class Stream {
   Task<Result<void>> co_read_exact(std::span<uint8_t> buf);
   Task<Result<void>> co_write(const IoVec& iov);
   Task<Result<void>> co_write(std::span<const uint8_t> data);
+  // Writes everything buffered in `pipe` by splicing it into the socket, in
+  // order with the other writes (it waits for the writes queued before it,
+  // and later ones wait for it). Pages the pipe references reach the peer
+  // without a copy in this process (base/pipe.h). On failure part of the
+  // pipe may have been written; the connection is then unusable.
+  Task<Result<void>> co_write_from_pipe(Pipe& pipe);
   // Stops reading and writing; pending reads fail.
   void close();
   bool closed() const;
@@ -71,7 +79,7 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
-  uint16_t port() const;  // TCP only
+  uint16_t port() const;            // TCP only
   const std::string& path() const;  // Unix only
   void close();
 

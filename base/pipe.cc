@@ -109,6 +109,7 @@ Result<void> Pipe::drain_into(void* dst, size_t len) {
 }
 
 void Pipe::clear() {
+  if (buffered_ == 0) return;
   uint8_t sink[16 * 1024];
   for (;;) {
     ssize_t n = read(read_fd_, sink, sizeof sink);

@@ -4,7 +4,10 @@
 // end of stream). co_write() queues the whole message at once, so messages
 // written by concurrent coroutines never interleave, and completes when the
 // bytes are handed to the kernel; writes complete in submission order.
-// close() is idempotent and fails a pending read.
+// close() is idempotent and fails a pending read. A channel that
+// can_splice() also writes a message built in a Pipe (co_write_from_pipe),
+// ordered with the other writes; TLS channels cannot (their bytes are
+// encrypted in this process).
 // Thread rules: loop-thread only; one reader at a time, many writers.
 #pragma once
 
@@ -26,6 +29,10 @@ class Channel {
   virtual void close() = 0;
   virtual bool closed() const = 0;
   virtual bool is_tls() const { return false; }
+  virtual bool can_splice() const { return false; }
+  virtual Task<Result<void>> co_write_from_pipe(Pipe&) {
+    co_return Error{ENOTSUP, "this channel cannot splice"};
+  }
 
   Task<Result<void>> co_write_bytes(std::span<const uint8_t> data) {
     IoVec iov(const_cast<uint8_t*>(data.data()), data.size());
@@ -44,6 +51,11 @@ class PlainChannel final : public Channel {
   Task<Result<void>> co_write(const IoVec& iov) override {
     if (!stream_) co_return Error{EPIPE, "connection handed over"};
     co_return co_await stream_->co_write(iov);
+  }
+  bool can_splice() const override { return stream_ != nullptr; }
+  Task<Result<void>> co_write_from_pipe(Pipe& pipe) override {
+    if (!stream_) co_return Error{EPIPE, "connection handed over"};
+    co_return co_await stream_->co_write_from_pipe(pipe);
   }
   void close() override {
     if (stream_) stream_->close();

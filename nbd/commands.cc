@@ -1,5 +1,6 @@
 // Transmission commands of a Connection: validation as the spec and QEMU do
-// it, then READ, WRITE, FLUSH, TRIM, CACHE, WRITE_ZEROES and BLOCK_STATUS.
+// it, then WRITE, FLUSH, TRIM, CACHE, WRITE_ZEROES and BLOCK_STATUS (READ is
+// in nbd/read.cc).
 #include <algorithm>
 
 #include "nbd/connection.h"
@@ -7,10 +8,6 @@
 namespace strata::nbd {
 
 namespace {
-// Structured reads at least this long are sent sparsely (OFFSET_HOLE chunks
-// for zero ranges); shorter ones are not worth a block-status lookup.
-constexpr uint64_t kSparseReadThreshold = 64 * 1024;
-
 uint16_t allowed_flags(uint16_t type, const Session& s) {
   uint16_t flags = kCmdFlagFua;
   switch (type) {
@@ -84,8 +81,9 @@ Connection::Outcome Connection::check_request(const Request& req) const {
   return {};
 }
 
-Task<void> Connection::co_dispatch(const Request& req, std::span<const uint8_t> payload, Message& m,
-                                   ReplyEncoder& enc, AlignedBuffer& buf) {
+Task<void> Connection::co_dispatch(const Request& req, std::span<const uint8_t> payload,
+                                   ReplyEncoder& enc, Reply& reply) {
+  Message& m = reply.message;
   Outcome bad = check_request(req);
   if (bad.error) {
     enc.error(m, bad.error, bad.message);
@@ -93,7 +91,7 @@ Task<void> Connection::co_dispatch(const Request& req, std::span<const uint8_t> 
   }
   Result<void> r;
   if (req.type == kCmdRead) {
-    co_await co_read(req, m, enc, buf);
+    co_await co_read(req, enc, reply);
     co_return;
   }
   if (req.type == kCmdBlockStatus) {
@@ -141,82 +139,6 @@ Task<Result<void>> Connection::co_simple_command(const Request& req,
     default:
       co_return Error{EINVAL, "unsupported command"};
   }
-}
-
-Task<void> Connection::co_read(const Request& req, Message& m, ReplyEncoder& enc,
-                               AlignedBuffer& buf) {
-  if (req.length == 0) {
-    if (enc.mode() == ReplyMode::kSimple) {
-      enc.simple(m, 0);
-    } else {
-      enc.none_chunk(m);
-    }
-    co_return;
-  }
-  buf = buffers_.take(static_cast<size_t>(req.length));
-  IoVec data(buf.data(), static_cast<size_t>(req.length));
-  bool sparse = enc.mode() != ReplyMode::kSimple && !(req.flags & kCmdFlagDf) &&
-                req.length >= kSparseReadThreshold;
-  Result<void> r;
-  if (sparse) {
-    r = co_await co_read_sparse(req, m, enc, data);
-  } else {
-    r = co_await session_.exp->root()->co_preadv(req.offset, data);
-    if (r) {
-      if (enc.mode() == ReplyMode::kSimple) {
-        enc.simple(m, 0);
-        m.add_ref(data);
-      } else {
-        enc.data_chunk(m, req.offset, data, true);
-      }
-    }
-  }
-  if (!r) {
-    m.clear();
-    enc.error(m, errno_to_nbd(r.error().code), r.error().message);
-  }
-}
-
-Task<Result<void>> Connection::co_read_sparse(const Request& req, Message& m, ReplyEncoder& enc,
-                                              const IoVec& data) {
-  Export& exp = *session_.exp;
-  Child* root = exp.root();
-  uint64_t end = req.offset + req.length;
-  struct Piece {
-    uint64_t offset, length;
-    bool hole;
-  };
-  std::vector<Piece> pieces;
-  if (exp.known_data(req.offset, req.length)) pieces.push_back({req.offset, req.length, false});
-  for (uint64_t pos = pieces.empty() ? req.offset : end; pos < end;) {
-    // Ask about the whole rest of the export: the answer costs the same and
-    // a long data extent spares the following reads their lookups.
-    auto st = co_await co_chain_status(root, pos, exp.size() - pos);
-    if (!st) co_return std::move(st).error();
-    bool hole = (st->flags & kStatusZero) != 0;
-    if (!hole) exp.note_data(pos, st->bytes);
-    uint64_t len = std::min(st->bytes, end - pos);
-    if (!pieces.empty() && pieces.back().hole == hole) {
-      pieces.back().length += len;
-    } else {
-      pieces.push_back({pos, len, hole});
-    }
-    pos += len;
-  }
-  for (const auto& p : pieces) {
-    if (p.hole) continue;
-    STRATA_CO_TRY(co_await root->co_preadv(p.offset, data.slice(p.offset - req.offset, p.length)));
-  }
-  for (size_t i = 0; i < pieces.size(); i++) {
-    const auto& p = pieces[i];
-    bool done = i + 1 == pieces.size();
-    if (p.hole) {
-      enc.hole_chunk(m, p.offset, static_cast<uint32_t>(p.length), done);
-    } else {
-      enc.data_chunk(m, p.offset, data.slice(p.offset - req.offset, p.length), done);
-    }
-  }
-  co_return Result<void>{};
 }
 
 Task<Result<void>> Connection::co_block_status(const Request& req, std::span<const uint8_t> payload,

@@ -15,6 +15,11 @@ constexpr uint64_t kWatchdogTickMs = 50;
 // Payload and READ buffers a connection keeps for reuse: enough for
 // nbdcopy's 64 requests of 256 KiB in flight.
 constexpr size_t kCachedBufferBytes = 16u << 20;
+// Pipes for zero-copy READ replies: each holds one reply of up to about
+// 1 MiB (fs.pipe-max-size, the most an unprivileged process may ask for),
+// and a few ready replies keep the socket busy while the client reads.
+constexpr size_t kMaxPipes = 4;
+constexpr size_t kPipeBytes = 1u << 20;
 }  // namespace
 
 Connection::Connection(Loop& loop, HandshakeHost& host, std::unique_ptr<Channel> channel,
@@ -25,6 +30,7 @@ Connection::Connection(Loop& loop, HandshakeHost& host, std::unique_ptr<Channel>
       limits_(limits),
       peer_(std::move(peer)),
       buffers_(kCachedBufferBytes),
+      pipes_(loop, kMaxPipes, kPipeBytes),
       requests_(loop),
       budget_(loop) {}
 
@@ -138,20 +144,25 @@ void Connection::release_budget(size_t cost) {
 }
 
 Task<void> Connection::co_process(Request req, AlignedBuffer payload, size_t cost) {
-  Message m;
-  AlignedBuffer buf;  // READ data, referenced by `m` until it is sent
+  Reply reply;
   ReplyEncoder enc(mode(), req.cookie, req.offset);
   size_t payload_len = payload.size() == 0 ? 0 : static_cast<size_t>(req.length);
-  co_await co_dispatch(req, {payload.data(), payload_len}, m, enc, buf);
+  co_await co_dispatch(req, {payload.data(), payload_len}, enc, reply);
   buffers_.give(std::move(payload));
-  co_await co_send(m);
-  buffers_.give(std::move(buf));
+  co_await co_send(reply);
+  buffers_.give(std::move(reply.data));
+  reply.pipe.reset();
   release_budget(cost);
 }
 
-Task<void> Connection::co_send(Message& m) {
-  if (m.size() == 0 || channel_->closed()) co_return;
-  auto r = co_await channel_->co_write(m.iov());
+Task<void> Connection::co_send(Reply& reply) {
+  if (channel_->closed()) co_return;
+  Result<void> r;
+  if (reply.pipe) {
+    r = co_await channel_->co_write_from_pipe(*reply.pipe);
+  } else if (reply.message.size() > 0) {
+    r = co_await channel_->co_write(reply.message.iov());
+  }
   if (!r) channel_->close();
 }
 

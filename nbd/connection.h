@@ -23,6 +23,7 @@
 #include "nbd/buffer_pool.h"
 #include "nbd/channel.h"
 #include "nbd/handshake.h"
+#include "nbd/pipe_pool.h"
 #include "nbd/replies.h"
 #include "nbd/wire.h"
 
@@ -54,6 +55,14 @@ class Connection final : public ExportClient {
     uint32_t error = 0;
     std::string message;
   };
+  // The reply to one request: in `message` (headers, and READ data in
+  // `data`), or built whole in `pipe` (a zero-copy READ reply).
+  struct Reply {
+    Message message;
+    AlignedBuffer data;
+    PipePool::Lease pipe;
+  };
+
   Task<Result<void>> co_transmission();
   // Drops the connection if the handshake outlives limits_.handshake_ms.
   Task<void> co_handshake_watchdog();
@@ -61,19 +70,26 @@ class Connection final : public ExportClient {
   Task<Result<bool>> co_next_request();
   Task<Result<void>> co_skip_payload(uint64_t length);
   Task<void> co_process(Request req, AlignedBuffer payload, size_t cost);
-  Task<void> co_send(Message& m);
+  Task<void> co_send(Reply& reply);
   void release_budget(size_t cost);
   ReplyMode mode() const;
 
   // Validation and the commands (nbd/commands.cc).
   Outcome check_request(const Request& req) const;
-  // `payload` holds the request's payload bytes (empty when it has none);
-  // READ data goes to `buf`, which the reply in `m` then references.
-  Task<void> co_dispatch(const Request& req, std::span<const uint8_t> payload, Message& m,
-                         ReplyEncoder& enc, AlignedBuffer& buf);
-  Task<void> co_read(const Request& req, Message& m, ReplyEncoder& enc, AlignedBuffer& buf);
-  Task<Result<void>> co_read_sparse(const Request& req, Message& m, ReplyEncoder& enc,
-                                    const IoVec& data);
+  // `payload` holds the request's payload bytes (empty when it has none).
+  Task<void> co_dispatch(const Request& req, std::span<const uint8_t> payload, ReplyEncoder& enc,
+                         Reply& reply);
+
+  // READ (nbd/read.cc): the reply's pieces, then the reply built in a pipe
+  // when the channel and the export can splice, else copied through memory.
+  Task<void> co_read(const Request& req, ReplyEncoder& enc, Reply& reply);
+  Task<Result<void>> co_read_pieces(const Request& req, const ReplyEncoder& enc, Reply& reply);
+  Task<Result<std::vector<ReadPiece>>> co_plan_read(const Request& req, const ReplyEncoder& enc);
+  bool may_splice(const Request& req) const;
+  Task<Result<void>> co_read_into_pipe(const std::vector<ReadPiece>& pieces,
+                                       const ReplyEncoder& enc, Pipe& pipe);
+  Task<Result<void>> co_read_into_memory(const Request& req, const std::vector<ReadPiece>& pieces,
+                                         const ReplyEncoder& enc, Reply& reply);
   Task<Result<void>> co_block_status(const Request& req, std::span<const uint8_t> payload,
                                      Message& m, ReplyEncoder& enc);
   Task<Result<void>> co_simple_command(const Request& req, std::span<const uint8_t> payload);
@@ -85,6 +101,7 @@ class Connection final : public ExportClient {
   std::string peer_;
   Session session_;
   BufferPool buffers_;
+  PipePool pipes_;
   TaskGroup requests_;
   CoQueue budget_;
   size_t in_flight_ = 0;

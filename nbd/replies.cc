@@ -56,11 +56,16 @@ void ReplyEncoder::error(Message& m, uint32_t error, const std::string& message)
 }
 
 void ReplyEncoder::data_chunk(Message& m, uint64_t offset, const IoVec& data, bool done) const {
+  data_chunk_header(m, offset, data.size(), done);
+  m.add_ref(data);
+}
+
+void ReplyEncoder::data_chunk_header(Message& m, uint64_t offset, uint64_t length,
+                                     bool done) const {
   Writer w;
-  chunk_header(w, done ? kReplyFlagDone : 0, kChunkOffsetData, 8 + data.size());
+  chunk_header(w, done ? kReplyFlagDone : 0, kChunkOffsetData, 8 + length);
   w.u64(offset);
   m.add_owned(std::move(w.bytes()));
-  m.add_ref(data);
 }
 
 void ReplyEncoder::hole_chunk(Message& m, uint64_t offset, uint32_t length, bool done) const {
@@ -68,6 +73,16 @@ void ReplyEncoder::hole_chunk(Message& m, uint64_t offset, uint32_t length, bool
   chunk_header(w, done ? kReplyFlagDone : 0, kChunkOffsetHole, 12);
   w.u64(offset).u32(length);
   m.add_owned(std::move(w.bytes()));
+}
+
+void ReplyEncoder::piece_header(Message& m, const ReadPiece& p, bool done) const {
+  if (mode_ == ReplyMode::kSimple) {
+    simple(m, 0);
+  } else if (p.hole) {
+    hole_chunk(m, p.offset, static_cast<uint32_t>(p.length), done);
+  } else {
+    data_chunk_header(m, p.offset, p.length, done);
+  }
 }
 
 void ReplyEncoder::status_chunk(Message& m, uint32_t context_id, const std::vector<Extent>& extents,

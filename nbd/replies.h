@@ -22,6 +22,12 @@ namespace strata::nbd {
 
 enum class ReplyMode { kSimple, kStructured, kExtended };
 
+// One part of a READ reply: data, or a hole (structured replies only).
+struct ReadPiece {
+  uint64_t offset, length;
+  bool hole;
+};
+
 class Message {
  public:
   Message() = default;
@@ -59,7 +65,13 @@ class ReplyEncoder {
   void error(Message& m, uint32_t error, const std::string& message) const;
   void none_chunk(Message& m) const;
   void data_chunk(Message& m, uint64_t offset, const IoVec& data, bool done) const;
+  // The header of an OFFSET_DATA chunk whose `length` bytes of data the
+  // caller sends after it.
+  void data_chunk_header(Message& m, uint64_t offset, uint64_t length, bool done) const;
   void hole_chunk(Message& m, uint64_t offset, uint32_t length, bool done) const;
+  // The header that precedes the piece of a READ reply: the simple reply
+  // header (one data piece), an OFFSET_DATA chunk header or a hole chunk.
+  void piece_header(Message& m, const ReadPiece& p, bool done) const;
   void status_chunk(Message& m, uint32_t context_id, const std::vector<Extent>& extents,
                     bool done) const;
 
