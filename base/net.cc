@@ -53,10 +53,15 @@ struct StreamImpl {
   std::coroutine_handle<> reader;
   std::vector<uint8_t> alloc_buf;
   std::string peer;
-  // Writes: uv_write requests not yet completed, whether a spliced write
-  // owns the socket, and the writers waiting for their turn.
+  // Writes keep their submission order with tickets: a write hands its
+  // bytes over when `serving` reaches its ticket. An ordinary write hands
+  // them to libuv's queue (which keeps the order) and passes the turn on at
+  // once; a pipe write also waits for libuv's queue to empty (`uv_writes`
+  // requests not yet completed) and keeps the turn until it has spliced
+  // everything.
+  uint64_t next_ticket = 0;
+  uint64_t serving = 0;
   size_t uv_writes = 0;
-  bool direct_writer = false;
   std::unique_ptr<CoQueue> write_turn;
   WritablePoll* poll = nullptr;
 
@@ -238,8 +243,8 @@ struct WriteOp {
 }  // namespace
 
 Task<Result<void>> Stream::co_write(const IoVec& iov) {
-  // A spliced write in progress owns the socket until it is done.
-  while (impl_->direct_writer && !impl_->closed) co_await impl_->write_turn->wait();
+  uint64_t ticket = impl_->next_ticket++;
+  while (impl_->serving != ticket && !impl_->closed) co_await impl_->write_turn->wait();
   if (impl_->closed) co_return Error{EPIPE, "connection closed"};
   std::vector<uv_buf_t> bufs;
   bufs.reserve(iov.count());
@@ -257,6 +262,8 @@ Task<Result<void>> Stream::co_write(const IoVec& iov) {
                       o->done = true;
                       if (o->waiter) o->waiter.resume();
                     });
+  impl_->serving++;
+  if (ticket + 1 != impl_->next_ticket) impl_->write_turn->wake_all();
   if (rc != 0) co_return uv_error(rc, "write");
   impl_->uv_writes++;
   struct Park {
@@ -323,12 +330,12 @@ void StreamImpl::close_poll() {
 
 Task<Result<void>> Stream::co_write_from_pipe(Pipe& pipe) {
   StreamImpl* s = impl_;
-  // After every queued write (the bytes must follow them) and alone.
-  while (!s->closed && (s->direct_writer || s->uv_writes > 0)) co_await s->write_turn->wait();
+  // After every earlier write has reached the kernel, and alone.
+  uint64_t ticket = s->next_ticket++;
+  while (!s->closed && (s->serving != ticket || s->uv_writes > 0)) co_await s->write_turn->wait();
   if (s->closed) co_return Error{EPIPE, "connection closed"};
   int fd = -1;
   if (uv_fileno(&s->h.handle, &fd) != 0) co_return Error{EPIPE, "connection closed"};
-  s->direct_writer = true;
   Result<void> r;
   while (pipe.buffered() > 0) {
     auto moved = pipe.drain_to(fd, pipe.buffered());
@@ -340,7 +347,7 @@ Task<Result<void>> Stream::co_write_from_pipe(Pipe& pipe) {
     r = co_await s->co_wait_writable();
     if (!r) break;
   }
-  s->direct_writer = false;
+  s->serving++;
   s->write_turn->wake_all();
   co_return r;
 }
