@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -493,6 +494,13 @@ void on_connect(uv_connect_t* r, int status) {
   if (o->waiter) o->waiter.resume();
 }
 }  // namespace
+
+void ignore_sigpipe_by_default() {
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+}
 
 Task<Result<std::unique_ptr<Stream>>> co_connect_unix(Loop& loop, std::string path) {
   StreamImpl* impl = new_stream_impl(loop, false);

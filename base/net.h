@@ -87,6 +87,11 @@ class Listener {
   ListenerImpl* impl_;
 };
 
+// A write to a socket whose peer has gone must fail with EPIPE, not kill the
+// process: ignores SIGPIPE unless the host installed a handler (QEMU ignores
+// it process-wide too). Called by the NBD client and server.
+void ignore_sigpipe_by_default();
+
 Task<Result<std::unique_ptr<Stream>>> co_connect_unix(Loop& loop, std::string path);
 Task<Result<std::unique_ptr<Stream>>> co_connect_tcp(Loop& loop, std::string host, uint16_t port);
 

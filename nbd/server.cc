@@ -32,6 +32,7 @@ Server::~Server() {
 }
 
 Result<void> Server::listen_unix(const std::string& path) {
+  ignore_sigpipe_by_default();
   auto l = Listener::listen_unix(engine_.loop(), path,
                                  [this](std::unique_ptr<Stream> s) { accept(std::move(s)); });
   if (!l) return std::move(l).error();
@@ -40,6 +41,7 @@ Result<void> Server::listen_unix(const std::string& path) {
 }
 
 Result<uint16_t> Server::listen_tcp(const std::string& host, uint16_t port) {
+  ignore_sigpipe_by_default();
   auto l = Listener::listen_tcp(engine_.loop(), host, port,
                                 [this](std::unique_ptr<Stream> s) { accept(std::move(s)); });
   if (!l) return std::move(l).error();

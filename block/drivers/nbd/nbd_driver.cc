@@ -1,6 +1,5 @@
 #include "block/drivers/nbd/nbd_driver.h"
 
-#include <csignal>
 
 #include "base/log.h"
 #include "base/net.h"
@@ -104,16 +103,6 @@ Result<void> NbdDriver::parse_options(OpenContext& ctx) {
     return Error{EINVAL, "tls-hostname is set but tls-creds is not"};
   }
   return {};
-}
-
-// A write to a socket the server closed must fail with EPIPE, not kill the
-// process: SIGPIPE is ignored unless the host installed a handler (QEMU
-// ignores it process-wide too).
-void ignore_sigpipe_by_default() {
-  struct sigaction current {};
-  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
-    signal(SIGPIPE, SIG_IGN);
-  }
 }
 
 Task<Result<void>> NbdDriver::co_open(OpenContext& ctx) {
