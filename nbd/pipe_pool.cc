@@ -12,7 +12,9 @@ Task<PipePool::Lease> PipePool::co_take() {
     }
     if (made_ < max_pipes_) {
       auto pipe = Pipe::create(pipe_bytes_);
-      if (!pipe) {
+      // A pipe the kernel kept small (per-user pipe allowance) would only
+      // be taken and given back: stop making pipes.
+      if (!pipe || (*pipe)->capacity() < pipe_bytes_) {
         failed_ = true;
         returned_.wake_all();
         co_return Lease();

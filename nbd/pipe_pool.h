@@ -4,7 +4,8 @@
 //
 // Contract: co_take() lends an empty pipe, waiting while `max_pipes` are
 // lent out. It lends nothing (an empty Lease) once a pipe could not be made
-// (descriptor or pipe limits); callers then build replies in memory. Pipes
+// at `pipe_bytes` (descriptor or pipe limits); callers then build replies in
+// memory. Pipes
 // are made on first use and kept until the pool is destroyed. A Lease gives
 // its pipe back, emptied, when it is destroyed or reset. The pool must
 // outlive its leases.

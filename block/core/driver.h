@@ -42,8 +42,10 @@ class Driver {
   // Appends the data of [offset, offset + bytes) to `pipe`, in order,
   // without copying it where the storage allows (base/pipe.h); the pipe has
   // room for all of it. ENOTSUP means the driver cannot and appended
-  // nothing: the caller reads with co_preadv instead. Any other error may
-  // leave part of the data in the pipe. The default is ENOTSUP.
+  // nothing: the caller reads with co_preadv instead. EAGAIN means the
+  // pipe filled up (its page slots, base/pipe.h): the caller empties it and
+  // reads with co_preadv. Any other error may leave part of the data in the
+  // pipe. The default is ENOTSUP.
   virtual Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe);
   virtual Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags);
   virtual Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);

@@ -161,8 +161,10 @@ Task<Result<void>> Node::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& p
   if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
   uint64_t t0 = Loop::now_ns();
   auto r = co_await driver_->co_splice_read(offset, bytes, pipe);
-  // A driver that cannot splice did no read: the caller's co_preadv counts it.
-  if (r.ok() || r.error().code != ENOTSUP) account_read(r.ok(), bytes, t0);
+  // A driver that cannot splice, or a pipe that filled up, leaves the read
+  // to the caller's co_preadv, which counts it.
+  bool fell_back = !r.ok() && (r.error().code == ENOTSUP || r.error().code == EAGAIN);
+  if (!fell_back) account_read(r.ok(), bytes, t0);
   co_return r;
 }
 

@@ -138,7 +138,8 @@ class Node {
   // A read whose data is appended to `pipe` (Driver::co_splice_read): it
   // is checked, waits, is tracked and counted as a read. Requests that
   // would need alignment or splitting fail with ENOTSUP, as does a driver
-  // that cannot splice; either way nothing was appended.
+  // that cannot splice; either way nothing was appended. Neither ENOTSUP nor
+  // EAGAIN (the pipe filled up) is counted: the caller reads instead.
   Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe,
                                     const Child* caller = nullptr);
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
