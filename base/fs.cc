@@ -1,5 +1,7 @@
 #include "base/fs.h"
 
+#include "base/pipe.h"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/magic.h>
@@ -173,6 +175,40 @@ Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t o
   }
   SysResult r = co_await loop.offload([&] { return blocking_pwritev(fd, iov, offset); });
   co_return to_size(r, "pwritev");
+}
+
+namespace {
+// Whether the pages of [offset, offset + len) fit in the pipe's free room.
+// A pipe holds capacity() / page size pages, and a spliced page takes a
+// whole slot even when only part of it is in the range, so an unaligned
+// range needs up to two more slots than its bytes suggest. The free room is
+// estimated from the bytes buffered (exact when earlier fills were whole
+// pages).
+bool pages_fit(uint64_t offset, size_t len, const Pipe& pipe) {
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t first = offset / page;
+  uint64_t end = (offset + len + page - 1) / page;
+  uint64_t used = (pipe.buffered() + page - 1) / page;
+  return used + (end - first) <= pipe.capacity() / page;
+}
+}  // namespace
+
+Task<Result<void>> co_splice_to_pipe(Loop& loop, int fd, uint64_t offset, size_t len, Pipe& pipe,
+                                     InlineIo* policy) {
+  if (!pages_fit(offset, len, pipe)) {
+    co_return Error{ENOTSUP, "the pipe has no room for the pages of the range"};
+  }
+  size_t before = pipe.buffered();
+  Result<void> r;
+  if (policy && policy->memory_backed && len <= InlineIo::kMaxInlineMemoryReadBytes) {
+    r = pipe.fill_from_file(fd, offset, len);
+  } else {
+    r = co_await loop.offload([&] { return pipe.fill_from_file(fd, offset, len); });
+  }
+  if (!r && r.error().code == EINVAL && pipe.buffered() == before) {
+    co_return Error{ENOTSUP, "file cannot be spliced: " + r.error().message};
+  }
+  co_return r;
 }
 
 Task<Result<void>> co_fdatasync(Loop& loop, int fd) {
