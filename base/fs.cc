@@ -177,25 +177,21 @@ Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t o
   co_return to_size(r, "pwritev");
 }
 
-namespace {
-// Whether the pages of [offset, offset + len) fit in the pipe's free room.
-// A pipe holds capacity() / page size pages, and a spliced page takes a
-// whole slot even when only part of it is in the range, so an unaligned
-// range needs up to two more slots than its bytes suggest. The free room is
-// estimated from the bytes buffered (exact when earlier fills were whole
-// pages).
-bool pages_fit(uint64_t offset, size_t len, const Pipe& pipe) {
+uint64_t page_size() {
   static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  uint64_t first = offset / page;
-  uint64_t end = (offset + len + page - 1) / page;
-  uint64_t used = (pipe.buffered() + page - 1) / page;
-  return used + (end - first) <= pipe.capacity() / page;
+  return page;
 }
-}  // namespace
+
+bool pipe_fits_pages(const Pipe& pipe, uint64_t offset, uint64_t len, uint64_t extra_slots) {
+  uint64_t page = page_size();
+  uint64_t spanned = (offset + len + page - 1) / page - offset / page;
+  uint64_t used = (pipe.buffered() + page - 1) / page;
+  return used + spanned + extra_slots <= pipe.capacity() / page;
+}
 
 Task<Result<void>> co_splice_to_pipe(Loop& loop, int fd, uint64_t offset, size_t len, Pipe& pipe,
                                      InlineIo* policy) {
-  if (!pages_fit(offset, len, pipe)) {
+  if (!pipe_fits_pages(pipe, offset, len)) {
     co_return Error{ENOTSUP, "the pipe has no room for the pages of the range"};
   }
   size_t before = pipe.buffered();

@@ -4,12 +4,23 @@
 // file allows it), zero clusters and the part past the backing file's end
 // are zero fills, unallocated runs are spliced from the backing child, and
 // compressed clusters are decoded into a buffer that is copied in.
+//
+// A run's host bytes sit at the same offset within their pages as its guest
+// bytes (clusters are whole pages), so the runs take the pipe slots of the
+// guest range's pages, plus one when a run written by copy starts a new
+// slot after a partial first page. Ranges that may not fit, and images
+// whose clusters are smaller than a page (a run, and a slot, per cluster),
+// answer ENOTSUP before anything is appended.
+#include "base/fs.h"
 #include "base/pipe.h"
 #include "block/drivers/qcow2/qcow2.h"
 
 namespace strata::qcow2 {
 
 Task<Result<void>> Qcow2Driver::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) {
+  if (cluster_size() < fs::page_size() || !fs::pipe_fits_pages(pipe, offset, bytes, 1)) {
+    co_return Error{ENOTSUP, "the pipe may have no room for the range's pages"};
+  }
   const size_t start = pipe.buffered();
   for (uint64_t pos = 0; pos < bytes;) {
     Mapping m;

@@ -148,6 +148,41 @@ TEST_F(Qcow2SpliceTest, StatsCountOneReadOnTheImageNode) {
   d->close();
 }
 
+// Ranges as long as the pipe: those whose pages fit are spliced across all
+// kinds of runs; one that spans a page more than the pipe holds is refused
+// before anything is appended (the caller reads it normally).
+TEST_F(Qcow2SpliceTest, RangesNearThePipeCapacity) {
+  auto d = open(make_image(true));
+  ASSERT_TRUE(d);
+  auto pipe = Pipe::create(testing::kMaxSpliceRange);
+  ASSERT_TRUE(pipe);
+  uint64_t cap = (*pipe)->capacity();
+  for (uint64_t off : {uint64_t{0}, uint64_t{4096}, uint64_t{900 * 1024}, uint64_t{2 << 20}}) {
+    expect_splice_equals_read(*d, off, cap - 4096);
+    expect_splice_equals_read(*d, off + 100, cap - 8192);
+  }
+  auto r = engine_.run(d->edge()->co_splice_read(100, cap, **pipe));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOTSUP);
+  EXPECT_EQ((*pipe)->buffered(), 0u);
+  d->close();
+}
+
+// Clusters smaller than a page would take a pipe slot each: refused whole.
+TEST_F(Qcow2SpliceTest, SubPageClustersFallBackWhole) {
+  std::string img = dir_.file("small.qcow2");
+  std::string cmd = "qemu-img create -q -f qcow2 -o cluster_size=512 " + img +
+                    " 1M && qemu-io -f qcow2 -c 'write -P 0x11 0 64k' " + img + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  auto d = open(img);
+  ASSERT_TRUE(d);
+  auto r = splice_range(*d, 0, 65536);
+  ASSERT_FALSE(r.result);
+  EXPECT_EQ(r.result.error().code, ENOTSUP);
+  EXPECT_EQ(r.buffered, 0u);
+  d->close();
+}
+
 // With cache.direct the file cannot splice: a read that starts with data
 // falls back whole (nothing appended); one that starts with zeroes keeps
 // them and copies the data runs in.
