@@ -127,6 +127,27 @@ TEST_F(Qcow2SpliceTest, RangesOverABackingFileMatchPreadv) {
   d->close();
 }
 
+// The whole image spliced in pipe-sized pieces equals what qemu-img
+// converts it to.
+TEST_F(Qcow2SpliceTest, WholeImageEqualsQemuImgConvert) {
+  std::string img = make_image(true);
+  std::string raw = dir_.file("converted.raw");
+  ASSERT_EQ(std::system(("qemu-img convert -O raw " + img + " " + raw).c_str()), 0);
+  std::ifstream f(raw, std::ios::binary);
+  std::vector<uint8_t> want((std::istreambuf_iterator<char>(f)), {});
+  ASSERT_EQ(want.size(), kImageSize);
+  auto d = open(img);
+  ASSERT_TRUE(d);
+  const uint64_t piece = testing::kMaxSpliceRange - 3 * 4096;
+  for (uint64_t off = 0; off < kImageSize; off += piece) {
+    uint64_t len = std::min(piece, kImageSize - off);
+    auto got = splice_range(*d, off, len);
+    ASSERT_TRUE(got.result) << got.result.error().message;
+    EXPECT_TRUE(std::equal(got.data.begin(), got.data.end(), want.begin() + off)) << off;
+  }
+  d->close();
+}
+
 TEST_F(Qcow2SpliceTest, RangesWithoutABackingFileMatchPreadv) {
   auto d = open(make_image(false));
   ASSERT_TRUE(d);
