@@ -1,5 +1,7 @@
 #include "base/fs.h"
 
+#include "base/pipe.h"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/magic.h>
@@ -173,6 +175,36 @@ Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t o
   }
   SysResult r = co_await loop.offload([&] { return blocking_pwritev(fd, iov, offset); });
   co_return to_size(r, "pwritev");
+}
+
+uint64_t page_size() {
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+bool pipe_fits_pages(const Pipe& pipe, uint64_t offset, uint64_t len, uint64_t extra_slots) {
+  uint64_t page = page_size();
+  uint64_t spanned = (offset + len + page - 1) / page - offset / page;
+  uint64_t used = (pipe.buffered() + page - 1) / page;
+  return used + spanned + extra_slots <= pipe.capacity() / page;
+}
+
+Task<Result<void>> co_splice_to_pipe(Loop& loop, int fd, uint64_t offset, size_t len, Pipe& pipe,
+                                     InlineIo* policy) {
+  if (!pipe_fits_pages(pipe, offset, len)) {
+    co_return Error{ENOTSUP, "the pipe has no room for the pages of the range"};
+  }
+  size_t before = pipe.buffered();
+  Result<void> r;
+  if (policy && policy->memory_backed && len <= InlineIo::kMaxInlineMemoryReadBytes) {
+    r = pipe.fill_from_file(fd, offset, len);
+  } else {
+    r = co_await loop.offload([&] { return pipe.fill_from_file(fd, offset, len); });
+  }
+  if (!r && r.error().code == EINVAL && pipe.buffered() == before) {
+    co_return Error{ENOTSUP, "file cannot be spliced: " + r.error().message};
+  }
+  co_return r;
 }
 
 Task<Result<void>> co_fdatasync(Loop& loop, int fd) {

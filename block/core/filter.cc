@@ -15,12 +15,15 @@ Task<Result<void>> FilterDriver::co_preadv(uint64_t offset, const IoVec& iov, ui
   return file_->co_preadv(offset, iov, flags);
 }
 
+Task<Result<void>> FilterDriver::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) {
+  return file_->co_splice_read(offset, bytes, pipe);
+}
+
 Task<Result<void>> FilterDriver::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) {
   return file_->co_pwritev(offset, iov, flags);
 }
 
-Task<Result<void>> FilterDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes,
-                                                  uint32_t flags) {
+Task<Result<void>> FilterDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
   return file_->co_pwrite_zeroes(offset, bytes, flags);
 }
 
@@ -41,8 +44,12 @@ Task<Result<void>> FilterDriver::co_truncate(uint64_t size, bool exact, Prealloc
   return file_->co_truncate(size, exact, prealloc);
 }
 
-uint64_t FilterDriver::size() const { return file_ ? file_->node()->size() : 0; }
+uint64_t FilterDriver::size() const {
+  return file_ ? file_->node()->size() : 0;
+}
 
-Limits FilterDriver::limits() const { return file_ ? file_->node()->limits() : Limits{}; }
+Limits FilterDriver::limits() const {
+  return file_ ? file_->node()->limits() : Limits{};
+}
 
 }  // namespace strata

@@ -13,6 +13,7 @@ class FilterDriver : public Driver {
   Task<Result<void>> co_open(OpenContext& ctx) override;
 
   Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) override;
+  Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) override;
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) override;
   Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override;
   Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override;

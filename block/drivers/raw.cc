@@ -12,6 +12,10 @@ class RawDriver final : public Driver {
   Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) override {
     return file_->co_preadv(offset_ + offset, iov, flags);
   }
+  // The dispatcher keeps the range inside the window (size()).
+  Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) override {
+    return file_->co_splice_read(offset_ + offset, bytes, pipe);
+  }
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) override {
     return file_->co_pwritev(offset_ + offset, iov, flags);
   }
@@ -56,7 +60,8 @@ Task<Result<void>> RawDriver::co_open(OpenContext& ctx) {
     co_return Error{EINVAL, "The sum of offset (" + std::to_string(offset_) + ") and size (" +
                                 std::to_string(has_size_ ? size_ : 0) +
                                 ") has to be smaller or equal to the  actual size of the "
-                                "containing file (" + std::to_string(file_size) + ")"};
+                                "containing file (" +
+                                std::to_string(file_size) + ")"};
   }
   uint32_t align = file_->node()->limits().request_alignment;
   if (offset_ % align) {
@@ -88,12 +93,11 @@ Task<Result<void>> RawDriver::co_truncate(uint64_t size, bool exact, Preallocati
 }  // namespace
 
 void register_raw_driver(DriverRegistry& registry) {
-  registry.add(DriverSpec{"raw",
-                          DriverKind::kFormat,
-                          {{"file", OptType::kChild, true},
-                           {"offset", OptType::kInt},
-                           {"size", OptType::kInt}},
-                          [] { return std::make_unique<RawDriver>(); }});
+  registry.add(DriverSpec{
+      "raw",
+      DriverKind::kFormat,
+      {{"file", OptType::kChild, true}, {"offset", OptType::kInt}, {"size", OptType::kInt}},
+      [] { return std::make_unique<RawDriver>(); }});
 }
 
 }  // namespace strata

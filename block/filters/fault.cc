@@ -6,6 +6,9 @@
 // pure delay), how many matching requests pass first (skip) and how many
 // then fail (count, 0 for always), and a delay in milliseconds applied to
 // matching requests. Requests that no rule fails are forwarded unchanged.
+// A splice read that a read rule matches answers ENOTSUP without counting
+// it, so the caller's fallback co_preadv meets the rule exactly once; other
+// splice reads are forwarded.
 #include <cstring>
 
 #include "block/core/filter.h"
@@ -36,9 +39,9 @@ Result<int> parse_errno(const nlohmann::json& v) {
     return e;
   }
   static const std::pair<const char*, int> kNames[] = {
-      {"EIO", EIO},       {"ENOSPC", ENOSPC}, {"EPERM", EPERM},   {"EINVAL", EINVAL},
-      {"ENOTSUP", ENOTSUP}, {"EROFS", EROFS}, {"ENOMEM", ENOMEM}, {"EAGAIN", EAGAIN},
-      {"EDQUOT", EDQUOT}};
+      {"EIO", EIO},       {"ENOSPC", ENOSPC},   {"EPERM", EPERM},
+      {"EINVAL", EINVAL}, {"ENOTSUP", ENOTSUP}, {"EROFS", EROFS},
+      {"ENOMEM", ENOMEM}, {"EAGAIN", EAGAIN},   {"EDQUOT", EDQUOT}};
   std::string s = v.is_string() ? v.get<std::string>() : "";
   for (const auto& [name, value] : kNames) {
     if (s == name) return value;
@@ -67,6 +70,14 @@ class FaultDriver final : public FilterDriver {
     if (auto r = co_await co_apply(FaultEvent::kRead, offset, iov.size()); !r) co_return r;
     co_return co_await FilterDriver::co_preadv(offset, iov, flags);
   }
+  Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) override {
+    for (const auto& rule : rules_) {
+      if (matches(rule, FaultEvent::kRead, offset, bytes)) {
+        co_return Error{ENOTSUP, "fault rules apply to this read: it takes co_preadv"};
+      }
+    }
+    co_return co_await FilterDriver::co_splice_read(offset, bytes, pipe);
+  }
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) override {
     if (auto r = co_await co_apply(FaultEvent::kWrite, offset, iov.size()); !r) co_return r;
     co_return co_await FilterDriver::co_pwritev(offset, iov, flags);
@@ -86,8 +97,8 @@ class FaultDriver final : public FilterDriver {
  private:
   Result<void> parse_rules(const nlohmann::json& options) {
     static const std::vector<OptionSpec> kRuleSpec = {
-        {"event", OptType::kString, true}, {"errno", OptType::kAny},    {"offset", OptType::kUint},
-        {"length", OptType::kUint},        {"skip", OptType::kUint},    {"count", OptType::kUint},
+        {"event", OptType::kString, true}, {"errno", OptType::kAny}, {"offset", OptType::kUint},
+        {"length", OptType::kUint},        {"skip", OptType::kUint}, {"count", OptType::kUint},
         {"delay-ms", OptType::kUint}};
     auto it = options.find("rules");
     if (it == options.end()) return {};
@@ -112,7 +123,8 @@ class FaultDriver final : public FilterDriver {
   static bool matches(const FaultRule& rule, FaultEvent ev, uint64_t offset, uint64_t bytes) {
     if (rule.event != FaultEvent::kAny && rule.event != ev) return false;
     if (ev == FaultEvent::kFlush) return true;
-    uint64_t rule_end = rule.length > UINT64_MAX - rule.offset ? UINT64_MAX : rule.offset + rule.length;
+    uint64_t rule_end =
+        rule.length > UINT64_MAX - rule.offset ? UINT64_MAX : rule.offset + rule.length;
     return offset < rule_end && rule.offset < offset + bytes;
   }
 

@@ -101,6 +101,8 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_open(OpenContext& ctx) override;
   Task<void> co_close() override;
   Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) override;
+  // qcow2_splice.cc.
+  Task<Result<void>> co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) override;
   Task<Result<void>> co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) override;
   Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override;
   Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override;
@@ -227,6 +229,10 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_read_run(uint64_t offset, const Mapping& m, const IoVec& iov);
   Task<Result<void>> co_read_backing(uint64_t offset, const IoVec& iov);
   Task<Result<void>> co_read_compressed(uint64_t entry, uint64_t in_cluster, const IoVec& iov);
+  // Splice reads (qcow2_splice.cc): one mapped run appended to the pipe.
+  Task<Result<void>> co_splice_run(uint64_t offset, const Mapping& m, Pipe& pipe);
+  Task<Result<void>> co_splice_backing(uint64_t offset, uint64_t bytes, Pipe& pipe);
+  Task<Result<void>> co_splice_copied(uint64_t offset, const Mapping& m, Pipe& pipe);
   Task<Result<void>> co_write_compressed(uint64_t offset, const IoVec& iov);
   Task<Result<bool>> co_store_compressed(uint64_t offset, const uint8_t* data, size_t len);
   Task<Result<uint64_t>> co_write_step(uint64_t offset, const IoVec& iov);
