@@ -63,6 +63,14 @@ Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t of
                                InlineIo* policy = nullptr);
 Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t offset,
                                 InlineIo* policy = nullptr);
+// The system's page size: a pipe slot holds at most one page.
+uint64_t page_size();
+// Whether the pipe's free slots hold the pages that [offset, offset + len)
+// of a file spans, plus `extra_slots`. A pipe holds capacity() / page_size()
+// slots and a spliced page takes a whole slot even when only part of it is
+// in the range; slots in use are estimated from buffered() (exact when the
+// earlier fills were whole pages).
+bool pipe_fits_pages(const Pipe& pipe, uint64_t offset, uint64_t len, uint64_t extra_slots = 0);
 // Appends `len` bytes of `fd` from `offset` to `pipe` (Pipe::fill_from_file:
 // splice, so page-cache and tmpfs pages are shared, not copied; bytes past
 // the end of the file are zeroes). With a policy whose file is memory-backed,
@@ -75,14 +83,6 @@ Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t o
 // spliced page takes a whole slot: an unaligned range of capacity() bytes
 // does not fit an empty pipe). Other errors may leave part of the range in
 // the pipe.
-// The system's page size: a pipe slot holds at most one page.
-uint64_t page_size();
-// Whether the pipe's free slots hold the pages that [offset, offset + len)
-// of a file spans, plus `extra_slots`. A pipe holds capacity() / page_size()
-// slots and a spliced page takes a whole slot even when only part of it is
-// in the range; slots in use are estimated from buffered() (exact when the
-// earlier fills were whole pages).
-bool pipe_fits_pages(const Pipe& pipe, uint64_t offset, uint64_t len, uint64_t extra_slots = 0);
 Task<Result<void>> co_splice_to_pipe(Loop& loop, int fd, uint64_t offset, size_t len, Pipe& pipe,
                                      InlineIo* policy = nullptr);
 Task<Result<void>> co_fdatasync(Loop& loop, int fd);
