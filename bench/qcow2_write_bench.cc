@@ -29,7 +29,8 @@ Task<void> co_writer(Run* r) {
     uint64_t off = r->offset;
     r->offset = (r->offset + r->step) % disk;
     if (off + r->size > disk) off = 0;
-    if (!co_await r->drive->co_write(off, buf)) r->failed = true;
+    auto written = co_await r->drive->co_write(off, buf);
+    if (!written) r->failed = true;
   }
 }
 

@@ -94,7 +94,8 @@ Task<void> co_free_bitmap_table(Qcow2Driver& d, const BitmapDirEntry& entry) {
   uint64_t cs = d.header().cluster_size();
   if (entry.table_offset == 0 || entry.table_size == 0) co_return;
   std::vector<uint8_t> raw(uint64_t{entry.table_size} * 8);
-  if (!co_await d.file()->co_pread(entry.table_offset, raw)) co_return;
+  auto read = co_await d.file()->co_pread(entry.table_offset, raw);
+  if (!read) co_return;
   auto table = parse_bitmap_table(raw, entry.table_size, cs, entry.name);
   if (!table) co_return;
   free_table_clusters(d, *table);

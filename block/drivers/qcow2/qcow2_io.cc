@@ -124,8 +124,9 @@ Task<Result<void>> Qcow2Driver::co_write_new_clusters(uint64_t host, const CowPl
   bool zero_cow = (cow.head || cow.tail) &&
                   (!cow.head || cow_reads_zero(cow.first_cluster, cow.old->front(), 0)) &&
                   (!cow.tail || cow_reads_zero(last, cow.old->back(), tail_from));
-  if (zero_cow && co_await file_->co_pwrite_zeroes(host, cow.clusters * cs, kReqNoFallback)) {
-    co_return co_await file_->co_pwritev(host + cow.head, iov, 0);
+  if (zero_cow) {
+    auto zeroed = co_await file_->co_pwrite_zeroes(host, cow.clusters * cs, kReqNoFallback);
+    if (zeroed) co_return co_await file_->co_pwritev(host + cow.head, iov, 0);
   }
   AlignedBuffer head_buf(cow.head), tail_buf(cow.tail);
   if (cow.head) {

@@ -89,7 +89,9 @@ TEST_F(SchemaTest, IntrospectionUsesQemuShapes) {
   EXPECT_EQ(ref["meta-type"], "alternate");
   for (auto& e : out) {
     for (const char* key : {"arg-type", "ret-type", "element-type"}) {
-      if (e.contains(key)) EXPECT_TRUE(by_name.count(e[key].get<std::string>())) << e.dump();
+      if (e.contains(key)) {
+        EXPECT_TRUE(by_name.count(e[key].get<std::string>())) << e.dump();
+      }
     }
   }
   EXPECT_EQ(by_name["int"]["json-type"], "int");

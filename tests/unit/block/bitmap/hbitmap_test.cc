@@ -158,7 +158,9 @@ TEST(HBitmap, RandomizedMultiLevel) {
         hb.reset_bits(first, n);
         m.reset_bits(first, n);
       }
-      if (op % 10 == 0) ASSERT_EQ(hb.count(), m.count());
+      if (op % 10 == 0) {
+        ASSERT_EQ(hb.count(), m.count());
+      }
       for (int q = 0; q < 6; q++) {
         uint64_t from = rng() % nbits;
         uint64_t end = from + rng() % (q % 2 ? 5000 : nbits);

@@ -41,7 +41,9 @@ TEST(NbdAddressTest, RefusesMalformedUris) {
         "nbds://h/e", "nbd://[::1/e", "nbd:unix:", "nbd::10809"}) {
     auto r = parse_nbd_filename(bad);
     EXPECT_FALSE(r) << bad;
-    if (!r) EXPECT_EQ(r.error().code, EINVAL) << bad;
+    if (!r) {
+      EXPECT_EQ(r.error().code, EINVAL) << bad;
+    }
   }
 }
 
