@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/magic.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -250,6 +251,13 @@ Task<Result<struct stat>> co_fstat(Loop& loop, int fd) {
       co_await loop.offload([&] { return retry_eintr([&] { return ::fstat(fd, &st); }); });
   if (r < 0) co_return errno_error(static_cast<int>(-r), "fstat");
   co_return st;
+}
+
+void raise_open_file_limit() {
+  struct rlimit lim {};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  lim.rlim_cur = lim.rlim_max;
+  (void)setrlimit(RLIMIT_NOFILE, &lim);
 }
 
 Result<struct stat> fstat_now(int fd) {

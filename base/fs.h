@@ -97,6 +97,9 @@ Task<Result<struct stat>> co_fstat(Loop& loop, int fd);
 
 // Synchronous helpers for tools and tests.
 Result<struct stat> fstat_now(int fd);
+// Raises the soft limit on open files to the hard limit, as QEMU's tools
+// do: a server holds a socket and up to a few pipes per client. Best effort.
+void raise_open_file_limit();
 Error errno_error(int err, const std::string& what);
 
 }  // namespace strata::fs

@@ -7,14 +7,16 @@ serves for the same image. Replies that wait behind a full socket keep their
 order with small replies, and a client that vanishes with replies pending
 leaves the server serving others."""
 import os
+import resource
 import socket
+import subprocess
 import struct
 import time
 
 import nbd  # python3-libnbd
 
-from conftest import require, run
-from test_nbd_basic import serve
+from conftest import require, run, strata_binary, unix_listening
+from test_nbd_basic import serve, short_dir
 from test_nbd_protocol import Client, OPT, REP_ACK, CMD_READ
 
 MiB = 1 << 20
@@ -187,3 +189,28 @@ def test_client_vanishing_with_spliced_replies_pending(workdir):
             assert h.pread(1 << 20, 3 << 20) == f.read()[3 << 20:4 << 20]
         h.shutdown()
         assert s.proc.poll() is None
+
+
+def test_server_raises_its_open_file_limit(workdir):
+    """Pipes take two descriptors each, up to 4 per client: strata-nbd raises
+    its soft limit on open files to the hard limit, as QEMU's tools do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    if low >= hard:
+        return  # nothing to raise to
+    path = raw_image(workdir, MiB)
+    sock = os.path.join(short_dir(), "s")
+    proc = subprocess.Popen(
+        [strata_binary("strata-nbd"), "-f", "raw", "-k", sock, path],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+    try:
+        for _ in range(500):
+            if unix_listening(sock):
+                break
+            time.sleep(0.02)
+        with open(f"/proc/{proc.pid}/limits") as f:
+            line = next(l for l in f if l.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)]
+    finally:
+        proc.terminate()
+        proc.wait(10)

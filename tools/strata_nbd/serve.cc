@@ -12,6 +12,7 @@
 #include <fstream>
 #include <thread>
 
+#include "base/fs.h"
 #include "base/log.h"
 #include "block/core/graph.h"
 #include "nbd/server.h"
@@ -221,6 +222,7 @@ int run(const Options& o) {
   sigset_t set = SignalWatcher::signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  fs::raise_open_file_limit();
   Engine engine;
   engine.logger().set_level(o.verbose ? LogLevel::kDebug : LogLevel::kWarning);
   StopState state(engine.loop());

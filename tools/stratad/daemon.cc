@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "base/fs.h"
 #include "base/log.h"
 #include "qmp/context.h"
 #include "qmp/server.h"
@@ -178,6 +179,7 @@ int run_daemon(const CommandLine& cl) {
   // A client that goes away must not kill the daemon: writes then fail
   // with EPIPE instead.
   signal(SIGPIPE, SIG_IGN);
+  fs::raise_open_file_limit();
   SignalWatcher::block_signals();
   Engine engine;
   engine.logger().set_level(LogLevel::kWarning);
