@@ -133,6 +133,10 @@ def test_long_options_per_subcommand_as_qemu_img(workdir):
         (["resize", "--force-share", top, "64M"], False),
         (["create", "--output=json", "-f", "qcow2", os.path.join(workdir, "x.qcow2"), "1M"], False),
         (["measure", "--output=json", "--size", "1G", "-O", "qcow2"], True),
+        (["convert", "--force-share", "-q", "-T", "none", "-t", "writeback", "-O", "raw", top,
+          os.path.join(workdir, "c1.raw")], True),
+        (["convert", "--output=json", "-O", "raw", top, os.path.join(workdir, "c2.raw")], False),
+        (["convert", "--format=qcow2", "-O", "raw", top, os.path.join(workdir, "c3.raw")], False),
     ]
     for args, accepted in cases:
         ours, theirs = both(*args)

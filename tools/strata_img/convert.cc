@@ -193,14 +193,13 @@ namespace strata::img {
 namespace {
 
 struct ConvertArgs {
-  OpenSpec src;
+  CommonOptions common;  // the source: -f, -T (its cache), -U, --image-opts; -q
   std::string out_format = "raw";
   std::string out_name;
   std::map<std::string, std::string> opts;
   std::string dst_cache;
   bool no_create = false;
   bool target_is_zero = false;
-  bool quiet = false;
   bool progress = false;
   bool bitmaps = false;      // --bitmaps (strata_img/bitmap.h)
   bool skip_broken = false;  // --skip-broken-bitmaps
@@ -243,7 +242,7 @@ Task<Result<void>> co_create_target(Engine& engine, const ConvertArgs& a, uint64
 }
 
 Task<int> co_convert(Engine& engine, ConvertArgs a) {
-  auto src = co_await co_open_image(engine, a.src);
+  auto src = co_await co_open_image(engine, a.common.spec);
   if (!src) {
     error_report(src.error().message);
     co_return 1;
@@ -289,7 +288,7 @@ Task<int> co_convert(Engine& engine, ConvertArgs a) {
     error_report("Target image is smaller than the source");
     co_return 1;
   }
-  Progress progress(a.progress && !a.quiet);
+  Progress progress(a.progress && !a.common.quiet);
   progress.update(0);
   auto r = co_await co_copy_image(engine, a.plan, src_node, (*dst)->edge(), zeroed, &progress);
   progress.finish();
@@ -307,32 +306,24 @@ Task<int> co_convert(Engine& engine, ConvertArgs a) {
 }  // namespace
 
 int cmd_convert(Engine& engine, const Args& args) {
-  enum {
-    kImageOpts = 256,
-    kObject,
-    kTargetIsZero,
-    kTargetImageOpts,
-    kSalvage,
-    kBitmaps,
-    kSkipBroken
-  };
-  static const struct option longopts[] = {
-      {"help", no_argument, nullptr, 'h'},
-      {"image-opts", no_argument, nullptr, kImageOpts},
-      {"object", required_argument, nullptr, kObject},
-      {"force-share", no_argument, nullptr, 'U'},
-      {"target-is-zero", no_argument, nullptr, kTargetIsZero},
-      {"salvage", no_argument, nullptr, kSalvage},
-      {"bitmaps", no_argument, nullptr, kBitmaps},
-      {"skip-broken-bitmaps", no_argument, nullptr, kSkipBroken},
-      {nullptr, 0, nullptr, 0}};
-  OptionParser p(args, "hf:O:B:F:Cco:l:S:pt:T:qnm:WrU", longopts);
+  enum { kTargetIsZero = kOptFirstOwn, kSalvage, kBitmaps, kSkipBroken };
+  auto longopts = long_options(kLongImageOpts | kLongObject | kLongForceShare,
+                               {{"target-is-zero", no_argument, nullptr, kTargetIsZero},
+                                {"salvage", no_argument, nullptr, kSalvage},
+                                {"bitmaps", no_argument, nullptr, kBitmaps},
+                                {"skip-broken-bitmaps", no_argument, nullptr, kSkipBroken}});
+  OptionParser p(args, "hf:O:B:F:Cco:l:S:pt:T:qnm:WrU", longopts.data());
   ConvertArgs a;
   for (int c; (c = p.next()) != -1;) {
+    // -t is the target's cache here, -T the source's (the common -t).
+    if (c == 't') {
+      a.dst_cache = p.arg;
+      continue;
+    }
+    OptionUse use = handle_common_option(c == 'T' ? 't' : c, p.arg, &a.common);
+    if (use == OptionUse::kError) return 1;
+    if (use == OptionUse::kHandled) continue;
     switch (c) {
-      case 'f':
-        a.src.format = p.arg;
-        break;
       case 'O':
         a.out_format = p.arg;
         break;
@@ -359,15 +350,6 @@ int cmd_convert(Engine& engine, const Args& args) {
       case 'p':
         a.progress = true;
         break;
-      case 't':
-        a.dst_cache = p.arg;
-        break;
-      case 'T':
-        a.src.cache = p.arg;
-        break;
-      case 'q':
-        a.quiet = true;
-        break;
       case 'n':
         a.no_create = true;
         break;
@@ -376,12 +358,6 @@ int cmd_convert(Engine& engine, const Args& args) {
         break;
       case 'W':
         a.plan.out_of_order = true;
-        break;
-      case 'U':
-        a.src.force_share = true;
-        break;
-      case kImageOpts:
-        a.src.image_opts = true;
         break;
       case kTargetIsZero:
         a.target_is_zero = true;
@@ -392,7 +368,6 @@ int cmd_convert(Engine& engine, const Args& args) {
       case kSkipBroken:
         a.skip_broken = true;
         break;
-      case kObject:
       case kSalvage:
       case 'C':
       case 'r':
@@ -427,7 +402,7 @@ int cmd_convert(Engine& engine, const Args& args) {
     return 1;
   }
   a.plan.target_has_backing = a.opts.count("backing_file") > 0;
-  a.src.filename = p.rest[0];
+  a.common.spec.filename = p.rest[0];
   a.out_name = p.rest[1];
   return engine.run(co_convert(engine, a));
 }
