@@ -1,5 +1,5 @@
-"""The NBD client driver inside stratad, driven over QMP: TLS with PSK
-credentials against qemu-nbd, the link state in query-named-block-nodes
+"""The NBD client driver inside stratad, driven over QMP: TLS with PSK and
+X.509 credentials against qemu-nbd, the link state in query-named-block-nodes
 during a reconnect, and blockdev-reopen between read-only and read-write.
 Data going through the driver is checked over a second NBD hop: stratad
 exports the nbd node and qemu-io reads and writes that export, while the
@@ -16,6 +16,7 @@ from conftest import require, run, strata_binary
 from qmp_client import Daemon, QmpError
 from test_nbd_basic import short_dir
 from test_nbd_client import nbd_server, qemu_io, wait_for_socket, stop
+from test_nbd_tls import make_x509
 
 MiB = 1 << 20
 
@@ -109,6 +110,38 @@ def test_tls_psk_against_qemu_nbd(workdir, sockdir):
         assert read_file(image, 4 * MiB, 512 << 10) == b"\xc3" * (512 << 10)
         names = [n["node-name"] for n in c.execute("query-named-block-nodes")]
         assert "wrong" not in names and "plain" not in names
+
+
+def test_tls_x509_against_qemu_nbd(workdir, sockdir):
+    """qemu-nbd with tls-creds-x509 and verify-peer=on: stratad connects with
+    its client certificate, checks the server's name when tls-hostname is
+    given, and refuses a server signed by another CA."""
+    require("qemu-nbd")
+    image = raw_with_pattern(workdir)
+    certs = make_x509(os.path.join(str(workdir), "pki"))
+    other = make_x509(os.path.join(str(workdir), "other-pki"))
+    sock = os.path.join(sockdir, "s")
+    tls = [f"--object=tls-creds-x509,id=tls0,endpoint=server,dir={certs},verify-peer=on",
+           "--tls-creds=tls0"]
+    with nbd_server("qemu-nbd", image, sock=sock, extra=tls), \
+            Daemon(strata_binary("stratad"), workdir) as d:
+        c = d.client()
+        for id, pki in (("good", certs), ("foreign", other)):
+            c.execute("object-add", **{"qom-type": "tls-creds-x509"}, id=id, dir=pki,
+                      endpoint="client")
+        cls, desc = c.error("blockdev-add", nbd_node(sock, "foreign", **{"tls-creds": "foreign"}))
+        assert cls == "GenericError" and "TLS" in desc, desc
+        cls, desc = c.error("blockdev-add", nbd_node(
+            sock, "misnamed", **{"tls-creds": "good", "tls-hostname": "elsewhere.example"}))
+        assert cls == "GenericError" and "TLS" in desc, desc
+        c.execute("blockdev-add", **nbd_node(sock, **{"tls-creds": "good",
+                                                    "tls-hostname": "localhost"}))
+        out = export_node(c, os.path.join(sockdir, "out"))
+        check = qemu_io(out, "read -P 0x5a 1M 1M", "write -P 0x3c 2M 256k", "flush")
+        assert "Pattern verification failed" not in check.stdout, check.stdout
+        assert read_file(image, 2 * MiB, 256 << 10) == b"\x3c" * (256 << 10)
+        names = [n["node-name"] for n in c.execute("query-named-block-nodes")]
+        assert "foreign" not in names and "misnamed" not in names
 
 
 def test_state_reported_during_reconnect(workdir, sockdir):
