@@ -194,8 +194,9 @@ Task<Result<size_t>> Stream::co_read_some(std::span<uint8_t> buf) {
   StreamImpl* s = impl_;
   while (s->buffered == 0) {
     if (s->closed) co_return Error{ECONNRESET, "connection closed"};
-    if (s->read_error)
+    if (s->read_error) {
       co_return Error{s->read_error, std::string("read: ") + std::strerror(s->read_error)};
+    }
     if (s->eof) co_return size_t{0};
     s->start_reading();
     struct Park {

@@ -53,6 +53,9 @@ class PipePool {
   };
 
   Task<Lease> co_take();
+  // The capacity of every pipe lent (pipes the kernel keeps smaller are
+  // not lent).
+  size_t pipe_bytes() const { return pipe_bytes_; }
   // Pipes lent out or idle.
   size_t pipes() const { return made_; }
 

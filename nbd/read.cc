@@ -45,7 +45,7 @@ Task<Result<void>> Connection::co_read_pieces(const Request& req, const ReplyEnc
   STRATA_CO_TRY_ASSIGN(std::vector<ReadPiece> pieces, co_await co_plan_read(req, enc));
   if (may_splice(req)) {
     reply.pipe = co_await pipes_.co_take();
-    if (reply.pipe && reply.pipe->capacity() >= req.length + kPipeSlack) {
+    if (reply.pipe) {
       auto r = co_await co_read_into_pipe(pieces, enc, *reply.pipe);
       if (r) co_return r;
       // ENOTSUP: the export cannot splice; EAGAIN: the pipe filled up (data
@@ -58,7 +58,8 @@ Task<Result<void>> Connection::co_read_pieces(const Request& req, const ReplyEnc
 }
 
 bool Connection::may_splice(const Request& req) const {
-  return req.length >= kSpliceReadThreshold && channel_->can_splice();
+  return req.length >= kSpliceReadThreshold && req.length + kPipeSlack <= pipes_.pipe_bytes() &&
+         channel_->can_splice();
 }
 
 Task<Result<std::vector<ReadPiece>>> Connection::co_plan_read(const Request& req,
