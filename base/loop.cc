@@ -165,6 +165,9 @@ struct SleepAwaiter {
     state->waiter = h;
     uv_timer_init(loop.uv(), &state->timer);
     state->timer.data = state;
+    // libuv counts from the loop's cached time, which lags after a long
+    // callback: refresh it so the sleep lasts at least `ms` from now.
+    uv_update_time(loop.uv());
     uv_timer_start(
         &state->timer,
         [](uv_timer_t* t) {

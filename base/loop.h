@@ -77,7 +77,7 @@ class Loop {
   void run_forever();
   void stop();
 
-  // Suspends the calling coroutine for `ms` milliseconds.
+  // Suspends the calling coroutine for at least `ms` milliseconds from now.
   Task<void> co_sleep(uint64_t ms);
 
   // Runs `fn` on the thread pool; the awaiting coroutine gets its result.
