@@ -5,6 +5,7 @@
 
 #include "block/core/driver_registry.h"
 #include "block/core/graph.h"
+#include "qmp/keyval.h"
 
 namespace strata::qmp {
 
@@ -148,6 +149,20 @@ void add_block_types(Schema& s, const DriverRegistry& drivers) {
   add_blockdev_options_type(s, drivers);
   add_info_types(s);
   add_create_types(s);
+}
+
+Result<nlohmann::json> parse_image_options(const DriverRegistry& drivers, const std::string& text) {
+  if (!text.empty() && text[0] == '{') {
+    nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
+    if (value.is_discarded() || !value.is_object()) {
+      return Error{EINVAL, "Could not parse the image options '" + text + "'"};
+    }
+    return value;
+  }
+  Schema schema;
+  add_block_types(schema, drivers);
+  STRATA_TRY_ASSIGN(nlohmann::json strings, parse_keyval(text));
+  return keyval_to_typed(schema, "BlockdevOptions", std::move(strings));
 }
 
 }  // namespace strata::qmp

@@ -3,8 +3,9 @@
 //
 // Usage: strata-io [-f FMT] [-r] [-c CMD]... [--image-opts] IMAGE
 //   Commands come from -c options, in order, or else one per line on stdin.
-//   IMAGE is a file name, or with --image-opts / a "json:" prefix a JSON
-//   object of blockdev options.
+//   IMAGE is a file name; with --image-opts, blockdev options in QEMU's
+//   keyval form (driver=qcow2,file.filename=x) or as a JSON object; or
+//   "json:" and a JSON object of blockdev options.
 // Commands (sizes accept k/M/G suffixes):
 //   read  [-P BYTE] OFF LEN   read; with -P verify every byte equals BYTE
 //   write [-P BYTE] OFF LEN   write LEN bytes of BYTE (default 0xcd)
@@ -26,8 +27,10 @@
 #include <string>
 #include <vector>
 
+#include "block/core/graph.h"
 #include "block/core/options.h"
 #include "block/drivers/qcow2/probe.h"
+#include "qmp/block_schema.h"
 #include "strata/drive.h"
 #include "strata/engine.h"
 
@@ -162,9 +165,15 @@ class Session {
 
 Task<int> co_main(Engine& engine, Args args) {
   nlohmann::json opts;
-  if (args.image_opts || args.image.rfind("json:", 0) == 0) {
-    std::string text = args.image_opts ? args.image : args.image.substr(5);
-    opts = nlohmann::json::parse(text, nullptr, false);
+  if (args.image_opts) {
+    auto parsed = qmp::parse_image_options(engine.graph().drivers(), args.image);
+    if (!parsed) {
+      std::fprintf(stderr, "strata-io: %s\n", parsed.error().message.c_str());
+      co_return 1;
+    }
+    opts = std::move(*parsed);
+  } else if (args.image.rfind("json:", 0) == 0) {
+    opts = nlohmann::json::parse(args.image.substr(5), nullptr, false);
     if (opts.is_discarded()) {
       std::fprintf(stderr, "strata-io: invalid JSON options\n");
       co_return 1;

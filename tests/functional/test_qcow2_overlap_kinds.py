@@ -271,6 +271,34 @@ def test_inactive_l2_is_checked_only_when_asked(workdir, name):
         assert (message("inactive L2 table") in q.stdout + q.stderr) is refused
 
 
+# QEMU's keyval form of the options, as both tools take them with --image-opts
+# -> whether a write into an inactive L2 table is refused.
+KEYVAL_MODES = {
+    "overlap-check=all": True,
+    "overlap-check.template=all": True,
+    "overlap-check.template=all,overlap-check.inactive-l2=off": False,
+    "overlap-check.template=none,overlap-check.inactive-l2=on": True,
+    "overlap-check.inactive-l2=off": False,
+}
+
+
+@pytest.mark.parametrize("keys", sorted(KEYVAL_MODES))
+def test_dotted_keys_as_qemu_io(workdir, keys):
+    """The same `--image-opts driver=qcow2,...,overlap-check.*=...` line given
+    to strata-io and qemu-io: both refuse, or both let the write through."""
+    require("qemu-io")
+    refused = KEYVAL_MODES[keys]
+    for tool in ("strata", "qemu"):
+        os.makedirs(os.path.join(workdir, tool))
+        path = inactive_l2_image(os.path.join(workdir, tool))
+        opts = f"driver=qcow2,file.driver=file,file.filename={path},{keys}"
+        binary = strata_binary("strata-io") if tool == "strata" else "qemu-io"
+        res = run([binary, "--image-opts", "-c", "write -P 3 128k 4k", opts], check=False)
+        out = res.stdout + res.stderr
+        assert (message("inactive L2 table") in out) is refused, (tool, out)
+        assert (res.returncode != 0) is refused, (tool, out)
+
+
 def test_object_booleans_turn_single_kinds_off(workdir):
     """The snapshot-table boolean alone lets a data write onto the snapshot
     table through; the other kinds stay checked."""

@@ -6,6 +6,7 @@
 #include "block/core/graph.h"
 #include "block/core/options.h"
 #include "block/drivers/qcow2/probe.h"
+#include "qmp/block_schema.h"
 
 namespace strata::img {
 
@@ -68,9 +69,10 @@ bool parse_img_size(const std::string& s, uint64_t* out) {
 
 Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   nlohmann::json opts;
-  if (spec.image_opts || spec.filename.rfind("json:", 0) == 0) {
-    std::string text = spec.image_opts ? spec.filename : spec.filename.substr(5);
-    opts = nlohmann::json::parse(text, nullptr, false);
+  if (spec.image_opts) {
+    STRATA_CO_TRY_ASSIGN(opts, qmp::parse_image_options(engine.graph().drivers(), spec.filename));
+  } else if (spec.filename.rfind("json:", 0) == 0) {
+    opts = nlohmann::json::parse(spec.filename.substr(5), nullptr, false);
     if (opts.is_discarded() || !opts.is_object()) {
       co_return Error{EINVAL, "Could not parse the image options '" + spec.filename + "'"};
     }
