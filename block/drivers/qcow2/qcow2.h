@@ -226,6 +226,9 @@ class Qcow2Driver final : public Driver {
   int find_snapshot(const std::string& name_or_id) const;
 
   // Data path (qcow2_io.cc).
+  // How many of the `bytes` at `offset` the backing file holds (0 without
+  // one); the rest of an unallocated range reads as zeroes.
+  uint64_t backing_bytes(uint64_t offset, uint64_t bytes) const;
   Task<Result<void>> co_read_run(uint64_t offset, const Mapping& m, const IoVec& iov);
   Task<Result<void>> co_read_backing(uint64_t offset, const IoVec& iov);
   Task<Result<void>> co_read_compressed(uint64_t entry, uint64_t in_cluster, const IoVec& iov);

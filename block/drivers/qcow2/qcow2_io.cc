@@ -30,11 +30,15 @@ class InflightScope {
 };
 }  // namespace
 
-Task<Result<void>> Qcow2Driver::co_read_backing(uint64_t offset, const IoVec& iov) {
+uint64_t Qcow2Driver::backing_bytes(uint64_t offset, uint64_t bytes) const {
   Child* below = backing();
   uint64_t bsize = below ? below->node()->size() : 0;
-  uint64_t n = offset < bsize ? std::min<uint64_t>(iov.size(), bsize - offset) : 0;
-  if (n) STRATA_CO_TRY(co_await below->co_preadv(offset, iov.slice(0, n), 0));
+  return offset < bsize ? std::min(bytes, bsize - offset) : 0;
+}
+
+Task<Result<void>> Qcow2Driver::co_read_backing(uint64_t offset, const IoVec& iov) {
+  uint64_t n = backing_bytes(offset, iov.size());
+  if (n) STRATA_CO_TRY(co_await backing()->co_preadv(offset, iov.slice(0, n), 0));
   if (n < iov.size()) iov.fill(n, iov.size() - n, 0);
   co_return Result<void>{};
 }
@@ -102,10 +106,8 @@ bool Qcow2Driver::cow_reads_zero(uint64_t guest_cluster, uint64_t entry, uint64_
     case ClusterType::kZeroPlain:
     case ClusterType::kZeroAlloc:
       return true;
-    case ClusterType::kUnallocated: {
-      Child* below = backing();
-      return !below || (guest_cluster << cluster_bits_) + from >= below->node()->size();
-    }
+    case ClusterType::kUnallocated:
+      return backing_bytes((guest_cluster << cluster_bits_) + from, 1) == 0;
     default:
       return false;
   }

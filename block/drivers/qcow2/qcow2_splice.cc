@@ -61,10 +61,8 @@ Task<Result<void>> Qcow2Driver::co_splice_run(uint64_t offset, const Mapping& m,
 // As co_read_backing: the backing child's data, zeroes past its end or
 // without one.
 Task<Result<void>> Qcow2Driver::co_splice_backing(uint64_t offset, uint64_t bytes, Pipe& pipe) {
-  Child* below = backing();
-  uint64_t bsize = below ? below->node()->size() : 0;
-  uint64_t n = offset < bsize ? std::min(bytes, bsize - offset) : 0;
-  if (n) STRATA_CO_TRY(co_await below->co_splice_read(offset, n, pipe));
+  uint64_t n = backing_bytes(offset, bytes);
+  if (n) STRATA_CO_TRY(co_await backing()->co_splice_read(offset, n, pipe));
   co_return pipe.fill_zeroes(bytes - n);
 }
 
