@@ -10,13 +10,14 @@
 // inherit; an implicit child may also be given inline. Driver options and
 // other children must stay as they are ("Cannot change the option 'x'").
 //
-// Phases, as QEMU's reopen queue: plan every node (validation), let each
-// driver prepare (a file opened again, say), switch the flags and
-// re-derive permissions, change backing links, then commit every driver
-// and let each finish (qcow2 marks its bitmaps in-use once its file is
-// writable); any failure aborts the drivers and restores the flags and
-// links.
-#include "block/core/graph.h"
+// Phases, as QEMU's reopen queue: plan every node (validation), drain the
+// nodes and their parents, let each driver prepare (a file opened again,
+// say), switch the flags and links as one graph change (one permission
+// update), then commit every driver and let each finish (qcow2 marks its
+// bitmaps in-use once its file is writable); any failure aborts the
+// drivers and undoes the graph change. Frozen links (a job's chain)
+// cannot change.
+#include "block/core/graph_change.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
 
@@ -259,67 +260,6 @@ class Planner {
   std::vector<Plan> plans_;
 };
 
-// Link changes, undone in reverse order on failure. Detaching cannot fail
-// and is done last, once nothing can fail any more.
-class Relinker {
- public:
-  explicit Relinker(Graph& graph) : graph_(graph) {}
-
-  Result<void> apply(std::vector<Plan>& plans) {
-    for (auto& p : plans) {
-      for (auto& l : p.links) {
-        if (l.to) STRATA_TRY(link(*p.node, l));
-      }
-    }
-    return {};
-  }
-
-  // After failure: the old links again, in reverse order.
-  Task<void> co_undo() {
-    for (auto it = done_.rbegin(); it != done_.rend(); ++it) {
-      if (it->from) {
-        (void)graph_.retarget(*it->edge, *it->from);
-      } else {
-        co_await graph_.co_detach(it->edge);
-      }
-    }
-    done_.clear();
-  }
-
-  // After success: detaches, and closes implicit nodes nobody uses now.
-  Task<void> co_finish(std::vector<Plan>& plans) {
-    for (auto& p : plans) {
-      for (auto& l : p.links) {
-        if (!l.to) co_await graph_.co_detach(p.node->child(l.child));
-      }
-    }
-    for (auto& d : done_) {
-      if (d.from) co_await graph_.co_release_if_unused(d.from);
-    }
-  }
-
- private:
-  struct Done {
-    Child* edge;
-    Node* from;  // null: the edge was added
-  };
-
-  Result<void> link(Node& node, const LinkChange& l) {
-    if (Child* current = node.child(l.child)) {
-      Node* from = current->node();
-      STRATA_TRY(graph_.retarget(*current, *l.to));
-      done_.push_back({current, from});
-      return {};
-    }
-    STRATA_TRY_ASSIGN(Child * edge, graph_.attach_child(node, *l.to, l.child, kRoleCow));
-    done_.push_back({edge, nullptr});
-    return {};
-  }
-
-  Graph& graph_;
-  std::vector<Done> done_;
-};
-
 // Drivers prepare in order, up to the first failure; `prepared` counts the
 // ones that succeeded (they are committed or aborted later).
 Task<Result<void>> co_prepare_drivers(std::vector<Plan>& plans, size_t& prepared) {
@@ -345,29 +285,23 @@ Task<void> co_end_drivers(std::vector<Plan>& plans, size_t prepared, bool commit
   }
 }
 
-// New flags and permissions, then the new links; on failure, the old flags,
-// links and permissions again.
-Task<Result<void>> co_switch(Graph& graph, std::vector<Plan>& plans) {
-  std::vector<NodeFlags> saved;
+// New flags and links as one graph change: one permission update for all,
+// everything undone if it fails.
+Result<void> co_switch_plan(GraphChange& change, std::vector<Plan>& plans) {
+  for (auto& p : plans) change.set_flags(*p.node, p.flags);
   for (auto& p : plans) {
-    saved.push_back(p.node->flags());
-    p.node->mutable_flags() = p.flags;
+    for (auto& l : p.links) {
+      Child* current = p.node->child(l.child);
+      if (!l.to) {
+        STRATA_TRY(change.detach(*current));
+      } else if (current) {
+        STRATA_TRY(change.retarget(*current, *l.to));
+      } else {
+        STRATA_TRY(change.attach(*p.node, *l.to, l.child, kRoleCow));
+      }
+    }
   }
-  Result<void> r;
-  for (auto& p : plans) {
-    r = graph.refresh_node_perms(*p.node);
-    if (!r) break;
-  }
-  Relinker relinker(graph);
-  if (r) r = relinker.apply(plans);
-  if (r) {
-    co_await relinker.co_finish(plans);
-    co_return r;
-  }
-  co_await relinker.co_undo();
-  for (size_t i = 0; i < plans.size(); i++) plans[i].node->mutable_flags() = saved[i];
-  for (auto& p : plans) (void)graph.refresh_node_perms(*p.node);
-  co_return r;
+  return change.commit();
 }
 
 Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
@@ -375,12 +309,16 @@ Task<Result<json>> co_blockdev_reopen(QmpContext& ctx, json args) {
   Planner planner(graph);
   for (const auto& o : args["options"]) STRATA_CO_TRY(planner.add_entry(o));
   STRATA_CO_TRY_ASSIGN(std::vector<Plan> plans, planner.take());
-  for (auto& p : plans) co_await p.node->co_drain_begin();
+  GraphChange change(graph);
+  std::vector<Node*> nodes;
+  for (auto& p : plans) nodes.push_back(p.node);
+  co_await change.co_drain(std::move(nodes));
   size_t prepared = 0;
   auto r = co_await co_prepare_drivers(plans, prepared);
-  if (r) r = co_await co_switch(graph, plans);
+  if (r) r = co_switch_plan(change, plans);
+  if (!r) change.abort();
   co_await co_end_drivers(plans, prepared, bool(r));
-  for (auto& p : plans) p.node->drain_end();
+  co_await change.co_finish();
   if (!r) co_return std::move(r).error();
   for (auto& p : plans) {
     if (!p.keep_options) p.node->set_options(p.options);

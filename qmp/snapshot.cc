@@ -1,12 +1,12 @@
 // External snapshots: blockdev-snapshot and blockdev-snapshot-sync, as
 // transaction actions and as commands (a one-action transaction, as in
-// QEMU). Prepare puts the overlay above the old node (old becomes its
-// backing, old's parents move to the overlay); commit makes the old node
-// read-only; abort moves the parents back and detaches the backing.
+// QEMU). Prepare puts the overlay above the old node in one graph change
+// (old becomes its backing, old's parents move to the overlay); commit
+// makes the old node read-only; abort undoes the graph change.
 #include "qmp/snapshot.h"
 
 #include "base/log.h"
-#include "block/core/graph.h"
+#include "block/core/graph_change.h"
 #include "qmp/block_lookup.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
@@ -19,7 +19,8 @@ namespace {
 class ExternalSnapshot final : public Action {
  public:
   ExternalSnapshot(QmpContext& ctx, json data, bool sync)
-      : ctx_(ctx), graph_(ctx.engine().graph()), data_(std::move(data)), sync_(sync) {}
+      : ctx_(ctx), graph_(ctx.engine().graph()), change_(graph_), data_(std::move(data)),
+        sync_(sync) {}
 
   Task<Result<void>> co_prepare() override;
   Task<void> co_commit() override;
@@ -32,14 +33,13 @@ class ExternalSnapshot final : public Action {
 
   QmpContext& ctx_;
   Graph& graph_;
+  GraphChange change_;
   json data_;
   bool sync_;
   Node* old_ = nullptr;
   Node* new_ = nullptr;
   std::string new_name_;
-  bool drained_ = false;
   bool opened_here_ = false;
-  bool appended_ = false;
 };
 
 Task<Result<Node*>> ExternalSnapshot::co_open_overlay() {
@@ -94,8 +94,9 @@ Task<Result<void>> ExternalSnapshot::co_prepare() {
   std::string device = sync_ ? data_.value("device", "") : data_["node"].get<std::string>();
   std::string node_name = sync_ ? data_.value("node-name", "") : device;
   STRATA_CO_TRY_ASSIGN(old_, lookup_bs(graph_, device, node_name));
-  co_await old_->co_drain_begin();
-  drained_ = true;
+  std::vector<Node*> drained = {old_};
+  co_await change_.co_drain(std::move(drained));
+  STRATA_CO_TRY(old_->check_op(BlockOp::kExternalSnapshot));
   STRATA_CO_TRY(check_not_backing(*old_));
   if (!old_->read_only()) {
     auto flushed = co_await old_->co_flush(nullptr);
@@ -104,15 +105,10 @@ Task<Result<void>> ExternalSnapshot::co_prepare() {
   STRATA_CO_TRY_ASSIGN(new_, co_await co_open_overlay());
   new_name_ = new_->name();
   STRATA_CO_TRY(check_overlay(*new_));
-  auto edge = graph_.attach_child(*new_, *old_, "backing", kRoleCow);
+  auto edge = change_.attach(*new_, *old_, "backing", kRoleCow);
   if (!edge) co_return std::move(edge).error();
-  auto replaced = co_await graph_.co_replace_node(*old_, *new_);
-  if (!replaced) {
-    co_await graph_.co_detach(*edge);
-    co_return replaced;
-  }
-  appended_ = true;
-  co_return Result<void>{};
+  STRATA_CO_TRY(change_.replace(*old_, *new_));
+  co_return change_.commit();
 }
 
 Task<void> ExternalSnapshot::co_commit() {
@@ -126,15 +122,12 @@ Task<void> ExternalSnapshot::co_commit() {
 }
 
 Task<void> ExternalSnapshot::co_abort() {
-  if (!appended_) co_return;
-  auto back = co_await graph_.co_replace_node(*new_, *old_);
-  if (!back) ctx_.engine().logger().error("snapshot abort: " + back.error().message);
-  if (Child* b = new_->backing()) co_await graph_.co_detach(b);
-  appended_ = false;
+  change_.abort();
+  co_return;
 }
 
 Task<void> ExternalSnapshot::co_clean() {
-  if (drained_) old_->drain_end();
+  co_await change_.co_finish();
   // A node this action opened lives only as long as someone uses it
   // (QEMU drops its own reference here).
   if (opened_here_ && graph_.find(new_name_) == new_) co_await graph_.co_release_if_unused(new_);

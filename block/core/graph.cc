@@ -247,10 +247,13 @@ Result<Child*> Graph::attach_child(Node& parent, Node& child, const std::string&
 }
 
 Result<Child*> Graph::attach_root(Node& node, const std::string& user, uint64_t perm,
-                                  uint64_t shared) {
+                                  uint64_t shared, RootOptions options) {
   auto edge = std::make_unique<Child>(nullptr, user, "root", kRolePrimary, &node);
   edge->perm_ = perm;
   edge->shared_ = shared;
+  edge->backend_ = options.backend;
+  edge->stay_at_node_ = options.stays_at_node;
+  edge->set_owner(options.owner, options.waits_while_drained);
   Child* raw = edge.get();
   roots_.push_back(std::move(edge));
   node.parents_.push_back(raw);
@@ -259,7 +262,23 @@ Result<Child*> Graph::attach_root(Node& node, const std::string& user, uint64_t 
     roots_.pop_back();
     return std::move(r).error();
   }
+  if (options.owner && node.quiesced()) options.owner->drained_begin();
   return raw;
+}
+
+void Graph::move_edge(Child* edge, Node* to) {
+  Node* from = edge->node_;
+  unlink_parent(edge);
+  edge->node_ = to;
+  to->parents_.push_back(edge);
+  EdgeOwner* owner = edge->owner();
+  if (!owner || from->quiesced() == to->quiesced()) return;
+  if (to->quiesced()) {
+    owner->drained_begin();
+  } else {
+    owner->drained_end();
+    from->kick_drain();
+  }
 }
 
 Result<void> Graph::set_root_perm(Child& root, uint64_t perm, uint64_t shared) {
@@ -277,15 +296,16 @@ Result<void> Graph::set_root_perm(Child& root, uint64_t perm, uint64_t shared) {
 Result<void> Graph::retarget(Child& edge, Node& to) {
   Node* from = edge.node_;
   if (from == &to) return {};
-  unlink_parent(&edge);
-  edge.node_ = &to;
-  to.parents_.push_back(&edge);
+  if (edge.frozen()) {
+    return Error{EPERM, "Cannot change frozen '" + edge.name() + "' link from '" +
+                            (edge.parent_ ? edge.parent_->name() : edge.user()) + "' to '" +
+                            from->name() + "'"};
+  }
+  move_edge(&edge, &to);
   std::vector<Node*> changed = {from, &to};
   if (edge.parent_) changed.push_back(edge.parent_);
   if (auto r = refresh_perms(changed); !r) {
-    unlink_parent(&edge);
-    edge.node_ = from;
-    from->parents_.push_back(&edge);
+    move_edge(&edge, from);
     (void)refresh_perms({from, &to});
     return r;
   }
@@ -295,6 +315,10 @@ Result<void> Graph::retarget(Child& edge, Node& to) {
 Task<void> Graph::co_detach(Child* edge) {
   Node* node = edge->node_;
   unlink_parent(edge);
+  if (edge->owner() && node->quiesced()) {
+    edge->owner()->drained_end();
+    node->kick_drain();
+  }
   if (edge->parent_) {
     auto& kids = edge->parent_->children_;
     std::erase_if(kids, [edge](const auto& c) { return c.get() == edge; });
@@ -311,6 +335,7 @@ Task<void> Graph::co_release_if_unused(Node* node) {
 
 Task<void> Graph::co_close_node(Node* node) {
   co_await node->co_drain_begin();
+  for (DrainSection* s : sections_) std::erase(s->nodes_, node);
   if (!node->read_only()) {
     auto r = co_await node->co_flush(nullptr);
     if (!r) engine_.logger().error("flush of node '" + node->name() + "' failed: " + r.error().message);

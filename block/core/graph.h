@@ -11,6 +11,7 @@
 
 #include <list>
 #include <map>
+#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,28 @@ namespace strata {
 
 class Engine;
 class Graph;
+
+// A drained section of the graph (Graph::co_drain): while it lives, root
+// users' requests to its nodes wait and nothing is in flight on them. Ends
+// when destroyed (or end()). A node closed meanwhile leaves the section.
+class DrainSection {
+ public:
+  DrainSection(const DrainSection&) = delete;
+  DrainSection& operator=(const DrainSection&) = delete;
+  ~DrainSection();
+  void end();
+  bool contains(const Node* node) const;
+
+ private:
+  friend class Graph;
+  explicit DrainSection(Graph& graph) : graph_(graph) {}
+  Graph& graph_;
+  std::vector<Node*> nodes_;
+};
+
+// What a drain covers: the nodes and everything above them (what can send
+// them requests), or also everything below them and what is above that.
+enum class DrainScope { kParents, kSubtree };
 
 // What a driver gets while it opens: its options and a way to open children.
 class OpenContext {
@@ -79,13 +102,28 @@ class Graph {
 
   // Edges. Each checks permissions and image locks.
   Result<Child*> attach_child(Node& parent, Node& child, const std::string& name, uint32_t role);
-  Result<Child*> attach_root(Node& node, const std::string& user, uint64_t perm, uint64_t shared);
+  // A root user. `backend`: a device-like user (export, drive, a job's main
+  // node; see Child::backend()); `owner`, if any, is told about drains
+  // and, unless `waits_while_drained`, its requests are not held back by
+  // them (it must then wind down when told, as a job does).
+  struct RootOptions {
+    bool backend = true;
+    EdgeOwner* owner = nullptr;
+    bool waits_while_drained = true;
+    bool stays_at_node = false;
+  };
+  Result<Child*> attach_root(Node& node, const std::string& user, uint64_t perm, uint64_t shared,
+                             RootOptions options);
+  Result<Child*> attach_root(Node& node, const std::string& user, uint64_t perm, uint64_t shared) {
+    return attach_root(node, user, perm, shared, RootOptions{});
+  }
   Result<void> set_root_perm(Child& root, uint64_t perm, uint64_t shared);
   // Removes an edge; implicit nodes nobody uses any more are closed.
   Task<void> co_detach(Child* edge);
   // Closes `node` if it is implicit and nobody uses it any more.
   Task<void> co_release_if_unused(Node* node);
   // Points an existing parent edge at another node (backing change, pivot).
+  // A frozen edge is refused.
   Result<void> retarget(Child& edge, Node& to);
 
   // Re-derives permissions after `node`'s flags changed (blockdev-reopen,
@@ -93,9 +131,33 @@ class Graph {
   // changes and the caller restores the flags.
   Result<void> refresh_node_perms(Node& node) { return refresh_perms({&node}); }
 
-  // Moves every parent of `from` (except `to` itself) to `to`, after
-  // draining both.
+  // Moves every parent of `from` to `to` (GraphChange::replace: edges that
+  // stay at their node and edges from `to` or below it excepted), after
+  // draining both and everything above them.
   Task<Result<void>> co_replace_node(Node& from, Node& to);
+
+  // Drains `nodes` (see DrainScope) until the section ends: first every
+  // node is quiesced (root users' new requests wait, root owners are told),
+  // then the drain waits until none has a request in flight or a busy
+  // owner.
+  Task<std::unique_ptr<DrainSection>> co_drain(std::vector<Node*> nodes,
+                                               DrainScope scope = DrainScope::kParents);
+  // Every node (a transaction that touches many).
+  Task<std::unique_ptr<DrainSection>> co_drain_all();
+
+  // Chain freezing (QEMU's bdrv_freeze_backing_chain): the backing or
+  // filtered edge of `top` and of each node below it, down to `base`
+  // (exclusive: base's own edges stay free; null: the whole chain), cannot
+  // be retargeted, replaced or detached until unfrozen. Fails, freezing
+  // nothing, if `base` is not in the chain or an edge is frozen already.
+  Result<void> freeze_chain(Node& top, Node* base);
+  void unfreeze_chain(Node& top, Node* base);
+  // Fails with QEMU's message if an edge from `top` down to `base` is
+  // frozen.
+  Result<void> check_chain_not_frozen(Node& top, Node* base) const;
+  // The edge a chain walk follows below `node`: its backing edge, or for
+  // a filter its filtered edge (QEMU's bdrv_filter_or_cow_child).
+  static Child* chain_child(const Node& node);
 
   // blockdev-del: a monitor-owned node without parents.
   Task<Result<void>> co_del(const std::string& name);
@@ -103,10 +165,14 @@ class Graph {
   Task<void> co_close_all();
 
   static Result<void> check_node_name(const std::string& name);
+  // True if `to` is below `from`.
+  static bool reaches(const Node& from, const Node& to);
 
  private:
   friend class OpenContext;
   friend class PermissionUpdate;
+  friend class GraphChange;
+  friend class DrainSection;
   std::string next_implicit_name();
   Result<NodeFlags> parse_common(nlohmann::json& options, const NodeFlags* inherited,
                                  uint32_t role);
@@ -115,8 +181,10 @@ class Graph {
   Result<void> refresh_perms(const std::vector<Node*>& changed);
   Task<void> co_close_node(Node* node);
   void unlink_parent(Child* edge);
-  // True if `to` is below `from`.
-  static bool reaches(const Node& from, const Node& to);
+  // Points `edge` at `to`, telling the edge's owner if the drain state of
+  // its node changes (no permission update).
+  void move_edge(Child* edge, Node* to);
+  void drain_closure(Node* node, DrainScope scope, std::set<Node*>& out) const;
 
   Engine& engine_;
   DriverRegistry drivers_;
@@ -124,6 +192,7 @@ class Graph {
   std::map<std::string, std::unique_ptr<Node>, std::less<>> nodes_;
   std::vector<Node*> order_;  // creation order
   std::list<std::unique_ptr<Child>> roots_;
+  std::vector<DrainSection*> sections_;
   uint64_t implicit_counter_ = 0;
 };
 

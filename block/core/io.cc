@@ -1,6 +1,7 @@
 // The I/O dispatcher: the one place that checks requests, aligns them for
 // the driver (read-modify-write), splits them, serializes overlaps that need
-// it, runs write hooks, emulates FUA and write-zeroes, and keeps statistics.
+// it, emulates FUA and write-zeroes, marks dirty bitmaps and keeps
+// statistics.
 #include <algorithm>
 #include <cstring>
 
@@ -19,56 +20,25 @@ uint64_t align_down(uint64_t v, uint64_t a) {
 uint64_t align_up(uint64_t v, uint64_t a) {
   return (v + a - 1) / a * a;
 }
-bool overlaps(uint64_t a_off, uint64_t a_len, uint64_t b_off, uint64_t b_len) {
-  return a_off < b_off + b_len && b_off < a_off + a_len;
-}
 }  // namespace
 
-// An in-flight request, for overlap serialization and drain.
-struct Node::Tracked {
-  uint64_t offset;
-  uint64_t bytes;
-  bool serialising;
-  CoQueue done;
-  Tracked(Loop& loop, uint64_t o, uint64_t b, bool s)
-      : offset(o), bytes(b), serialising(s), done(loop) {}
-};
-
+// An in-flight request: an entry in the node's range lock (exclusive when
+// serialising) and one more request for drain to wait for.
 class Node::RequestScope {
  public:
   RequestScope(Node& node, uint64_t offset, uint64_t bytes, bool serialising)
-      : node_(node), req_(node.loop(), offset, bytes, serialising) {
-    node_.tracked_.push_back(&req_);
-    pos_ = std::prev(node_.tracked_.end());
+      : node_(node), entry_(node.requests_, offset, bytes, serialising) {
     node_.in_flight_++;
   }
   ~RequestScope() {
-    node_.tracked_.erase(pos_);
-    req_.done.wake_all();
     if (--node_.in_flight_ == 0) node_.idle_.wake_all();
   }
-  Tracked& req() { return req_; }
+  RangeLock::Entry& entry() { return entry_; }
 
  private:
   Node& node_;
-  Tracked req_;
-  std::list<Tracked*>::iterator pos_;
+  RangeLock::Entry entry_;
 };
-
-Node::Tracked* Node::find_blocker(const Tracked& req) const {
-  for (Tracked* other : tracked_) {
-    if (other == &req) break;  // only requests older than this one
-    if ((req.serialising || other->serialising) &&
-        overlaps(req.offset, req.bytes, other->offset, other->bytes)) {
-      return other;
-    }
-  }
-  return nullptr;
-}
-
-Task<void> Node::co_wait_serialising(Tracked& req) {
-  while (Tracked* blocker = find_blocker(req)) co_await blocker->done.wait();
-}
 
 Result<void> Node::check_request(uint64_t offset, uint64_t bytes, const Child* caller,
                                  bool write) const {
@@ -133,7 +103,7 @@ Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t f
   }
   if (iov.size() == 0) co_return Result<void>{};
   RequestScope scope(*this, offset, iov.size(), false);
-  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   uint64_t t0 = Loop::now_ns();
   // (No co_await inside ?: here: GCC 12 mishandles the temporaries.)
   Result<void> r;
@@ -158,7 +128,7 @@ Task<Result<void>> Node::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& p
     co_return Error{ENOTSUP, "splice read of node '" + name_ + "' needs alignment or splitting"};
   }
   RequestScope scope(*this, offset, bytes, false);
-  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   uint64_t t0 = Loop::now_ns();
   auto r = co_await driver_->co_splice_read(offset, bytes, pipe);
   // A driver that cannot splice, or a pipe that filled up, leaves the read
@@ -242,17 +212,13 @@ Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t
   uint64_t end = align_up(offset + iov.size(), align);
   bool serialise = unaligned || lim.serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
-  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
-  if (has_before_hooks()) {
-    if (auto r = co_await co_run_before_hooks(start, end - start); !r) co_return r;
-  }
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   if (unaligned) co_return co_await co_write_rmw(offset, iov, flags);
   co_return co_await co_write_aligned(offset, iov, flags);
 }
 
 void Node::mark_written(uint64_t offset, uint64_t bytes) {
   if (bitmaps_) bitmaps_->mark(offset, bytes);
-  if (!after_hooks_.empty()) run_after_hooks(offset, bytes);
 }
 
 Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
@@ -362,11 +328,9 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
   bool serialise =
       start != offset || end != offset + bytes || limits().serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
-  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   uint64_t t0 = Loop::now_ns();
-  Result<void> r;
-  if (has_before_hooks()) r = co_await co_run_before_hooks(start, end - start);
-  if (r) r = co_await co_do_zeroes(offset, bytes, flags);
+  auto r = co_await co_do_zeroes(offset, bytes, flags);
   uint64_t t1 = Loop::now_ns();
   if (r) {
     stats_.zero_operations++;
@@ -393,10 +357,9 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
   uint64_t start = align_up(offset, lim.discard_alignment);
   uint64_t end = align_down(offset + bytes, lim.discard_alignment);
   RequestScope scope(*this, offset, bytes, lim.serialize_overlapping_writes);
-  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   uint64_t t0 = Loop::now_ns();
   Result<void> r;
-  if (has_before_hooks()) r = co_await co_run_before_hooks(offset, bytes);
   uint64_t chunk = lim.max_discard
                        ? std::max<uint64_t>(align_down(lim.max_discard, lim.discard_alignment),
                                             lim.discard_alignment)
@@ -487,7 +450,7 @@ Task<Result<void>> Node::co_truncate(uint64_t new_size, bool exact, Preallocatio
                                name_ + "'"};
   }
   RequestScope scope(*this, std::min(new_size, size()), UINT64_MAX / 4, true);
-  if (find_blocker(scope.req())) co_await co_wait_serialising(scope.req());
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   auto r = co_await driver_->co_truncate(new_size, exact, prealloc);
   if (r && bitmaps_) bitmaps_->on_resize(size());
   co_return r;

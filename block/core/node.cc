@@ -16,6 +16,7 @@ Node::Node(Engine& engine, std::string name, bool implicit, std::string driver_n
       driver_name_(std::move(driver_name)),
       driver_(std::move(driver)),
       flags_(flags),
+      requests_(engine.loop()),
       unquiesced_(engine.loop()),
       idle_(engine.loop()) {
   driver_->attach(this);
@@ -59,91 +60,130 @@ Limits Node::limits() const {
   return l;
 }
 
-uint64_t Node::add_before_write_hook(BeforeWriteHook hook) {
-  before_hooks_.emplace_back(++next_hook_id_, std::move(hook));
-  return next_hook_id_;
+uint64_t Node::block_ops(std::string reason, uint32_t allowed_ops) {
+  blockers_.push_back({++next_blocker_id_, std::move(reason), allowed_ops});
+  return next_blocker_id_;
 }
 
-uint64_t Node::add_after_write_hook(AfterWriteHook hook) {
-  after_hooks_.emplace_back(++next_hook_id_, std::move(hook));
-  return next_hook_id_;
+void Node::unblock_ops(uint64_t id) {
+  std::erase_if(blockers_, [id](const Blocker& b) { return b.id == id; });
 }
 
-void Node::remove_hook(uint64_t id) {
-  std::erase_if(before_hooks_, [id](const auto& h) { return h.first == id; });
-  std::erase_if(after_hooks_, [id](const auto& h) { return h.first == id; });
-}
-
-Task<Result<void>> Node::co_run_before_hooks(uint64_t offset, uint64_t bytes) {
-  // Copy: a hook may remove itself (a filter being detached).
-  auto hooks = before_hooks_;
-  for (auto& [id, hook] : hooks) {
-    auto r = co_await hook(offset, bytes);
-    if (!r) co_return r;
+Result<void> Node::check_op(BlockOp op) const {
+  for (const Blocker& b : blockers_) {
+    if (!(b.allowed_ops & block_op_bit(op))) {
+      return Error{EBUSY, "Node '" + name_ + "' is busy: " + b.reason};
+    }
   }
-  co_return Result<void>{};
+  return {};
 }
 
-void Node::run_after_hooks(uint64_t offset, uint64_t bytes) {
-  for (auto& [id, hook] : after_hooks_) hook(offset, bytes);
+void Node::quiesce() {
+  if (quiesce_++ > 0) return;
+  // Copy: an owner may detach while it is told.
+  std::vector<Child*> users(parents_);
+  for (Child* p : users) {
+    if (p->owner()) p->owner()->drained_begin();
+  }
+}
+
+bool Node::idle() const {
+  if (in_flight_ != 0) return false;
+  for (const Child* p : parents_) {
+    if (p->owner() && p->owner()->drained_busy()) return false;
+  }
+  return true;
+}
+
+Task<void> Node::co_wait_idle() {
+  while (!idle()) co_await idle_.wait();
 }
 
 Task<void> Node::co_drain_begin() {
-  quiesce_++;
-  while (in_flight_ != 0) co_await idle_.wait();
+  quiesce();
+  co_await co_wait_idle();
 }
 
 void Node::drain_end() {
-  if (quiesce_ > 0 && --quiesce_ == 0) unquiesced_.wake_all();
+  if (quiesce_ == 0 || --quiesce_ > 0) return;
+  std::vector<Child*> users(parents_);
+  for (Child* p : users) {
+    if (p->owner()) p->owner()->drained_end();
+  }
+  unquiesced_.wake_all();
 }
 
 Task<void> Node::co_wait_unquiesced(const Child* caller) {
-  if (!caller || !caller->is_root()) co_return;
   while (quiesce_ > 0) co_await unquiesced_.wait();
 }
 
-// Child: requests through the edge.
+// Child: requests through the edge. A root user's request that must wait
+// for a drain waits here, at the edge, and then goes to whatever node the
+// edge points at by then: a request queued during a pivot is served by the
+// new node. Requests that need no waiting go straight to the node (no
+// extra coroutine frame).
+
+Task<void> Child::co_wait_drained() {
+  while (node_->must_wait_unquiesced(this)) co_await node_->co_wait_unquiesced(this);
+}
+
+bool Child::must_wait_drained() const { return node_->must_wait_unquiesced(this); }
 
 Task<Result<void>> Child::co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) {
-  return node_->co_preadv(offset, iov, flags, this);
+  if (!must_wait_drained()) return node_->co_preadv(offset, iov, flags, this);
+  return co_after_drain<Result<void>>(
+      [this, offset, &iov, flags] { return node_->co_preadv(offset, iov, flags, this); });
 }
 
 Task<Result<void>> Child::co_pread(uint64_t offset, std::span<uint8_t> buf) {
   IoVec iov(buf);
-  co_return co_await node_->co_preadv(offset, iov, 0, this);
+  co_return co_await co_preadv(offset, iov, 0);
 }
 
 Task<Result<void>> Child::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) {
-  return node_->co_splice_read(offset, bytes, pipe, this);
+  if (!must_wait_drained()) return node_->co_splice_read(offset, bytes, pipe, this);
+  return co_after_drain<Result<void>>(
+      [this, offset, bytes, &pipe] { return node_->co_splice_read(offset, bytes, pipe, this); });
 }
 
 Task<Result<void>> Child::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) {
-  return node_->co_pwritev(offset, iov, flags, this);
+  if (!must_wait_drained()) return node_->co_pwritev(offset, iov, flags, this);
+  return co_after_drain<Result<void>>(
+      [this, offset, &iov, flags] { return node_->co_pwritev(offset, iov, flags, this); });
 }
 
 Task<Result<void>> Child::co_pwrite(uint64_t offset, std::span<const uint8_t> buf, uint32_t flags) {
   IoVec iov(const_cast<uint8_t*>(buf.data()), buf.size());
-  co_return co_await node_->co_pwritev(offset, iov, flags, this);
+  co_return co_await co_pwritev(offset, iov, flags);
 }
 
 Task<Result<void>> Child::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
-  return node_->co_pwrite_zeroes(offset, bytes, flags, this);
+  if (!must_wait_drained()) return node_->co_pwrite_zeroes(offset, bytes, flags, this);
+  return co_after_drain<Result<void>>(
+      [this, offset, bytes, flags] { return node_->co_pwrite_zeroes(offset, bytes, flags, this); });
 }
 
 Task<Result<void>> Child::co_pdiscard(uint64_t offset, uint64_t bytes) {
-  return node_->co_pdiscard(offset, bytes, this);
+  if (!must_wait_drained()) return node_->co_pdiscard(offset, bytes, this);
+  return co_after_drain<Result<void>>(
+      [this, offset, bytes] { return node_->co_pdiscard(offset, bytes, this); });
 }
 
 Task<Result<void>> Child::co_flush() {
-  return node_->co_flush(this);
+  if (!must_wait_drained()) return node_->co_flush(this);
+  return co_after_drain<Result<void>>([this] { return node_->co_flush(this); });
 }
 
 Task<Result<BlockStatus>> Child::co_block_status(uint64_t offset, uint64_t bytes) {
-  return node_->co_block_status(offset, bytes, this);
+  if (!must_wait_drained()) return node_->co_block_status(offset, bytes, this);
+  return co_after_drain<Result<BlockStatus>>(
+      [this, offset, bytes] { return node_->co_block_status(offset, bytes, this); });
 }
 
 Task<Result<void>> Child::co_truncate(uint64_t size, bool exact, Preallocation prealloc) {
-  return node_->co_truncate(size, exact, prealloc, this);
+  if (!must_wait_drained()) return node_->co_truncate(size, exact, prealloc, this);
+  return co_after_drain<Result<void>>(
+      [this, size, exact, prealloc] { return node_->co_truncate(size, exact, prealloc, this); });
 }
 
 }  // namespace strata

@@ -21,6 +21,7 @@
 #include "base/sync.h"
 #include "block/core/driver.h"
 #include "block/core/perm.h"
+#include "block/core/range_lock.h"
 #include "block/core/stats.h"
 #include "block/core/types.h"
 
@@ -43,6 +44,22 @@ struct NodeFlags {
   DetectZeroes detect_zeroes = DetectZeroes::kOff;
 };
 
+// The user behind a root edge (a job, an export, a drive), told when the
+// node it uses is drained, as QEMU's BdrvChildClass drained_* callbacks.
+// An owner with edges on several nodes is told once per node: it counts.
+class EdgeOwner {
+ public:
+  virtual ~EdgeOwner() = default;
+  // The node is being drained: stop issuing requests at the next safe point.
+  virtual void drained_begin() {}
+  // True while the owner still has work to wind down (a job that has not
+  // reached its pause point); the drain waits. When that changes the owner
+  // calls Node::kick_drain() on its nodes.
+  virtual bool drained_busy() const { return false; }
+  // The drain ended: carry on.
+  virtual void drained_end() {}
+};
+
 class Child {
  public:
   Child(Node* parent, std::string user, std::string name, uint32_t role, Node* node)
@@ -59,6 +76,26 @@ class Child {
   uint64_t perm() const { return perm_; }
   uint64_t shared() const { return shared_; }
 
+  // Root users only. A backend edge is a device-like user (an export, a
+  // drive, a job's main node: QEMU's BlockBackend); other root edges are a
+  // job's extra nodes. Requests from a root user wait while the node is
+  // drained unless the edge opts out (a job, whose drained_busy() the drain
+  // waits for instead).
+  bool backend() const { return backend_; }
+  bool waits_while_drained() const { return waits_while_drained_; }
+  EdgeOwner* owner() const { return owner_; }
+  void set_owner(EdgeOwner* owner, bool waits_while_drained) {
+    owner_ = owner;
+    waits_while_drained_ = waits_while_drained;
+  }
+  // An edge that stays at its node when the node is replaced (a job's own
+  // edge to its source must not follow a pivot), as QEMU's stay_at_node.
+  bool stays_at_node() const { return stay_at_node_; }
+  void set_stays_at_node(bool v) { stay_at_node_ = v; }
+  // A frozen edge cannot be retargeted, replaced or detached (a backing
+  // chain a job works on; Graph::co_freeze_chain).
+  bool frozen() const { return frozen_; }
+
   // Requests through this edge (see Node for semantics).
   Task<Result<void>> co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags = 0);
   Task<Result<void>> co_pread(uint64_t offset, std::span<uint8_t> buf);
@@ -74,7 +111,17 @@ class Child {
 
  private:
   friend class Graph;
+  friend class GraphChange;
   friend class PermissionUpdate;
+  bool must_wait_drained() const;
+  Task<void> co_wait_drained();
+  // The slow path of a request that must wait for a drain first; `make`
+  // issues it to the node the edge points at once the wait is over.
+  template <typename T, typename F>
+  Task<T> co_after_drain(F make) {
+    co_await co_wait_drained();
+    co_return co_await make();
+  }
   Node* parent_;
   std::string user_;
   std::string name_;
@@ -82,14 +129,12 @@ class Child {
   Node* node_;
   uint64_t perm_ = 0;
   uint64_t shared_ = kPermAll;
+  EdgeOwner* owner_ = nullptr;
+  bool backend_ = true;
+  bool waits_while_drained_ = true;
+  bool stay_at_node_ = false;
+  bool frozen_ = false;
 };
-
-// Called before a write, write-zeroes or discard reaches the driver (the
-// range may be widened to alignment). Failing it fails the request.
-using BeforeWriteHook = std::function<Task<Result<void>>(uint64_t offset, uint64_t bytes)>;
-// Called after a write, write-zeroes or discard succeeded (after the node's
-// dirty bitmaps are marked).
-using AfterWriteHook = std::function<void(uint64_t offset, uint64_t bytes)>;
 
 enum class WriteKind { kWrite, kZeroes, kDiscard };
 
@@ -155,10 +200,6 @@ class Node {
   Task<Result<void>> co_truncate(uint64_t size, bool exact, Preallocation prealloc,
                                  const Child* caller = nullptr);
 
-  uint64_t add_before_write_hook(BeforeWriteHook hook);
-  uint64_t add_after_write_hook(AfterWriteHook hook);
-  void remove_hook(uint64_t id);
-
   BlockStats& stats() { return stats_; }
   const BlockStats& stats() const { return stats_; }
 
@@ -167,35 +208,50 @@ class Node {
   BitmapSet& bitmaps();
   BitmapSet* bitmaps_if_any() const { return bitmaps_.get(); }
 
-  // Drain: requests from root users wait; returns once nothing is in flight
-  // on this node. Nests; each begin needs one end.
+  // Drain of this node alone (Graph::co_drain drains a node with its
+  // parents, a subtree or everything): quiesce() makes requests from root
+  // users wait (those that opt out excepted) and tells root owners;
+  // co_wait_idle() returns once no request is in flight on the node and no
+  // root owner is busy. co_drain_begin() is both. Nests; each begin needs
+  // one drain_end().
+  void quiesce();
+  Task<void> co_wait_idle();
   Task<void> co_drain_begin();
   void drain_end();
   bool quiesced() const { return quiesce_ > 0; }
+  bool idle() const;
   size_t in_flight() const { return in_flight_; }
+  // A root owner that was busy is not any more: wakes drains waiting here.
+  void kick_drain() { idle_.wake_all(); }
+
+  // In-flight requests by range (the dispatcher's serialisation); copy
+  // engines and filters may take ranges of their own in it.
+  RangeLock& requests() { return requests_; }
+
+  // Operation blockers (QEMU's bdrv_op_block): while any blocker holds op,
+  // check_op(op) fails with "Node 'x' is busy: <reason>".
+  uint64_t block_ops(std::string reason, uint32_t allowed_ops = 0);
+  void unblock_ops(uint64_t id);
+  Result<void> check_op(BlockOp op) const;
 
  private:
+  friend class Child;
   friend class Graph;
+  friend class GraphChange;
   friend class PermissionUpdate;
-  struct Tracked;
   class RequestScope;
 
   // The wait coroutines are entered only when they would wait, so a request
   // that needs no waiting allocates no frame for them.
   bool must_wait_unquiesced(const Child* caller) const {
-    return caller && caller->is_root() && quiesce_ > 0;
+    return quiesce_ > 0 && caller && caller->is_root() && caller->waits_while_drained();
   }
   Task<void> co_wait_unquiesced(const Child* caller);
   Result<void> check_request(uint64_t offset, uint64_t bytes, const Child* caller,
                              bool write) const;
-  Tracked* find_blocker(const Tracked& req) const;
-  Task<void> co_wait_serialising(Tracked& req);
-  bool has_before_hooks() const { return !before_hooks_.empty(); }
   bool is_one_driver_request(uint64_t offset, uint64_t bytes) const;
-  Task<Result<void>> co_run_before_hooks(uint64_t offset, uint64_t bytes);
-  void run_after_hooks(uint64_t offset, uint64_t bytes);
   // After a successful write, write-zeroes or discard: marks the dirty
-  // bitmaps, then runs the after-write hooks.
+  // bitmaps.
   void mark_written(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
   void account_read(bool ok, uint64_t bytes, uint64_t start_ns);
@@ -219,16 +275,19 @@ class Node {
   std::vector<std::unique_ptr<Child>> children_;
   std::vector<Child*> parents_;
 
-  std::list<Tracked*> tracked_;
-  uint64_t next_hook_id_ = 0;
-  std::vector<std::pair<uint64_t, BeforeWriteHook>> before_hooks_;
-  std::vector<std::pair<uint64_t, AfterWriteHook>> after_hooks_;
+  RangeLock requests_;
+  struct Blocker {
+    uint64_t id;
+    std::string reason;
+    uint32_t allowed_ops;
+  };
+  std::vector<Blocker> blockers_;
+  uint64_t next_blocker_id_ = 0;
   BlockStats stats_;
   int quiesce_ = 0;
   size_t in_flight_ = 0;
   CoQueue unquiesced_;
   CoQueue idle_;
-  // Last: destroyed first, while the hooks it registered still exist.
   std::unique_ptr<BitmapSet> bitmaps_;
 };
 

@@ -1,10 +1,11 @@
-// Permission updates and replace_node: derive every edge's permissions from
+// Permission updates and co_replace_node: derive every edge's permissions from
 // the users down, check conflicts and image locks, then commit or leave the
 // graph untouched.
 #include <map>
 #include <set>
 
 #include "block/core/graph.h"
+#include "block/core/graph_change.h"
 
 namespace strata {
 
@@ -92,44 +93,15 @@ Result<void> Graph::refresh_perms(const std::vector<Node*>& changed) {
   return PermissionUpdate().run(changed);
 }
 
-namespace {
-// `node` and everything above it, so that no new request reaches it.
-void collect_ancestors(Node* node, std::set<Node*>& out) {
-  if (!out.insert(node).second) return;
-  for (Child* p : node->parents()) {
-    if (p->parent()) collect_ancestors(p->parent(), out);
-  }
-}
-}  // namespace
-
 Task<Result<void>> Graph::co_replace_node(Node& from, Node& to) {
   if (&from == &to) co_return Result<void>{};
-  std::set<Node*> drained;
-  collect_ancestors(&from, drained);
-  collect_ancestors(&to, drained);
-  for (Node* n : drained) co_await n->co_drain_begin();
-
-  std::vector<Child*> moved;
-  Result<void> result;
-  for (Child* edge : std::vector<Child*>(from.parents_)) {
-    // Edges from `to` or from below it stay (an overlay keeps its backing).
-    if (edge->parent_ && (edge->parent_ == &to || reaches(to, *edge->parent_))) continue;
-    unlink_parent(edge);
-    edge->node_ = &to;
-    to.parents_.push_back(edge);
-    moved.push_back(edge);
-  }
-  result = refresh_perms({&from, &to});
-  if (!result) {
-    for (Child* edge : moved) {
-      unlink_parent(edge);
-      edge->node_ = &from;
-      from.parents_.push_back(edge);
-    }
-    (void)refresh_perms({&from, &to});
-  }
-  for (Node* n : drained) n->drain_end();
-  co_return result;
+  GraphChange change(*this);
+  std::vector<Node*> drained = {&from, &to};
+  co_await change.co_drain(std::move(drained));
+  auto r = change.replace(from, to);
+  if (r) r = change.commit();
+  co_await change.co_finish();
+  co_return r;
 }
 
 }  // namespace strata

@@ -65,3 +65,26 @@ enum ChildRole : uint32_t {
 };
 
 }  // namespace strata
+
+namespace strata {
+
+// Operations a job can block on the nodes it uses (QEMU's BlockOpType).
+enum class BlockOp : uint32_t {
+  kBackupSource,
+  kBackupTarget,
+  kChange,
+  kCommitSource,
+  kCommitTarget,
+  kDriveDel,
+  kExternalSnapshot,
+  kInternalSnapshot,
+  kInternalSnapshotDelete,
+  kMirrorSource,
+  kMirrorTarget,
+  kResize,
+  kStream,
+  kReplace,
+};
+constexpr uint32_t block_op_bit(BlockOp op) { return 1u << static_cast<uint32_t>(op); }
+
+}  // namespace strata
