@@ -6,33 +6,8 @@
 
 namespace strata::nbd {
 
-namespace {
-// The next layer below `node` whose data shows through unallocated ranges:
-// its backing file, looking through filters first.
-Node* next_layer(Node* node) {
-  while (node && !node->backing() && node->filtered()) node = node->filtered()->node();
-  if (!node || !node->backing()) return nullptr;
-  return node->backing()->node();
-}
-}  // namespace
-
 Task<Result<ChainStatus>> co_chain_status(Child* root, uint64_t offset, uint64_t bytes) {
-  Node* node = root->node();
-  uint32_t depth = 1;
-  auto st = co_await root->co_block_status(offset, bytes);
-  for (;;) {
-    if (!st) co_return std::move(st).error();
-    if (st->bytes == 0) co_return Error{EIO, "block status returned an empty extent"};
-    if (st->flags & kStatusAllocated) co_return ChainStatus{st->flags, st->bytes, depth};
-    Node* below = next_layer(node);
-    if (!below) co_return ChainStatus{st->flags, st->bytes, 0};
-    uint64_t len = st->bytes;
-    if (offset >= below->size()) co_return ChainStatus{kStatusZero, len, 0};
-    len = std::min(len, below->size() - offset);
-    node = below;
-    depth++;
-    st = co_await node->co_block_status(offset, len, nullptr);
-  }
+  return co_block_status_above(*root->node(), nullptr, offset, bytes, root);
 }
 
 uint32_t allocation_flags(const ChainStatus& st) {

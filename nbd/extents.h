@@ -2,12 +2,10 @@
 // backing chain of an export's node, and merged extent lists for the meta
 // contexts base:allocation, qemu:allocation-depth and qemu:dirty-bitmap.
 //
-// Contract: the chain walk asks the exported node first (through the export's
-// root edge) and then, for ranges that node does not allocate, each backing
-// layer in turn (filters on top are looked through), as QEMU's
-// block-status-above does. Extent lists cover [offset, offset + length) or a
-// prefix of it, never more; adjacent extents with equal values are merged; at
-// most `max_extents` are returned.
+// Contract: the chain walk is block/core's co_block_status_above from the
+// exported node (asked through the export's root edge). Extent lists cover
+// [offset, offset + length) or a prefix of it, never more; adjacent extents
+// with equal values are merged; at most `max_extents` are returned.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -15,18 +13,14 @@
 #include <functional>
 #include <vector>
 
-#include "block/core/node.h"
+#include "block/core/block_status.h"
 #include "strata/result.h"
 #include "strata/task.h"
 
 namespace strata::nbd {
 
-struct ChainStatus {
-  uint32_t flags = 0;  // strata StatusFlag bits of the layer that decided
-  uint64_t bytes = 0;
-  uint32_t depth = 0;  // 0 unallocated, 1 the exported node, 2 its backing, ...
-};
-
+// The status of a range of the export's node through its whole chain
+// (block/core/block_status.h), asked through the export's root edge.
 Task<Result<ChainStatus>> co_chain_status(Child* root, uint64_t offset, uint64_t bytes);
 
 struct Extent {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "block/core/block_status.h"
 #include "block/core/graph.h"
 #include "block/core/options.h"
 #include "block/drivers/qcow2/probe.h"
@@ -129,35 +130,19 @@ std::string node_format(Node* node) {
 }
 
 Task<Result<ChainStatus>> co_chain_status(Node* top, uint64_t offset, uint64_t bytes, Node* base) {
+  STRATA_CO_TRY_ASSIGN(strata::ChainStatus st,
+                       co_await co_block_status_above(*top, base, offset, bytes));
   ChainStatus out;
-  out.bytes = bytes;
-  int depth = 0;
-  for (Node* n = top; n && n != base; depth++) {
-    if (offset >= n->size()) {
-      out.zero = true;
-      out.depth = depth;
-      co_return out;
-    }
-    STRATA_CO_TRY_ASSIGN(BlockStatus st, co_await n->co_block_status(offset, out.bytes, nullptr));
-    out.bytes = std::min(out.bytes, st.bytes);
-    out.depth = depth;
-    if (st.flags & kStatusAllocated) {
-      out.present = true;
-      out.data = st.flags & kStatusData;
-      out.zero = st.flags & kStatusZero;
-      out.has_offset = st.flags & kStatusOffsetValid;
-      out.offset = st.map_offset;
-      out.map_node = st.map_node;
-      co_return out;
-    }
-    Child* b = n->backing();
-    if (!b || b->node() == base) {
-      out.zero = st.flags & kStatusZero || !b;
-      co_return out;
-    }
-    n = b->node();
+  out.bytes = st.bytes;
+  out.present = st.allocated();
+  out.depth = static_cast<int>(out.present ? st.depth : st.bottom) - 1;
+  out.zero = st.flags & kStatusZero;
+  if (out.present) {
+    out.data = st.flags & kStatusData;
+    out.has_offset = st.flags & kStatusOffsetValid;
+    out.offset = st.map_offset;
+    out.map_node = st.map_node;
   }
-  out.zero = false;
   co_return out;
 }
 
