@@ -6,9 +6,13 @@ namespace strata {
 
 RateLimiter::RateLimiter(Clock clock) : clock_(std::move(clock)) {}
 
-uint64_t RateLimiter::now() const { return clock_ ? clock_() : Loop::now_ns(); }
+uint64_t RateLimiter::now() const {
+  return clock_ ? clock_() : Loop::now_ns();
+}
 
-void RateLimiter::set_speed(uint64_t bytes_per_second) { speed_ = bytes_per_second; }
+void RateLimiter::set_speed(uint64_t bytes_per_second) {
+  speed_ = bytes_per_second;
+}
 
 // Drops sends that left the window (t - 1 s, t].
 void RateLimiter::expire(uint64_t t) {

@@ -5,8 +5,7 @@
 
 namespace strata {
 
-AmendJob::AmendJob(Engine& engine, std::string id, Node& node, nlohmann::json options,
-                   bool force)
+AmendJob::AmendJob(Engine& engine, std::string id, Node& node, nlohmann::json options, bool force)
     : Job(engine, JobOptions{.id = std::move(id), .auto_dismiss = false}),
       node_name_(node.name()),
       options_(std::move(options)),

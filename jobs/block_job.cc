@@ -81,6 +81,8 @@ Task<BlockJob::ErrorDecision> BlockJob::co_handle_error(const Error& error, bool
   co_return is_cancelled() ? ErrorDecision::kFail : ErrorDecision::kRetry;
 }
 
-void BlockJob::on_user_resume() { io_status_ = IoStatus::kOk; }
+void BlockJob::on_user_resume() {
+  io_status_ = IoStatus::kOk;
+}
 
 }  // namespace strata

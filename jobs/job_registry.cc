@@ -66,7 +66,9 @@ uint64_t JobRegistry::add_listener(JobListener listener) {
   return id;
 }
 
-void JobRegistry::remove_listener(uint64_t id) { listeners_.erase(id); }
+void JobRegistry::remove_listener(uint64_t id) {
+  listeners_.erase(id);
+}
 
 void JobRegistry::notify(const JobEvent& event) {
   auto listeners = listeners_;  // a listener may remove itself

@@ -35,8 +35,8 @@ constexpr bool kVerbs[kJobVerbCount][kJobStatusCount] = {
 }  // namespace
 
 const char* to_string(JobStatus status) {
-  static constexpr const char* kNames[] = {"undefined", "created", "running", "paused",
-                                           "ready",     "standby", "waiting", "pending",
+  static constexpr const char* kNames[] = {"undefined", "created",   "running", "paused",
+                                           "ready",     "standby",   "waiting", "pending",
                                            "aborting",  "concluded", "null"};
   return kNames[static_cast<int>(status)];
 }

@@ -66,8 +66,8 @@ enum class JobEventKind {
 struct JobEvent {
   JobEventKind kind;
   const Job& job;
-  JobStatus status;                          // kStatusChange: the new status
-  bool is_read = false;                      // kError: operation read/write
+  JobStatus status;                           // kStatusChange: the new status
+  bool is_read = false;                       // kError: operation read/write
   ErrorAction action = ErrorAction::kReport;  // kError
 };
 

@@ -213,16 +213,19 @@ Task<Result<json>> co_query_jobs(QmpContext& ctx, json) {
 Task<Result<json>> co_query_block_jobs(QmpContext& ctx, json) {
   json out = json::array();
   for (const auto& job : ctx.engine().jobs().list()) {
-    if (!job->is_internal() && job->as_block_job()) out.push_back(block_job_info(*job->as_block_job()));
+    if (!job->is_internal() && job->as_block_job())
+      out.push_back(block_job_info(*job->as_block_job()));
   }
   co_return out;
 }
 
-Task<void> co_shutdown_jobs(QmpContext* ctx) { co_await ctx->engine().jobs().co_cancel_all(); }
+Task<void> co_shutdown_jobs(QmpContext* ctx) {
+  co_await ctx->engine().jobs().co_cancel_all();
+}
 
 void declare_job_types(Schema& s) {
-  s.add_enum("JobType", {"commit", "stream", "mirror", "backup", "create", "amend",
-                         "snapshot-load", "snapshot-save", "snapshot-delete"});
+  s.add_enum("JobType", {"commit", "stream", "mirror", "backup", "create", "amend", "snapshot-load",
+                         "snapshot-save", "snapshot-delete"});
   s.add_enum("JobStatus", {"undefined", "created", "running", "paused", "ready", "standby",
                            "waiting", "pending", "aborting", "concluded", "null"});
   s.add_enum("BlockDeviceIoStatus", {"ok", "failed", "nospace"});
@@ -249,20 +252,17 @@ void declare_job_types(Schema& s) {
                                 {"auto-dismiss", "bool"},
                                 {"error", "str", true}});
   s.add_object("q_obj_JOB_STATUS_CHANGE-arg", {{"id", "str"}, {"status", "JobStatus"}});
-  std::vector<Member> progress = {{"type", "JobType"},
-                                  {"device", "str"},
-                                  {"len", "int"},
-                                  {"offset", "int"},
-                                  {"speed", "int"}};
+  std::vector<Member> progress = {
+      {"type", "JobType"}, {"device", "str"}, {"len", "int"}, {"offset", "int"}, {"speed", "int"}};
   std::vector<Member> completed = progress;
   completed.push_back({"error", "str", true});
   s.add_object("q_obj_BLOCK_JOB_COMPLETED-arg", completed);
   s.add_object("q_obj_BLOCK_JOB_CANCELLED-arg", progress);
   s.add_object("q_obj_BLOCK_JOB_READY-arg", progress);
   s.add_object("q_obj_BLOCK_JOB_PENDING-arg", {{"type", "JobType"}, {"id", "str"}});
-  s.add_object("q_obj_BLOCK_JOB_ERROR-arg", {{"device", "str"},
-                                             {"operation", "IoOperationType"},
-                                             {"action", "BlockErrorAction"}});
+  s.add_object(
+      "q_obj_BLOCK_JOB_ERROR-arg",
+      {{"device", "str"}, {"operation", "IoOperationType"}, {"action", "BlockErrorAction"}});
 }
 
 void add_id_command(CommandRegistry& r, const char* name, const char* key, CommandHandler fn) {

@@ -31,8 +31,8 @@ TEST_F(BlockJobTest, ReportFailsTheJob) {
 }
 
 TEST_F(BlockJobTest, IgnoreCarriesOn) {
-  auto job = with_policy("j", {.io_errors = 2, .io_read = true}, OnError::kIgnore,
-                         OnError::kReport);
+  auto job =
+      with_policy("j", {.io_errors = 2, .io_read = true}, OnError::kIgnore, OnError::kReport);
   run_until([&] { return job->ignored() == 2; });
   EXPECT_EQ(job->io_status(), IoStatus::kOk);
   job->finish();
@@ -54,14 +54,13 @@ TEST_F(BlockJobTest, StopPausesThenResumeRetries) {
   run_until([&] { return job->retries() == 1; });
   job->finish();
   wait_status(*job, JobStatus::kNull);
-  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:ERROR:write:stop", "j:paused",
-                                 "j:running", "j:waiting", "j:pending", "j:COMPLETED",
-                                 "j:concluded", "j:null"}));
+  EXPECT_EQ(log_.take(),
+            (Events{"j:created", "j:running", "j:ERROR:write:stop", "j:paused", "j:running",
+                    "j:waiting", "j:pending", "j:COMPLETED", "j:concluded", "j:null"}));
 }
 
 TEST_F(BlockJobTest, StopInReadyGivesStandbyAndStaysReady) {
-  auto job = with_policy("j", {.go_ready = true, .io_errors = 1}, OnError::kStop,
-                         OnError::kStop);
+  auto job = with_policy("j", {.go_ready = true, .io_errors = 1}, OnError::kStop, OnError::kStop);
   wait_status(*job, JobStatus::kStandby);
   EXPECT_TRUE(job->is_ready());
   ASSERT_TRUE(job->user_resume().ok());
@@ -74,8 +73,8 @@ TEST_F(BlockJobTest, StopInReadyGivesStandbyAndStaysReady) {
 }
 
 TEST_F(BlockJobTest, EnospcStopsOnlyOnNoSpace) {
-  auto full = with_policy("f", {.io_errors = 1, .io_errno = ENOSPC}, OnError::kEnospc,
-                          OnError::kEnospc);
+  auto full =
+      with_policy("f", {.io_errors = 1, .io_errno = ENOSPC}, OnError::kEnospc, OnError::kEnospc);
   wait_status(*full, JobStatus::kPaused);
   EXPECT_EQ(full->io_status(), IoStatus::kNoSpace);
   auto other = with_policy("o", {.io_errors = 1}, OnError::kEnospc, OnError::kEnospc);
@@ -170,9 +169,9 @@ TEST_F(BlockJobTest, HeldNodesBlockOtherUsersUntilDismissed) {
       nlohmann::json{{"driver", "null-co"}, {"node-name", "n"}, {"size", 65536}}));
   ASSERT_TRUE(node.ok()) << node.error().message;
   auto job = make("j", {}, true, false);
-  ASSERT_TRUE(job->add_node(**node, "main node", kPermConsistentRead | kPermWrite,
-                            kPermConsistentRead)
-                  .ok());
+  ASSERT_TRUE(
+      job->add_node(**node, "main node", kPermConsistentRead | kPermWrite, kPermConsistentRead)
+          .ok());
   ASSERT_EQ(job->nodes().size(), 1u);
   EXPECT_EQ(job->nodes()[0].edge->user(), "mirror job 'j'");
   // Another writer is refused while the job holds the node.

@@ -51,8 +51,8 @@ TEST_F(JobTest, SuccessGoesThroughWaitingPendingConcluded) {
   EXPECT_EQ(job->progress_total(), 1u);
   job->finish();
   wait_status(*job, JobStatus::kNull);
-  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:waiting", "j:pending",
-                                 "j:COMPLETED", "j:concluded", "j:null"}));
+  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:waiting", "j:pending", "j:COMPLETED",
+                                 "j:concluded", "j:null"}));
   EXPECT_EQ(hooks_, (Events{"j:prepare", "j:commit", "j:clean"}));
   EXPECT_EQ(job->progress_current(), 1u);
   EXPECT_EQ(engine_.jobs().find("j"), nullptr);
@@ -74,8 +74,7 @@ TEST_F(JobTest, ManualFinalizeWaitsInPending) {
   settle();
   EXPECT_EQ(job->status(), JobStatus::kPending);
   expect_verbs(*job);
-  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:waiting", "j:pending",
-                                 "j:PENDING"}));
+  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:waiting", "j:pending", "j:PENDING"}));
   EXPECT_TRUE(hooks_.empty());
   auto r = run(job->co_finalize());
   ASSERT_TRUE(r.ok());
@@ -178,9 +177,9 @@ TEST_F(JobTest, PauseInReadyGivesStandby) {
   wait_status(*job, JobStatus::kReady);
   ASSERT_TRUE(job->complete().ok());
   wait_status(*job, JobStatus::kNull);
-  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:ready", "j:READY", "j:standby",
-                                 "j:ready", "j:waiting", "j:pending", "j:COMPLETED", "j:concluded",
-                                 "j:null"}));
+  EXPECT_EQ(log_.take(),
+            (Events{"j:created", "j:running", "j:ready", "j:READY", "j:standby", "j:ready",
+                    "j:waiting", "j:pending", "j:COMPLETED", "j:concluded", "j:null"}));
 }
 
 TEST_F(JobTest, PausedBeforeStartParksAtFirstPausePoint) {

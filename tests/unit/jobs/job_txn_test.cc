@@ -56,8 +56,8 @@ TEST_F(JobTxnTest, OneFailureCancelsTheOthers) {
   EXPECT_EQ(tail, (Events{"t1:aborting", "t2:aborting", "t2:CANCELLED", "t2:concluded", "t2:null",
                           "t1:COMPLETED:boom", "t1:concluded", "t1:null", "t0:aborting",
                           "t0:CANCELLED", "t0:concluded", "t0:null"}));
-  EXPECT_EQ(hooks_, (Events{"t2:abort", "t2:clean", "t1:abort", "t1:clean", "t0:abort",
-                            "t0:clean"}));
+  EXPECT_EQ(hooks_,
+            (Events{"t2:abort", "t2:clean", "t1:abort", "t1:clean", "t0:abort", "t0:clean"}));
   EXPECT_EQ(jobs[0]->error()->message, "Operation canceled");
 }
 

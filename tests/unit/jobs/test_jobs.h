@@ -169,9 +169,7 @@ class JobTest : public ::testing::Test {
     run_until([&] { return job.status() == s; });
   }
   // Runs the loop until nothing more happens for a while (all posted work).
-  void settle() {
-    engine_.run(co_settle());
-  }
+  void settle() { engine_.run(co_settle()); }
   template <typename T>
   T run(Task<T> task) {
     return engine_.run(std::move(task));
