@@ -66,7 +66,7 @@ ErrorAction BlockJob::decide(OnError policy, int code) const {
   return ErrorAction::kReport;
 }
 
-Task<BlockJob::ErrorDecision> BlockJob::co_handle_error(const Error& error, bool is_read) {
+Task<BlockJob::ErrorDecision> BlockJob::co_handle_error(Error error, bool is_read) {
   auto self = shared_from_this();
   ErrorAction action = decide(is_read ? on_source_error_ : on_target_error_, error.code);
   notify(JobEventKind::kError, is_read, action);

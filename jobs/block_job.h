@@ -75,7 +75,9 @@ class BlockJob : public Job {
   Task<void> co_rate_limit(uint64_t bytes);
 
   enum class ErrorDecision { kRetry, kIgnore, kFail };
-  Task<ErrorDecision> co_handle_error(const Error& error, bool is_read);
+  // Takes the error by value: GCC 12 mishandles a temporary bound to a
+  // reference parameter of an awaited coroutine.
+  Task<ErrorDecision> co_handle_error(Error error, bool is_read);
 
   // The clock of the rate limiter (tests drive it by hand).
   void set_rate_clock(RateLimiter::Clock clock) { limiter_ = RateLimiter(std::move(clock)); }

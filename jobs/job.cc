@@ -15,6 +15,7 @@ Job::Job(Engine& engine, JobOptions options)
     : engine_(engine),
       loop_(engine.loop()),
       id_(options.id.value_or("")),
+      has_id_(options.id.has_value()),
       internal_(options.internal),
       auto_finalize_(options.auto_finalize),
       auto_dismiss_(options.auto_dismiss),

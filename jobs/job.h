@@ -232,6 +232,7 @@ class Job : public std::enable_shared_from_this<Job> {
   JobRegistry* registry_ = nullptr;
   std::shared_ptr<JobTxn> txn_;
   std::string id_;
+  bool has_id_;
   bool internal_;
   bool auto_finalize_;
   bool auto_dismiss_;

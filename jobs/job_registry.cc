@@ -41,7 +41,7 @@ std::shared_ptr<JobTxn> JobRegistry::new_txn() {
 
 Result<void> JobRegistry::add(const std::shared_ptr<Job>& job, std::shared_ptr<JobTxn> txn) {
   std::optional<std::string> id;
-  if (!job->is_internal()) id = job->id();
+  if (job->has_id_) id = job->id();
   STRATA_TRY(check_id(id, job->is_internal()));
   jobs_.push_back(job);
   job->attach(this, txn ? std::move(txn) : new_txn());

@@ -121,6 +121,7 @@ class PacedJob : public BlockJob {
     progress_set_remaining(chunks_ * chunk_);
     for (int i = 0; i < chunks_ && !is_cancelled(); i++) {
       co_await co_rate_limit(chunk_);
+      if (is_cancelled()) break;
       progress_update(chunk_);
       co_await co_pause_point();
     }

@@ -52,7 +52,8 @@ class TestJob : public BlockJob {
       if (is_cancelled() || (is_ready() && cancel_requested())) break;
       if (script_.io_errors > 0) {
         script_.io_errors--;
-        auto d = co_await co_handle_error(Error{script_.io_errno, "I/O error"}, script_.io_read);
+        Error error{script_.io_errno, "I/O error"};
+        auto d = co_await co_handle_error(error, script_.io_read);
         if (d == ErrorDecision::kFail) co_return Error{script_.io_errno, "I/O error"};
         if (d == ErrorDecision::kRetry) retries_++;
         if (d == ErrorDecision::kIgnore) ignored_++;
