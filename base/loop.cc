@@ -103,6 +103,30 @@ void Loop::on_async(void* handle) {
 void Loop::on_idle(void* handle) {
   auto* self = static_cast<Loop*>(static_cast<uv_idle_t*>(handle)->data);
   self->drain_posted();
+  self->resume_yielded();
+  self->update_idle();
+}
+
+void Loop::add_yielded(std::coroutine_handle<> h) {
+  yielded_.push_back(h);
+  uv_idle_start(static_cast<uv_idle_t*>(idle_), [](uv_idle_t* h) { on_idle(h); });
+}
+
+// Resumes the coroutines that yielded before this iteration, once each:
+// one that yields again waits for the next iteration (after the poll).
+void Loop::resume_yielded() {
+  std::deque<std::coroutine_handle<>> batch;
+  batch.swap(yielded_);
+  for (auto h : batch) h.resume();
+}
+
+void Loop::update_idle() {
+  bool empty;
+  {
+    std::lock_guard lock(posted_mutex_);
+    empty = posted_.empty();
+  }
+  if (empty && yielded_.empty()) uv_idle_stop(static_cast<uv_idle_t*>(idle_));
 }
 
 void Loop::drain_posted() {
@@ -111,13 +135,11 @@ void Loop::drain_posted() {
     {
       std::lock_guard lock(posted_mutex_);
       batch.swap(posted_);
-      if (batch.empty()) {
-        uv_idle_stop(static_cast<uv_idle_t*>(idle_));
-        return;
-      }
+      if (batch.empty()) break;
     }
     for (auto& fn : batch) fn();
   }
+  if (yielded_.empty()) uv_idle_stop(static_cast<uv_idle_t*>(idle_));
 }
 
 void Loop::spawn(Task<void> task) { run_detached(std::move(task)); }

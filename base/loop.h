@@ -80,6 +80,23 @@ class Loop {
   // Suspends the calling coroutine for at least `ms` milliseconds from now.
   Task<void> co_sleep(uint64_t ms);
 
+  // Lets the loop run one iteration (timers, I/O callbacks, posted work)
+  // before the calling coroutine carries on. A coroutine whose awaited work
+  // keeps completing synchronously (cache hits, inline I/O) never returns to
+  // the loop on its own; long-running work (jobs, copies) calls this so
+  // that it never starves the other users of the loop (see jobs/job.h for
+  // the rule jobs follow). Yielded coroutines resume in FIFO order, each
+  // once per loop iteration, after the loop polled for I/O without waiting.
+  auto co_yield_now() {
+    struct Awaiter {
+      Loop& loop;
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> h) { loop.add_yielded(h); }
+      void await_resume() const noexcept {}
+    };
+    return Awaiter{*this};
+  }
+
   // Runs `fn` on the thread pool; the awaiting coroutine gets its result.
   template <typename F>
   auto offload(F fn);
@@ -104,6 +121,9 @@ class Loop {
   void drain_posted();
   static void on_async(void* handle);
   static void on_idle(void* handle);
+  void add_yielded(std::coroutine_handle<> h);
+  void resume_yielded();
+  void update_idle();
 
   uv_loop_s* loop_ = nullptr;
   bool owns_loop_ = false;
@@ -111,6 +131,7 @@ class Loop {
   void* idle_ = nullptr;   // uv_idle_t*
   std::mutex posted_mutex_;
   std::deque<std::function<void()>> posted_;
+  std::deque<std::coroutine_handle<>> yielded_;  // loop thread only
   std::thread::id thread_id_;
   bool stop_requested_ = false;
   size_t max_inline_write_ = 128 * 1024;

@@ -3,6 +3,7 @@
 #include "qmp/commands.h"
 
 #include "qmp/commands_bitmap.h"
+#include "qmp/commands_job.h"
 #include "qmp/commands_nbd.h"
 #include "qmp/context.h"
 #include "qmp/dispatcher.h"
@@ -65,6 +66,7 @@ void register_all_commands(QmpContext& ctx) {
   register_object_commands(ctx);
   register_bitmap_commands(ctx);
   register_nbd_commands(ctx);
+  register_job_commands(ctx);
 }
 
 }  // namespace strata::qmp

@@ -1,22 +1,11 @@
-// blockdev-create. Until block jobs exist the image is created synchronously
-// before the command returns (no job, no JOB_STATUS_CHANGE events, nothing
-// to dismiss); docs/qmp.md lists this difference.
-//
-// A qcow2 image is written to the file behind its `file` node: an existing
-// `file` node (directly or below raw/filters) named by reference, or an
-// existing file given inline. While it is written, the command holds write
-// and resize permissions on that node, so a node in use by a format (whose
-// image would be destroyed under it) is refused as in QEMU.
-#include <fcntl.h>
-#include <sys/stat.h>
-
-#include <cstring>
-
-#include <vector>
-
-#include "base/fs.h"
+// blockdev-create and x-blockdev-amend: checks made before the job exists,
+// then a CreateJob / AmendJob (jobs/) is registered and started. Errors of
+// the work itself end the job and show in query-jobs, as in QEMU.
 #include "block/core/graph.h"
-#include "block/drivers/qcow2/create.h"
+#include "jobs/amend_job.h"
+#include "jobs/create_job.h"
+#include "jobs/job_registry.h"
+#include "qmp/block_lookup.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
 
@@ -24,171 +13,64 @@ namespace strata::qmp {
 
 namespace {
 
-Result<void> check_job_id(const std::string& id) {
-  bool ok = !id.empty() && std::isalpha(static_cast<unsigned char>(id[0]));
-  for (char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_')
-      ok = false;
-  }
-  if (!ok) return Error{EINVAL, "Invalid job ID '" + id + "'"};
-  return {};
-}
-
-Task<Result<void>> co_fill_zeroes(Loop& loop, int fd, uint64_t size) {
-  std::vector<uint8_t> zeroes(1 << 20, 0);
-  for (uint64_t off = 0; off < size;) {
-    uint64_t n = std::min<uint64_t>(zeroes.size(), size - off);
-    IoVec iov(zeroes.data(), n);
-    auto r = co_await fs::co_pwritev(loop, fd, iov, off);
-    if (!r) co_return std::move(r).error();
-    off += n;
-  }
-  co_return Result<void>{};
-}
-
-// QEMU's "<what>: <strerror>" messages.
-Error os_error(const std::string& what, const Error& e) {
-  return Error{e.code, what + ": " + std::strerror(e.code)};
-}
-
-Task<Result<void>> co_size_file(Loop& loop, int fd, uint64_t size, std::string prealloc) {
-  if (size > static_cast<uint64_t>(INT64_MAX)) {
-    co_return Error{EINVAL, "Could not resize file: Invalid argument"};
-  }
-  auto r = co_await fs::co_ftruncate(loop, fd, 0);
-  if (r && prealloc == "full") {
-    r = co_await co_fill_zeroes(loop, fd, size);
-    if (!r) co_return os_error("Could not preallocate new data", r.error());
-  }
-  if (r && prealloc == "falloc" && size) {
-    r = co_await fs::co_allocate(loop, fd, 0, size);
-    if (!r) co_return os_error("Could not preallocate new data", r.error());
-  }
-  if (r) r = co_await fs::co_ftruncate(loop, fd, size);
-  if (!r) co_return os_error("Could not resize file", r.error());
-  co_return Result<void>{};
-}
-
-Task<Result<void>> co_create_file(Loop& loop, json o) {
-  std::string filename = o["filename"].get<std::string>();
-  uint64_t size = o["size"].get<uint64_t>();
-  std::string prealloc = o.value("preallocation", "off");
-  if (prealloc == "metadata") {
-    co_return Error{ENOTSUP, "Unsupported preallocation mode 'metadata'"};
-  }
-  auto fd = co_await fs::co_open(loop, filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (!fd) co_return os_error("Could not create '" + filename + "'", fd.error());
-  auto r = co_await co_size_file(loop, *fd, size, prealloc);
-  (void)co_await fs::co_close(loop, *fd);
-  co_return r;
-}
-
-// The `file` node named by reference, below raw (without a window) and
-// filters, which write to it unchanged.
-Result<Node*> file_node(Graph& graph, const std::string& name) {
-  Node* node = graph.find(name);
-  if (!node) return Error{ENOENT, "Cannot find device='" + name + "' nor node-name='" + name + "'"};
-  for (Node* n = node; n;
-       n = n->driver().filtered_child() ? n->driver().filtered_child()->node() : nullptr) {
-    if (n->driver_name() == "file") return n;
-  }
-  return Error{ENOTSUP, "Creating qcow2 images is supported on 'file' nodes only"};
-}
-
-// Where the image goes: the node to hold while writing (null for an
-// inline file) and the path.
-struct Target {
-  Node* node = nullptr;
-  std::string path;
-};
-
-Result<Target> target_of(Graph& graph, const json& file) {
-  if (file.is_string()) {
-    STRATA_TRY_ASSIGN(Node * node, file_node(graph, file.get<std::string>()));
-    return Target{node, node->driver().filename()};
-  }
-  if (file.value("driver", "") != "file" || !file.contains("filename")) {
-    return Error{ENOTSUP, "Creating qcow2 images is supported on 'file' nodes only"};
-  }
-  // As QEMU, which opens the node: the file must exist.
-  std::string path = file["filename"].get<std::string>();
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) {
-    return Error{errno, "Could not open '" + path + "': " + std::strerror(errno)};
-  }
-  if (S_ISDIR(st.st_mode)) return Error{EISDIR, "'" + path + "' is a directory"};
-  return Target{nullptr, path};
-}
-
-Result<uint32_t> qcow2_version(const json& o) {
-  std::string v = o.value("version", "v3");
-  return v == "v2" ? 2u : 3u;
-}
-
-// The image was written behind the node's back: let the node see the size
-// of the file now (a truncate to the same size).
-Task<Result<void>> co_refresh_size(Child& user, const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) co_return Error{errno, std::strerror(errno)};
-  co_return co_await user.co_truncate(static_cast<uint64_t>(st.st_size), false,
-                                      Preallocation::kOff);
-}
-
-Task<Result<void>> co_create_qcow2(QmpContext& ctx, json o) {
-  Graph& graph = ctx.engine().graph();
-  STRATA_CO_TRY_ASSIGN(Target target, target_of(graph, o["file"]));
-  if (o.contains("data-file")) co_return Error{ENOTSUP, "External data files are not supported"};
-  qcow2::CreateOptions options;
-  options.size = o["size"].get<uint64_t>();
-  if (options.size > static_cast<uint64_t>(INT64_MAX)) {
-    co_return Error{EINVAL, "Image size cannot be negative"};
-  }
-  options.cluster_size = o.value("cluster-size", uint64_t{65536});
-  STRATA_CO_TRY_ASSIGN(options.version, qcow2_version(o));
-  options.lazy_refcounts = o.value("lazy-refcounts", false);
-  options.refcount_bits = static_cast<uint32_t>(o.value("refcount-bits", 16));
-  if (!parse_preallocation(o.value("preallocation", "off"), &options.preallocation)) {
-    co_return Error{EINVAL, "Invalid preallocation mode"};
-  }
-  options.backing_file = o.value("backing-file", "");
-  options.backing_format = o.value("backing-fmt", "");
-  STRATA_CO_TRY(qcow2::validate_create_options(options));
-  Child* user = nullptr;
-  if (target.node) {
-    auto root =
-        graph.attach_root(*target.node, "blockdev-create", kPermWrite | kPermResize, kPermAll);
-    if (!root) co_return std::move(root).error();
-    user = *root;
-  }
-  auto r = co_await qcow2::co_create_image(ctx.engine(), target.path, std::move(options));
-  if (user) {
-    if (r) r = co_await co_refresh_size(*user, target.path);
-    co_await graph.co_detach(user);
-  }
-  co_return r;
-}
-
 Task<Result<json>> co_blockdev_create(QmpContext& ctx, json args) {
-  STRATA_CO_TRY(check_job_id(args["job-id"].get<std::string>()));
-  json& o = args["options"];
-  std::string driver = o["driver"].get<std::string>();
-  if (driver == "file") {
-    STRATA_CO_TRY(co_await co_create_file(ctx.engine().loop(), std::move(o)));
-    co_return json::object();
+  Engine& engine = ctx.engine();
+  auto job = std::make_shared<CreateJob>(engine, args["job-id"].get<std::string>(),
+                                         std::move(args["options"]));
+  STRATA_CO_TRY(engine.jobs().add(job));
+  job->start();
+  co_return json::object();
+}
+
+// QEMU's qmp_x_blockdev_amend(): node, driver, then the job id.
+Task<Result<json>> co_x_blockdev_amend(QmpContext& ctx, json args) {
+  Engine& engine = ctx.engine();
+  STRATA_CO_TRY_ASSIGN(Node * node,
+                       lookup_bs(engine.graph(), "", args["node-name"].get<std::string>()));
+  json& options = args["options"];
+  if (options["driver"].get<std::string>() != node->driver_name()) {
+    co_return Error{EINVAL, "x-blockdev-amend doesn't support changing the block driver"};
   }
-  if (driver == "qcow2") {
-    STRATA_CO_TRY(co_await co_create_qcow2(ctx, std::move(o)));
-    co_return json::object();
+  if (node->driver_name() != "qcow2") {
+    co_return Error{ENOTSUP, "Driver does not support x-blockdev-amend"};
   }
-  co_return Error{ENOTSUP, "Driver '" + driver + "' does not support blockdev-create"};
+  auto job = std::make_shared<AmendJob>(engine, args["job-id"].get<std::string>(), *node,
+                                        std::move(options), args.value("force", false));
+  STRATA_CO_TRY(engine.jobs().add(job));
+  job->start();
+  co_return json::object();
+}
+
+void add_amend_types(Schema& s) {
+  s.add_enum("QCryptoBlockFormat", {"qcow", "luks"});
+  s.add_enum("QCryptoBlockLUKSKeyslotState", {"active", "inactive"});
+  s.add_object("QCryptoBlockAmendOptionsLUKS", {{"state", "QCryptoBlockLUKSKeyslotState"},
+                                                {"new-secret", "str", true},
+                                                {"old-secret", "str", true},
+                                                {"keyslot", "int", true},
+                                                {"iter-time", "int", true},
+                                                {"secret", "str", true}});
+  s.add_object("QCryptoBlockAmendOptions", {{"format", "QCryptoBlockFormat"}}, "format",
+               {{"luks", "QCryptoBlockAmendOptionsLUKS"}});
+  s.add_object("BlockdevAmendOptionsQcow2", {{"encrypt", "QCryptoBlockAmendOptions", true}});
+  s.add_object("BlockdevAmendOptions", {{"driver", "BlockdevDriver"}}, "driver",
+               {{"qcow2", "BlockdevAmendOptionsQcow2"}});
 }
 
 }  // namespace
 
 void register_create_command(QmpContext& ctx) {
-  ctx.registry().add({.name = "blockdev-create",
-                      .args = {{"job-id", "str"}, {"options", "BlockdevCreateOptions"}},
-                      .handler = co_blockdev_create});
+  CommandRegistry& r = ctx.registry();
+  add_amend_types(r.schema());
+  r.add({.name = "blockdev-create",
+         .args = {{"job-id", "str"}, {"options", "BlockdevCreateOptions"}},
+         .handler = co_blockdev_create});
+  r.add({.name = "x-blockdev-amend",
+         .args = {{"job-id", "str"},
+                  {"node-name", "str"},
+                  {"options", "BlockdevAmendOptions"},
+                  {"force", "bool", true}},
+         .handler = co_x_blockdev_amend});
 }
 
 }  // namespace strata::qmp

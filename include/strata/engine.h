@@ -1,5 +1,5 @@
 // Engine: the root object of libstrata. It owns the event loop (or wraps the
-// host's), the logger and the block graph; nothing in Strata is global, so
+// host's), the logger, the block graph and the jobs (jobs/job_registry.h); nothing in Strata is global, so
 // several engines can live in one process.
 //
 // Contract: create the Engine on the thread that will run its loop; destroy
@@ -21,6 +21,7 @@ namespace strata {
 class Loop;
 class Logger;
 class Graph;
+class JobRegistry;
 
 struct EngineOptions {
   // Thread pool size for blocking file operations (UV_THREADPOOL_SIZE wins
@@ -44,6 +45,8 @@ class Engine {
   Loop& loop() const { return *loop_; }
   Logger& logger() const { return *logger_; }
   Graph& graph() const { return *graph_; }
+  // Block jobs and their events (listeners get them without QMP).
+  JobRegistry& jobs() const { return *jobs_; }
 
   // Runs the private loop until `task` completes.
   template <typename T>
@@ -56,6 +59,7 @@ class Engine {
   std::unique_ptr<Loop> loop_;
   std::unique_ptr<Logger> logger_;
   std::unique_ptr<Graph> graph_;
+  std::unique_ptr<JobRegistry> jobs_;
 };
 
 }  // namespace strata

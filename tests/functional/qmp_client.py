@@ -88,6 +88,35 @@ class QmpClient:
             raise QmpError(reply["error"])
         return reply["return"]
 
+    def run_job(self, command, **arguments):
+        """Runs a job-starting command (blockdev-create, ...) as libvirt
+        does: waits until the job is concluded, dismisses it, and raises
+        QmpError with the job's error if it failed."""
+        job_id = arguments["job-id"]
+        self.execute(command, **arguments)
+        deadline = time.time() + 60
+        while True:
+            jobs = {j["id"]: j for j in self.execute("query-jobs")}
+            job = jobs.get(job_id)
+            if job is None or job["status"] == "concluded":
+                break
+            if time.time() > deadline:
+                raise TimeoutError(f"job {job_id} did not conclude")
+            time.sleep(0.01)
+        if job is not None:
+            self.execute("job-dismiss", id=job_id)
+        if job is not None and "error" in job:
+            raise QmpError({"class": "GenericError", "desc": job["error"]})
+
+    def job_error(self, command, arguments):
+        """Runs a job-starting command whose job must fail; returns (class,
+        desc) of the job's error."""
+        try:
+            self.run_job(command, **arguments)
+        except QmpError as e:
+            return e.error_class, e.desc
+        raise AssertionError(f"{command} unexpectedly succeeded")
+
     def error(self, command, arguments=None):
         """Runs a command that must fail; returns (class, desc)."""
         reply = self.request(command, arguments)

@@ -167,7 +167,7 @@ def test_blockdev_create_file_and_qcow2(daemon, workdir):
     require("qemu-img")
     c = daemon.client()
     target = os.path.join(str(workdir), "created.raw")
-    c.execute("blockdev-create", **{"job-id": "j0",
+    c.run_job("blockdev-create", **{"job-id": "j0",
                                     "options": {"driver": "file", "filename": target,
                                                 "size": 2 << 20}})
     assert os.path.getsize(target) == 2 << 20
@@ -175,10 +175,10 @@ def test_blockdev_create_file_and_qcow2(daemon, workdir):
         "driver": "file", "filename": target, "size": 1}}) == (
         "GenericError", "Invalid job ID '0bad'")
     qcow = os.path.join(str(workdir), "created.qcow2")
-    c.execute("blockdev-create", **{"job-id": "j1",
+    c.run_job("blockdev-create", **{"job-id": "j1",
                                     "options": {"driver": "file", "filename": qcow, "size": 0}})
     c.execute("blockdev-add", driver="file", **{"node-name": "qf", "filename": qcow})
-    c.execute("blockdev-create", **{"job-id": "j2",
+    c.run_job("blockdev-create", **{"job-id": "j2",
                                     "options": {"driver": "qcow2", "file": "qf",
                                                 "size": 4 << 20}})
     run(["qemu-img", "check", "-U", qcow])
@@ -195,22 +195,22 @@ def test_blockdev_create_through_nodes(daemon, workdir):
     run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 1M", used])
     c.execute("blockdev-add", driver="file", **{"node-name": "fu", "filename": used})
     c.execute("blockdev-add", driver="qcow2", **{"node-name": "qu", "file": "fu"})
-    cls, desc = c.error("blockdev-create", {"job-id": "j", "options": {
+    cls, desc = c.job_error("blockdev-create", {"job-id": "j", "options": {
         "driver": "qcow2", "file": "fu", "size": 1 << 20}})
     assert cls == "GenericError" and "Permission conflict on node 'fu'" in desc
-    assert c.error("blockdev-create", {"job-id": "j", "options": {
+    assert c.job_error("blockdev-create", {"job-id": "j", "options": {
         "driver": "qcow2", "file": "qu", "size": 1 << 20}}) == (
         "GenericError", "Creating qcow2 images is supported on 'file' nodes only")
-    assert c.error("blockdev-create", {"job-id": "j", "options": {
+    assert c.job_error("blockdev-create", {"job-id": "j", "options": {
         "driver": "qcow2", "file": "nosuch", "size": 1 << 20}}) == (
         "GenericError", "Cannot find device='nosuch' nor node-name='nosuch'")
     missing = os.path.join(str(workdir), "missing.qcow2")
-    assert c.error("blockdev-create", {"job-id": "j", "options": {
+    assert c.job_error("blockdev-create", {"job-id": "j", "options": {
         "driver": "qcow2", "file": {"driver": "file", "filename": missing},
         "size": 1 << 20}}) == (
         "GenericError", f"Could not open '{missing}': No such file or directory")
     assert not os.path.exists(missing)
-    assert c.error("blockdev-create", {"job-id": "j", "options": {
+    assert c.job_error("blockdev-create", {"job-id": "j", "options": {
         "driver": "file", "filename": missing, "size": -1}}) == (
         "GenericError", "Could not resize file: Invalid argument")
     # The image in use is untouched.
@@ -220,7 +220,7 @@ def test_blockdev_create_through_nodes(daemon, workdir):
     # Created on an unused file node, then opened on top of that same node.
     empty = raw_image(workdir, "empty.img", 0)
     c.execute("blockdev-add", driver="file", **{"node-name": "fe", "filename": empty})
-    c.execute("blockdev-create", **{"job-id": "j", "options": {
+    c.run_job("blockdev-create", **{"job-id": "j", "options": {
         "driver": "qcow2", "file": "fe", "size": 4 << 20}})
     c.execute("blockdev-add", driver="qcow2", **{"node-name": "qe", "file": "fe"})
     assert nodes(c)["qe"]["image"]["virtual-size"] == 4 << 20

@@ -165,7 +165,7 @@ def test_shutdown_flushes_and_unlocks(workdir, how):
     with Daemon(strata_binary("stratad"), workdir, args) as d:
         c = d.client()
         c.execute("block_resize", **{"node-name": "q0", "size": 3 << 20})
-        c.execute("blockdev-create", **{"job-id": "j", "options": {
+        c.run_job("blockdev-create", **{"job-id": "j", "options": {
             "driver": "qcow2", "file": "fc", "size": 2 << 20}})
         c.execute("blockdev-add", driver="qcow2", **{"node-name": "qc", "file": "fc"})
         c.execute("block_resize", **{"node-name": "qc", "size": 4 << 20})
