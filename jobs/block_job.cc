@@ -26,19 +26,42 @@ void BlockJob::set_error_policies(OnError on_source_error, OnError on_target_err
   on_target_error_ = on_target_error;
 }
 
-Result<void> BlockJob::add_node(Node& node, std::string role, uint64_t perm, uint64_t shared) {
+Result<Child*> BlockJob::add_node(Node& node, std::string role, uint64_t perm, uint64_t shared,
+                                   uint32_t allowed_ops) {
   std::string user = std::string(type()) + " job '" + id() + "'";
-  STRATA_TRY_ASSIGN(Child * edge, engine().graph().attach_root(node, user, perm, shared));
-  nodes_.push_back({edge, std::move(role)});
-  return {};
+  Graph::RootOptions options{.backend = nodes_.empty(),
+                             .owner = this,
+                             .waits_while_drained = false,
+                             .stays_at_node = true};
+  STRATA_TRY_ASSIGN(Child * edge, engine().graph().attach_root(node, user, perm, shared, options));
+  uint64_t blocker =
+      node.block_ops("block device is in use by block job: " + std::string(type()), allowed_ops);
+  nodes_.push_back({edge, std::move(role), &node, blocker});
+  return edge;
+}
+
+Task<void> BlockJob::co_remove_node(Child* edge) {
+  for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
+    if (it->edge != edge) continue;
+    NodeUse use = *it;
+    nodes_.erase(it);
+    use.blocked->unblock_ops(use.blocker);
+    co_await engine().graph().co_detach(use.edge);
+    co_return;
+  }
 }
 
 Task<void> BlockJob::co_release() {
   auto nodes = std::move(nodes_);
   nodes_.clear();
   for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+    it->blocked->unblock_ops(it->blocker);
     co_await engine().graph().co_detach(it->edge);
   }
+}
+
+void BlockJob::on_idle() {
+  for (const NodeUse& use : nodes_) use.edge->node()->kick_drain();
 }
 
 Task<void> BlockJob::co_rate_limit(uint64_t bytes) {
@@ -66,17 +89,23 @@ ErrorAction BlockJob::decide(OnError policy, int code) const {
   return ErrorAction::kReport;
 }
 
-Task<BlockJob::ErrorDecision> BlockJob::co_handle_error(Error error, bool is_read) {
-  auto self = shared_from_this();
+ErrorAction BlockJob::note_error(const Error& error, bool is_read) {
   ErrorAction action = decide(is_read ? on_source_error_ : on_target_error_, error.code);
   notify(JobEventKind::kError, is_read, action);
   on_io_error(is_read);
-  if (action == ErrorAction::kReport) co_return ErrorDecision::kFail;
-  if (action == ErrorAction::kIgnore) co_return ErrorDecision::kIgnore;
+  if (action != ErrorAction::kStop) return action;
   set_user_paused_by_error();
   if (io_status_ == IoStatus::kOk) {
     io_status_ = error.code == ENOSPC ? IoStatus::kNoSpace : IoStatus::kFailed;
   }
+  return action;
+}
+
+Task<BlockJob::ErrorDecision> BlockJob::co_handle_error(Error error, bool is_read) {
+  auto self = shared_from_this();
+  ErrorAction action = note_error(error, is_read);
+  if (action == ErrorAction::kReport) co_return ErrorDecision::kFail;
+  if (action == ErrorAction::kIgnore) co_return ErrorDecision::kIgnore;
   co_await co_pause_point();
   co_return is_cancelled() ? ErrorDecision::kFail : ErrorDecision::kRetry;
 }

@@ -6,10 +6,11 @@
 // root edge taking `perm` and sharing `shared` (QEMU's block_job_add_bdrv;
 // the edge's user reads "<type> job '<id>'" in permission messages). The
 // edges are released when the job is dismissed, as QEMU frees them with the
-// job: a concluded job still holds its nodes until then. This is the one
-// way a job type takes nodes, kept narrow on purpose: the graph will later
-// give these edges drain callbacks (pausing the job while a node drains)
-// and operation blockers; job types need not change for that.
+// job: a concluded job still holds its nodes until then. The job owns its
+// edges (EdgeOwner): its own requests are not held back by drains; a drain
+// of a node it holds pauses it instead and waits until it is parked at a
+// pause point. The edges stay at their nodes through pivots, and the nodes
+// carry an operation blocker naming the job.
 //
 // Speed: set_speed() (block-job-set-speed, or `speed` at creation) limits
 // the rate over any one-second window (base/rate_limit.h); the run
@@ -37,6 +38,7 @@
 #include <vector>
 
 #include "base/rate_limit.h"
+#include "block/core/node.h"
 #include "jobs/job.h"
 
 namespace strata {
@@ -44,7 +46,7 @@ namespace strata {
 class Node;
 class Child;
 
-class BlockJob : public Job {
+class BlockJob : public Job, public EdgeOwner {
  public:
   BlockJob(Engine& engine, JobOptions options);
   ~BlockJob() override;
@@ -62,11 +64,26 @@ class BlockJob : public Job {
   OnError on_target_error() const { return on_target_error_; }
 
   // Holds `node` until the job is dismissed; `role` names the use ("main
-  // node", "target", "intermediate node").
-  Result<void> add_node(Node& node, std::string role, uint64_t perm, uint64_t shared);
+  // node", "target", "intermediate node"). The first node added is the
+  // job's main node (a backend user, as QEMU's job BlockBackend); every
+  // edge stays at its node when the node is replaced, and the node is
+  // blocked for other operations ("Node 'x' is busy: block device is in
+  // use by block job: <type>") except those in `allowed_ops`.
+  Result<Child*> add_node(Node& node, std::string role, uint64_t perm, uint64_t shared,
+                          uint32_t allowed_ops = 0);
+  // Releases one node before the job ends (a filter removed at completion).
+  Task<void> co_remove_node(Child* edge);
+
+  // EdgeOwner: a drain of a node the job holds pauses the job; the drain
+  // waits until the job is parked (or done).
+  void drained_begin() override { pause(); }
+  bool drained_busy() const override { return busy() && !is_completed(); }
+  void drained_end() override { resume(); }
   struct NodeUse {
     Child* edge;
     std::string role;
+    Node* blocked;  // the node the blocker is on (the edge may move)
+    uint64_t blocker;
   };
   const std::vector<NodeUse>& nodes() const { return nodes_; }
 
@@ -78,6 +95,10 @@ class BlockJob : public Job {
   // Takes the error by value: GCC 12 mishandles a temporary bound to a
   // reference parameter of an awaited coroutine.
   Task<ErrorDecision> co_handle_error(Error error, bool is_read);
+  // The same decision for an error met outside the run coroutine (a
+  // mirror's write-blocking guest write): the event is emitted and `stop`
+  // pauses the job, but nothing waits here.
+  ErrorAction note_error(const Error& error, bool is_read);
 
   // The clock of the rate limiter (tests drive it by hand).
   void set_rate_clock(RateLimiter::Clock clock) { limiter_ = RateLimiter(std::move(clock)); }
@@ -85,6 +106,7 @@ class BlockJob : public Job {
  protected:
   void on_user_resume() override;
   Task<void> co_release() override;
+  void on_idle() override;
   virtual void on_io_error(bool is_read) {}
 
  private:

@@ -137,6 +137,7 @@ void Job::enter() {
 Task<void> Job::co_do_yield(std::optional<uint64_t> ns) {
   if (ns) sleep_timer_.start(*ns, [this] { enter(); });
   busy_ = false;
+  on_idle();
   co_await JobYield{&waiter_};
   last_turn_ns_ = Loop::now_ns();
 }
@@ -191,6 +192,7 @@ Task<void> Job::co_entry(std::shared_ptr<Job> self) {
   if (!r && !self->error_) self->error_ = std::move(r).error();
   self->deferred_ = true;
   self->busy_ = false;
+  self->on_idle();
   co_await self->co_completed();
 }
 

@@ -135,6 +135,9 @@ class Job : public std::enable_shared_from_this<Job> {
   virtual bool on_cancel(bool force) { return true; }
   // A pause or cancel was requested: wake work waiting elsewhere.
   virtual void on_interrupt() {}
+  // The run coroutine stopped running job code: it sleeps, yields, parks
+  // at a pause point, or has ended (BlockJob tells drains waiting for it).
+  virtual void on_idle() {}
   // The user resumed the job (BlockJob resets its io-status).
   virtual void on_user_resume() {}
   // Last step of dismiss: release what the job holds (graph edges).

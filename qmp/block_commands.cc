@@ -17,13 +17,15 @@ Task<Result<json>> co_blockdev_add(QmpContext& ctx, json args) {
   co_return json::object();
 }
 
-// QEMU's checks, in its order: a root user (export, job, device), a backing
-// edge (op blocker), monitor ownership, then any other parent.
+// QEMU's checks, in its order: a backend user (export, device, a job's main
+// node), an operation blocker (a job's other nodes, a backing edge),
+// monitor ownership, then any other parent.
 Result<void> check_deletable(const Node& node) {
   const std::string& name = node.name();
   for (const Child* p : node.parents()) {
-    if (p->is_root()) return Error{EBUSY, "Node " + name + " is in use"};
+    if (p->is_root() && p->backend()) return Error{EBUSY, "Node " + name + " is in use"};
   }
+  STRATA_TRY(node.check_op(BlockOp::kDriveDel));
   STRATA_TRY(check_not_backing(node));
   if (!node.monitor_owned()) return Error{EINVAL, "Node " + name + " is not owned by the monitor"};
   if (!node.parents().empty()) return Error{EBUSY, "Block device " + name + " is in use"};

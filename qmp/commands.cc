@@ -67,6 +67,7 @@ void register_all_commands(QmpContext& ctx) {
   register_bitmap_commands(ctx);
   register_nbd_commands(ctx);
   register_job_commands(ctx);
+  register_block_job_commands(ctx);
 }
 
 }  // namespace strata::qmp

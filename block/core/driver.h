@@ -24,6 +24,7 @@
 namespace strata {
 
 class Child;
+class ImageOps;
 class Node;
 class OpenContext;
 class Pipe;
@@ -99,6 +100,8 @@ class Driver {
   // Formats that can have a backing file: unallocated ranges without one
   // read as zeroes.
   virtual bool supports_backing() const { return false; }
+  // Format operations beyond I/O (block/core/image_ops.h), or null.
+  virtual ImageOps* image_ops() { return nullptr; }
 
   Node& node() const { return *node_; }
   void attach(Node* node) { node_ = node; }

@@ -24,6 +24,9 @@ struct DriverSpec {
   // Protocol drivers: file-name prefixes they claim ("nbd+unix:", ...); such
   // a file name opens with this driver, the name passed as `filename`.
   std::vector<std::string> filename_prefixes = {};
+  // Opened by jobs only (Graph::co_add_internal): blockdev-add and inline
+  // children refuse it as an unknown driver, as QEMU does for mirror_top.
+  bool internal = false;
 };
 
 class DriverRegistry {
@@ -48,9 +51,12 @@ class DriverRegistry {
     const DriverSpec* spec = find_by_filename(filename);
     return {{"driver", spec ? spec->name : "file"}, {"filename", filename}};
   }
+  // Drivers users may name (internal ones left out).
   std::vector<std::string> names() const {
     std::vector<std::string> out;
-    for (const auto& [name, spec] : specs_) out.push_back(name);
+    for (const auto& [name, spec] : specs_) {
+      if (!spec.internal) out.push_back(name);
+    }
     return out;
   }
 

@@ -159,6 +159,10 @@ Task<Result<Node*>> Graph::co_add(json options, bool implicit) {
   co_return co_await co_open_node(std::move(options), implicit, nullptr, 0);
 }
 
+Task<Result<Node*>> Graph::co_add_internal(json options) {
+  co_return co_await co_open_node(std::move(options), true, nullptr, 0, true);
+}
+
 Task<Result<Node*>> Graph::co_add_child_node(Node& parent, const std::string& key, json options,
                                              uint32_t role) {
   if (!options.is_object()) {
@@ -168,7 +172,7 @@ Task<Result<Node*>> Graph::co_add_child_node(Node& parent, const std::string& ke
 }
 
 Task<Result<Node*>> Graph::co_open_node(json options, bool implicit, const NodeFlags* inherited,
-                                        uint32_t role) {
+                                        uint32_t role, bool allow_internal) {
   if (!options.is_object()) co_return Error{EINVAL, "Invalid parameter type, expected: object"};
   auto dit = options.find("driver");
   if (dit == options.end()) co_return Error{EINVAL, "Parameter 'driver' is missing"};
@@ -177,7 +181,7 @@ Task<Result<Node*>> Graph::co_open_node(json options, bool implicit, const NodeF
   }
   std::string driver_name = dit->get<std::string>();
   const DriverSpec* spec = drivers_.find(driver_name);
-  if (!spec) {
+  if (!spec || (spec->internal && !allow_internal)) {
     co_return Error{EINVAL, "Parameter 'driver' does not accept value '" + driver_name + "'"};
   }
   std::vector<OptionSpec> all = common_option_specs();

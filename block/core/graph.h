@@ -90,6 +90,9 @@ class Graph {
 
   // blockdev-add. A top-level node needs a node-name unless `implicit`.
   Task<Result<Node*>> co_add(nlohmann::json options, bool implicit = false);
+  // A node of a driver only jobs open (DriverSpec::internal), implicit
+  // (auto-named) when the options name no node.
+  Task<Result<Node*>> co_add_internal(nlohmann::json options);
   // Opens a child node of `parent` from inline options; it inherits
   // read-only / force-share / cache options as QEMU's children do.
   Task<Result<Node*>> co_add_child_node(Node& parent, const std::string& key,
@@ -177,7 +180,8 @@ class Graph {
   Result<NodeFlags> parse_common(nlohmann::json& options, const NodeFlags* inherited,
                                  uint32_t role);
   Task<Result<Node*>> co_open_node(nlohmann::json options, bool implicit,
-                                   const NodeFlags* inherited, uint32_t role);
+                                   const NodeFlags* inherited, uint32_t role,
+                                   bool allow_internal = false);
   Result<void> refresh_perms(const std::vector<Node*>& changed);
   Task<void> co_close_node(Node* node);
   void unlink_parent(Child* edge);

@@ -23,6 +23,7 @@
 
 #include "base/sync.h"
 #include "block/core/graph.h"
+#include "block/core/image_ops.h"
 #include "block/drivers/qcow2/cache.h"
 #include "block/drivers/qcow2/format.h"
 #include "block/drivers/qcow2/refcount.h"
@@ -93,10 +94,12 @@ struct AmendOptions {
   std::optional<uint32_t> refcount_bits;
 };
 
-class Qcow2Driver final : public Driver {
+class Qcow2Driver final : public Driver, public ImageOps {
  public:
   Qcow2Driver();
   ~Qcow2Driver() override;
+  ImageOps* image_ops() override { return this; }
+  std::vector<SnapshotEntry> list_snapshots() const override;
 
   Task<Result<void>> co_open(OpenContext& ctx) override;
   Task<void> co_close() override;
@@ -133,14 +136,14 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_set_l1_entry(uint64_t index, uint64_t entry);
   uint32_t cluster_bits() const { return cluster_bits_; }
   // Internal snapshots (snapshot_ops.cc); the node must be drained.
-  Task<Result<void>> co_snapshot_create(std::string name);
-  Task<Result<void>> co_snapshot_apply(std::string name_or_id);
-  Task<Result<void>> co_snapshot_delete(std::string name_or_id);
+  Task<Result<void>> co_snapshot_create(std::string name) override;
+  Task<Result<void>> co_snapshot_apply(std::string name_or_id) override;
+  Task<Result<void>> co_snapshot_delete(std::string name_or_id) override;
   // Whole-image changes (qcow2_amend.cc); the node must be drained.
   // Makes every cluster of the active layer unallocated (commit).
-  Task<Result<void>> co_make_empty();
+  Task<Result<void>> co_make_empty() override;
   // Rewrites the backing file name and format in the header (rebase).
-  Task<Result<void>> co_change_backing_file(std::string file, std::string format);
+  Task<Result<void>> co_change_backing_file(std::string file, std::string format) override;
   Task<Result<void>> co_amend(AmendOptions options);
   // Allocates every cluster of guest range [from, to) not allocated yet
   // (qcow2_prealloc.cc): metadata only, or with falloc/full host space.

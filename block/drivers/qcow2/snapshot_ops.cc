@@ -119,6 +119,21 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
   co_return co_await co_load_inactive_l2();
 }
 
+std::vector<SnapshotEntry> Qcow2Driver::list_snapshots() const {
+  std::vector<SnapshotEntry> out;
+  for (const Snapshot& s : snapshots_) {
+    out.push_back(SnapshotEntry{.id = s.id,
+                                .name = s.name,
+                                .vm_state_size = s.vm_state_size,
+                                .date_sec = s.date_sec,
+                                .date_nsec = s.date_nsec,
+                                .vm_clock_nsec = s.vm_clock_nsec,
+                                .has_icount = s.has_icount,
+                                .icount = s.icount});
+  }
+  return out;
+}
+
 Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   if (!writable_) co_return Error{EROFS, "Image is read-only"};
   co_await lock_->co_lock();
