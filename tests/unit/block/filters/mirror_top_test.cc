@@ -82,8 +82,8 @@ TEST_F(MirrorTopTest, WritesReachTheSourceThenTheJob) {
   ASSERT_TRUE((*d)->write(0, buf));
   EXPECT_TRUE(sink.log.empty());
   EXPECT_EQ(mem_.data[0], 0x5A);
-  (*d)->close();
   driver->set_sink(nullptr);
+  (*d)->close();  // the implicit filter goes with its last user
 }
 
 TEST_F(MirrorTopTest, PermissionsFollowTheJob) {
