@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""bench/jobs_bench.py [--build DIR] [--runs N] [--dir DIR] [--direct] [--jobs a,b,c] [--guest]
+
+Block jobs side by side: stratad against qemu-storage-daemon on the same
+chains, run after run alternating the two, printing per job the median time
+of each daemon and the median and range of the ratios qsd/strata (higher is
+better for Strata), and with --guest the guest's 4 KiB random-write IOPS
+during the job as a fraction of its IOPS with no job (fio's nbd engine,
+queue depth 16, through the daemon's NBD export of the active layer).
+
+Jobs (1 GiB of data each):
+  active   active commit of a 1 GiB overlay into its base, to ready and complete
+  inter    intermediate commit of a 1 GiB middle layer into the base
+  stream   stream of a 1 GiB base into the top layer
+
+--dir picks where the images live (default /dev/shm, tmpfs); --direct opens
+them with cache.direct=on (use a directory on a real disk: the production
+configuration).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "functional"))
+from qmp_client import Daemon  # noqa: E402
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+def make_chain(d, job):
+    """qcow2 base <- mid <- top; the layer the job copies holds 1 GiB."""
+    paths = {n: os.path.join(d, f"{n}.qcow2") for n in ("base", "mid", "top")}
+    below = None
+    for n in ("base", "mid", "top"):
+        args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+        if below:
+            args += ["-b", paths[below], "-F", "qcow2"]
+        sh(*args, paths[n], "1G")
+        below = n
+    full = {"active": "top", "inter": "mid", "stream": "base"}[job]
+    sh("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1G", paths[full])
+    for n in ("base", "mid", "top"):
+        if n != full:
+            sh("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64M", paths[n])
+    return paths
+
+
+def open_chain(qmp, paths, direct):
+    below = None
+    for n in ("base", "mid", "top"):
+        qmp.execute("blockdev-add", driver="file", **{"node-name": f"{n}-f"},
+                    filename=paths[n], cache={"direct": direct, "no-flush": False})
+        qmp.execute("blockdev-add", driver="qcow2", **{"node-name": n}, file=f"{n}-f",
+                    backing=below, **{"read-only": n != "top"},
+                    cache={"direct": direct, "no-flush": False})
+        below = n
+
+
+def wait_event(qmp, name, job, status=None, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for e in qmp.events:
+            d = e.get("data", {})
+            if e["event"] == name and d.get("id", d.get("device")) == job and \
+                    (status is None or d.get("status") == status):
+                return
+        qmp.sock.settimeout(0.2)
+        try:
+            msg = qmp.read_message()
+            if "event" in msg:
+                qmp.events.append(msg)
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            qmp.sock.settimeout(30)
+    raise TimeoutError(f"{name} {job}")
+
+
+def start_job(qmp, job):
+    if job == "active":
+        qmp.execute("block-commit", **{"job-id": "j", "device": "top"})
+    elif job == "inter":
+        qmp.execute("block-commit", **{"job-id": "j", "device": "top", "top-node": "mid"})
+    else:
+        qmp.execute("block-stream", **{"job-id": "j", "device": "top"})
+
+
+def finish_job(qmp, job):
+    if job == "active":
+        wait_event(qmp, "BLOCK_JOB_READY", "j")
+        qmp.execute("job-complete", id="j")
+    wait_event(qmp, "JOB_STATUS_CHANGE", "j", "null")
+
+
+def fio(sock, seconds, log=None):
+    args = ["fio", "--name=g", "--ioengine=nbd", f"--uri=nbd+unix:///top?socket={sock}",
+            "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=1G", f"--runtime={seconds}",
+            "--time_based", "--output-format=json"]
+    if log:
+        args += [f"--write_iops_log={log}", "--log_avg_msec=100"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def iops_between(log, t0, t1):
+    """Mean IOPS fio logged between t0 and t1 (ms from fio's start)."""
+    vals = []
+    with open(log + "_iops.1.log") as f:
+        for line in f:
+            ms, v = int(line.split(",")[0]), int(line.split(",")[1])
+            if t0 <= ms <= t1:
+                vals.append(v)
+    return statistics.mean(vals) if vals else 0.0
+
+
+def one_run(kind, build, job, base_dir, direct, guest):
+    d = tempfile.mkdtemp(dir=base_dir)
+    try:
+        paths = make_chain(d, job)
+        binary = os.path.join(build, "tools", "stratad") if kind == "strata" else \
+            "qemu-storage-daemon"
+        daemon = Daemon(binary, d)
+        qmp = daemon.client()
+        open_chain(qmp, paths, direct)
+        sock = os.path.join(d, "nbd.sock")
+        result = {}
+        if guest:
+            qmp.execute("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+            qmp.execute("block-export-add", type="nbd", id="e", **{"node-name": "top"},
+                        writable=True)
+            idle = fio(sock, 3)
+            out = json.loads(idle.communicate()[0])
+            result["idle_iops"] = out["jobs"][0]["write"]["iops"]
+            log = os.path.join(d, "iops")
+            g = fio(sock, 60, log)
+            time.sleep(1.0)
+        t_fio0 = time.time()
+        t0 = time.time()
+        start_job(qmp, job)
+        finish_job(qmp, job)
+        t1 = time.time()
+        result["seconds"] = t1 - t0
+        if guest:
+            g.terminate()
+            g.communicate()
+            a = (t0 - t_fio0 + 1.0) * 1000
+            b = (t1 - t_fio0 + 1.0) * 1000
+            result["job_iops"] = iops_between(log, a, b)
+        qmp.execute("quit")
+        daemon.proc.wait(60)
+        return result
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "build"))
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--dir", default="/dev/shm")
+    p.add_argument("--direct", action="store_true")
+    p.add_argument("--jobs", default="active,inter,stream")
+    p.add_argument("--guest", action="store_true")
+    a = p.parse_args()
+    for job in a.jobs.split(","):
+        res = {"strata": [], "qsd": []}
+        for i in range(a.runs):
+            order = ["strata", "qsd"] if i % 2 == 0 else ["qsd", "strata"]
+            for kind in order:
+                res[kind].append(one_run(kind, a.build, job, a.dir, a.direct, a.guest))
+        ratios = [q["seconds"] / s["seconds"] for s, q in zip(res["strata"], res["qsd"])]
+        line = (f"{job:7s} strata {statistics.median(r['seconds'] for r in res['strata']):6.2f} s"
+                f"  qsd {statistics.median(r['seconds'] for r in res['qsd']):6.2f} s"
+                f"  speed-up median {statistics.median(ratios):.2f}"
+                f" (range {min(ratios):.2f}-{max(ratios):.2f})")
+        if a.guest:
+            for kind in ("strata", "qsd"):
+                fr = [r["job_iops"] / r["idle_iops"] for r in res[kind] if r["idle_iops"]]
+                line += (f"  {kind} guest IOPS during/idle median {statistics.median(fr):.2f}"
+                         f" (range {min(fr):.2f}-{max(fr):.2f})")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
