@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -83,7 +84,9 @@ class Graph {
   Result<void> set_root_perm(Child& root, uint64_t perm, uint64_t shared);
   // Removes an edge; implicit nodes nobody uses any more are closed.
   Task<void> co_detach(Child* edge);
-  // Closes `node` if it is implicit and nobody uses it any more.
+  // Closes `node` if it is implicit and nobody uses it any more. A node
+  // whose close is already under way (a background detach) is not closed
+  // twice: the call waits for that close to finish.
   Task<void> co_release_if_unused(Node* node);
   // Points an existing parent edge at another node (backing change, pivot).
   Result<void> retarget(Child& edge, Node& to);
@@ -99,7 +102,8 @@ class Graph {
 
   // blockdev-del: a monitor-owned node without parents.
   Task<Result<void>> co_del(const std::string& name);
-  // Flushes and closes every node (shutdown).
+  // Flushes and closes every node (shutdown), waiting for closes already
+  // under way.
   Task<void> co_close_all();
 
   static Result<void> check_node_name(const std::string& name);
@@ -114,6 +118,8 @@ class Graph {
                                    const NodeFlags* inherited, uint32_t role);
   Result<void> refresh_perms(const std::vector<Node*>& changed);
   Task<void> co_close_node(Node* node);
+  Task<void> co_close_node_once(Node* node);
+  bool closing(const Node* node) const { return closing_.count(node) > 0; }
   void unlink_parent(Child* edge);
   // True if `to` is below `from`.
   static bool reaches(const Node& from, const Node& to);
@@ -125,6 +131,10 @@ class Graph {
   std::vector<Node*> order_;  // creation order
   std::list<std::unique_ptr<Child>> roots_;
   uint64_t implicit_counter_ = 0;
+  // Nodes whose close has started and not finished (it suspends while the
+  // node drains and flushes); `closed_` wakes whoever waits for one.
+  std::set<const Node*> closing_;
+  CoQueue closed_;
 };
 
 }  // namespace strata
