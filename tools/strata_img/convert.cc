@@ -260,7 +260,7 @@ TargetPlan refuse(Refusal kind, std::string message) {
 
 TargetPlan plan_new_target(const ConvertArgs& a, uint64_t size) {
   if (a.out_format != "qcow2" && a.out_format != "raw") {
-    return refuse(Refusal::kConverting, "Unknown file format '" + a.out_format + "'");
+    return refuse(Refusal::kPlain, "Unknown file format '" + a.out_format + "'");
   }
   if (auto r = check_create_option_syntax(a.out_format, a.opts); !r) {
     return refuse(Refusal::kPlain, r.error().message);
