@@ -1,13 +1,11 @@
 #include "jobs/create_job.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cstring>
-#include <vector>
 
-#include "base/fs.h"
 #include "block/core/graph.h"
+#include "block/drivers/file_create.h"
 #include "block/drivers/qcow2/create.h"
 #include "strata/engine.h"
 
@@ -17,53 +15,17 @@ namespace {
 
 using nlohmann::json;
 
-Task<Result<void>> co_fill_zeroes(Loop& loop, int fd, uint64_t size) {
-  std::vector<uint8_t> zeroes(1 << 20, 0);
-  for (uint64_t off = 0; off < size;) {
-    uint64_t n = std::min<uint64_t>(zeroes.size(), size - off);
-    IoVec iov(zeroes.data(), n);
-    auto r = co_await fs::co_pwritev(loop, fd, iov, off);
-    if (!r) co_return std::move(r).error();
-    off += n;
-  }
-  co_return Result<void>{};
-}
-
-// QEMU's "<what>: <strerror>" messages.
-Error os_error(const std::string& what, const Error& e) {
-  return Error{e.code, what + ": " + std::strerror(e.code)};
-}
-
-Task<Result<void>> co_size_file(Loop& loop, int fd, uint64_t size, std::string prealloc) {
-  if (size > static_cast<uint64_t>(INT64_MAX)) {
-    co_return Error{EINVAL, "Could not resize file: Invalid argument"};
-  }
-  auto r = co_await fs::co_ftruncate(loop, fd, 0);
-  if (r && prealloc == "full") {
-    r = co_await co_fill_zeroes(loop, fd, size);
-    if (!r) co_return os_error("Could not preallocate new data", r.error());
-  }
-  if (r && prealloc == "falloc" && size) {
-    r = co_await fs::co_allocate(loop, fd, 0, size);
-    if (!r) co_return os_error("Could not preallocate new data", r.error());
-  }
-  if (r) r = co_await fs::co_ftruncate(loop, fd, size);
-  if (!r) co_return os_error("Could not resize file", r.error());
-  co_return Result<void>{};
-}
-
+// As QEMU's file driver: locks first (block/drivers/file_create.h), so a
+// file another process uses is refused untouched.
 Task<Result<void>> co_create_file(Loop& loop, json o) {
   std::string filename = o["filename"].get<std::string>();
   uint64_t size = o["size"].get<uint64_t>();
-  std::string prealloc = o.value("preallocation", "off");
-  if (prealloc == "metadata") {
-    co_return Error{ENOTSUP, "Unsupported preallocation mode 'metadata'"};
+  std::string mode = o.value("preallocation", "off");
+  Preallocation prealloc = Preallocation::kOff;
+  if (!parse_preallocation(mode, &prealloc) || prealloc == Preallocation::kMetadata) {
+    co_return Error{ENOTSUP, "Unsupported preallocation mode '" + mode + "'"};
   }
-  auto fd = co_await fs::co_open(loop, filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (!fd) co_return os_error("Could not create '" + filename + "'", fd.error());
-  auto r = co_await co_size_file(loop, *fd, size, prealloc);
-  (void)co_await fs::co_close(loop, *fd);
-  co_return r;
+  co_return co_await strata::co_create_file(loop, filename, size, prealloc);
 }
 
 // The `file` node named by reference, below raw (without a window) and
@@ -137,6 +99,7 @@ Task<Result<void>> co_create_qcow2(Engine& engine, json o) {
   STRATA_CO_TRY_ASSIGN(Target target, target_of(graph, o["file"]));
   STRATA_CO_TRY_ASSIGN(qcow2::CreateOptions options, qcow2_options(o));
   Child* user = nullptr;
+  options.lock_file = target.node == nullptr;
   if (target.node) {
     auto root =
         graph.attach_root(*target.node, "blockdev-create", kPermWrite | kPermResize, kPermAll);

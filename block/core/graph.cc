@@ -55,7 +55,9 @@ Task<Result<Child*>> OpenContext::co_open_child_with(const std::string& key, jso
   co_return edge;
 }
 
-Graph::Graph(Engine& engine) : engine_(engine) { register_builtin_drivers(drivers_); }
+Graph::Graph(Engine& engine) : engine_(engine), closed_(engine.loop()) {
+  register_builtin_drivers(drivers_);
+}
 
 Graph::~Graph() {
   // Nodes must have been closed (co_close_all); drop what is left without I/O.
@@ -337,7 +339,21 @@ Task<void> Graph::co_release_if_unused(Node* node) {
   if (node->parents_.empty() && !node->monitor_owned()) co_await co_close_node(node);
 }
 
+// A node is closed once: a second caller (a background detach racing a
+// shutdown, two parents let go of one child) waits for the first close to
+// finish instead of closing a node that is about to be freed.
 Task<void> Graph::co_close_node(Node* node) {
+  if (closing(node)) {
+    while (closing(node)) co_await closed_.wait();
+    co_return;
+  }
+  closing_.insert(node);
+  co_await co_close_node_once(node);
+  closing_.erase(node);
+  closed_.wake_all();
+}
+
+Task<void> Graph::co_close_node_once(Node* node) {
   co_await node->co_drain_begin();
   for (DrainSection* s : sections_) std::erase(s->nodes_, node);
   if (!node->read_only()) {
@@ -364,18 +380,24 @@ Task<Result<void>> Graph::co_del(const std::string& name) {
 
 Task<void> Graph::co_close_all() {
   while (!roots_.empty()) co_await co_detach(roots_.front().get());
-  // Close from the top: a node whose parents are gone first.
+  // Close from the top: a node whose parents are gone first. Nodes whose
+  // close is under way are waited for, not closed again.
   for (;;) {
     Node* top = nullptr;
     for (Node* n : order_) {
-      if (n->parents_.empty()) {
+      if (n->parents_.empty() && !closing(n)) {
         top = n;
         break;
       }
     }
-    if (!top) break;
-    top->set_monitor_owned(false);
-    co_await co_close_node(top);
+    if (top) {
+      top->set_monitor_owned(false);
+      co_await co_close_node(top);
+    } else if (!closing_.empty()) {
+      co_await closed_.wait();
+    } else {
+      break;
+    }
   }
 }
 

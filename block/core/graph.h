@@ -14,6 +14,7 @@
 #include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -123,7 +124,9 @@ class Graph {
   Result<void> set_root_perm(Child& root, uint64_t perm, uint64_t shared);
   // Removes an edge; implicit nodes nobody uses any more are closed.
   Task<void> co_detach(Child* edge);
-  // Closes `node` if it is implicit and nobody uses it any more.
+  // Closes `node` if it is implicit and nobody uses it any more. A node
+  // whose close is already under way (a background detach) is not closed
+  // twice: the call waits for that close to finish.
   Task<void> co_release_if_unused(Node* node);
   // Points an existing parent edge at another node (backing change, pivot).
   // A frozen edge is refused.
@@ -164,7 +167,8 @@ class Graph {
 
   // blockdev-del: a monitor-owned node without parents.
   Task<Result<void>> co_del(const std::string& name);
-  // Flushes and closes every node (shutdown).
+  // Flushes and closes every node (shutdown), waiting for closes already
+  // under way.
   Task<void> co_close_all();
 
   static Result<void> check_node_name(const std::string& name);
@@ -184,6 +188,8 @@ class Graph {
                                    bool allow_internal = false);
   Result<void> refresh_perms(const std::vector<Node*>& changed);
   Task<void> co_close_node(Node* node);
+  Task<void> co_close_node_once(Node* node);
+  bool closing(const Node* node) const { return closing_.count(node) > 0; }
   void unlink_parent(Child* edge);
   // Points `edge` at `to`, telling the edge's owner if the drain state of
   // its node changes (no permission update).
@@ -198,6 +204,10 @@ class Graph {
   std::list<std::unique_ptr<Child>> roots_;
   std::vector<DrainSection*> sections_;
   uint64_t implicit_counter_ = 0;
+  // Nodes whose close has started and not finished (it suspends while the
+  // node drains and flushes); `closed_` wakes whoever waits for one.
+  std::set<const Node*> closing_;
+  CoQueue closed_;
 };
 
 }  // namespace strata

@@ -208,9 +208,11 @@ def test_rebuild_keeps_snapshots_and_bitmaps(workdir):
     assert run(["qemu-img", "compare", "-f", "raw", "-F", "raw", *raws]).returncode == 0
 
 
-def test_no_rebuild_over_references_past_the_end(workdir):
-    """A data cluster referenced past the end of the file: the rebuild
-    is refused (a check error) rather than growing the file out there."""
+def test_rebuild_leaves_a_reference_past_the_end_reported(workdir):
+    """A data cluster referenced far past the end of the file and a lost
+    refcount block: as qemu-img, the reference is a corruption that is not
+    counted, the structure is rebuilt from the others, the file does not
+    grow out to the reference, and the corruption stays reported."""
     require("qemu-img")
     base = make_image(workdir, "cluster_size=64k")
     img = os.path.join(workdir, "img.qcow2")
@@ -219,10 +221,18 @@ def test_no_rebuild_over_references_past_the_end(workdir):
     past = (os.path.getsize(img) // 65536 + 1000) * 65536  # 1000 clusters past the end
     poke(img, l2 + 8 * 20, struct.pack(">Q", (1 << 63) | past))
     zero_entry(img)
-    size = os.path.getsize(img)
-    res = run([strata_binary("strata-img"), "check", "-r", "all", img], check=False)
-    assert res.returncode == 1
-    assert "Rebuilding refcount structure" in res.stderr
-    assert ("ERROR rebuilding refcount structure: clusters are referenced past the end of "
-            "the file") in res.stderr
-    assert os.path.getsize(img) == size
+    theirs = os.path.join(workdir, "theirs.qcow2")
+    shutil.copy(img, theirs)
+    rc_o, rep_o, err_o = check_json(strata_binary("strata-img"), img, "-r", "all")
+    rc_t, rep_t, _ = check_json("qemu-img", theirs, "-r", "all")
+    assert rc_o == rc_t == 2
+    assert "Rebuilding refcount structure" in err_o
+    assert ("ERROR: counting reference for region exceeding the end of the file by one cluster "
+            "or more: offset 0x%x size 0x10000" % past) in err_o
+    for rep in (rep_o, rep_t):
+        rep.pop("image-end-offset")  # where the new structure went
+    assert strip_names(rep_o) == strip_names(rep_t)
+    assert os.path.getsize(img) < past
+    rc, rep, _ = check_json("qemu-img", img)
+    assert rc == 2 and rep["corruptions"] == 1 and "leaks" not in rep
+    assert run(["qemu-img", "compare", theirs, img]).returncode == 0

@@ -3,6 +3,7 @@
 // 63 format without checks.
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 
 #include "block/drivers/qcow2/check.h"
 #include "strata_img/common.h"
@@ -73,8 +74,39 @@ void print_human(const qcow2::CheckResult& r, bool quiet) {
   if (r.image_end_offset) std::printf("Image end offset: %" PRIu64 "\n", r.image_end_offset);
 }
 
+// Runs the check on an open image (its backing chain opened too, as
+// qemu-img opens it: a missing backing file fails the open).
+Task<Result<qcow2::CheckResult>> co_run_check(Node* node, int fix) {
+  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
+  if (!q) co_return Error{ENOTSUP, "This image format does not support checks"};
+  co_return co_await qcow2::co_check(*q, fix);
+}
+
+// qemu-img's exit status: 1 when the check did not complete, then 2 for
+// corruptions, 3 for leaks.
+int report(const qcow2::CheckResult& r, const std::string& filename, const std::string& format,
+           bool json, bool quiet) {
+  for (const auto& m : r.messages) {
+    std::fprintf(stderr, "%s%s\n", m.error_report ? "strata-img: " : "", m.text.c_str());
+  }
+  if (r.aborted) {
+    error_report(std::string("Check failed: ") + std::strerror(r.aborted));
+    return 1;
+  }
+  if (json) {
+    std::printf("%s\n", check_json(filename, format, r).dump(4).c_str());
+  } else {
+    print_human(r, quiet);
+  }
+  if (r.check_errors) {
+    error_report("Check failed");
+    return 1;
+  }
+  if (r.corruptions) return 2;
+  return r.leaks ? 3 : 0;
+}
+
 Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet) {
-  spec.no_backing = true;
   spec.writable = fix != 0;
   spec.check_mode = true;
   auto drive = co_await co_open_image(engine, spec);
@@ -83,32 +115,14 @@ Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet
     co_return 1;
   }
   Node* node = (*drive)->edge()->node();
-  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
-  if (!q) {
-    error_report("This image format does not support checks");
-    co_await (*drive)->co_close();
-    co_return 63;
-  }
-  auto res = co_await qcow2::co_check(*q, fix);
-  if (res && fix && res->corruptions == 0 && res->check_errors == 0) {
-    if (auto r = co_await q->co_mark_repaired(); !r) res = Error{r.error()};
-  }
   std::string format = node_format(node);  // the node is gone after close
+  auto res = co_await co_run_check(node, fix);
   co_await (*drive)->co_close();
   if (!res) {
-    error_report("Check failed: " + res.error().message);
-    co_return 1;
+    error_report(res.error().message);
+    co_return res.error().code == ENOTSUP ? 63 : 1;
   }
-  for (const auto& m : res->messages) std::fprintf(stderr, "%s\n", m.c_str());
-  if (json) {
-    std::printf("%s\n", check_json(spec.filename, format, *res).dump(4).c_str());
-  } else {
-    print_human(*res, quiet);
-  }
-  if (res->check_errors) co_return 1;
-  if (res->corruptions) co_return 2;
-  if (res->leaks) co_return 3;
-  co_return 0;
+  co_return report(*res, spec.filename, format, json, quiet);
 }
 
 }  // namespace

@@ -11,8 +11,21 @@
 
 namespace strata::img {
 
+namespace {
+// QEMU prints the hint of a refused image lock on a line of its own;
+// Strata's errors carry it after ": " (block/core/image_lock.h).
+std::string with_hint_lines(std::string message) {
+  static const std::string kLockHint = " lock: Is another process using the image [";
+  for (size_t at = message.find(kLockHint); at != std::string::npos;
+       at = message.find(kLockHint, at)) {
+    message.replace(at, 7, " lock\n");
+  }
+  return message;
+}
+}  // namespace
+
 void error_report(const std::string& message) {
-  std::fprintf(stderr, "strata-img: %s\n", message.c_str());
+  std::fprintf(stderr, "strata-img: %s\n", with_hint_lines(message).c_str());
 }
 
 std::string size_to_str(uint64_t val) {

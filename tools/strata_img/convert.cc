@@ -7,15 +7,13 @@
 #include <cstdio>
 #include <cstring>
 
-#include <fcntl.h>
-
-#include "base/fs.h"
 #include "base/sync.h"
 #include "block/core/options.h"
-#include "block/drivers/qcow2/create.h"
+#include "block/drivers/qcow2/qcow2.h"
 #include "strata_img/bitmap.h"
 #include "strata_img/common.h"
 #include "strata_img/convert.h"
+#include "strata_img/target.h"
 
 namespace strata::img {
 
@@ -66,10 +64,6 @@ bool all_zero(const uint8_t* p, uint64_t n) {
 
 Task<Result<void>> co_write_data(Copier& c, uint64_t off, const uint8_t* buf, uint64_t len) {
   const ConvertPlan& p = c.plan;
-  if (p.compress) {
-    IoVec iov(const_cast<uint8_t*>(buf), len);
-    co_return co_await c.dst->co_pwritev(off, iov, kReqWriteCompressed);
-  }
   if (!c.dst_zeroed || p.sparse_size == 0) {
     co_return co_await c.dst->co_pwrite(off, {buf, len});
   }
@@ -88,6 +82,20 @@ Task<Result<void>> co_write_data(Copier& c, uint64_t off, const uint8_t* buf, ui
     pos += run;
   }
   co_return Result<void>{};
+}
+
+// One whole target cluster (or the image's last, shorter one) read from the
+// source, as qemu-img compresses: written compressed, or, when it is all
+// zeroes (and -S is not 0), skipped on a zeroed target and written as
+// zeroes on any other.
+Task<Result<void>> co_write_compressed_cluster(Copier& c, uint64_t off, const uint8_t* buf,
+                                               uint64_t len) {
+  if (c.plan.sparse_size && all_zero(buf, len)) {
+    if (c.dst_zeroed) co_return Result<void>{};
+    co_return co_await c.dst->co_pwrite_zeroes(off, len, kReqMayUnmap);
+  }
+  IoVec iov(const_cast<uint8_t*>(buf), len);
+  co_return co_await c.dst->co_pwritev(off, iov, kReqWriteCompressed);
 }
 
 Kind kind_of(const Copier& c, const ChainStatus& st) {
@@ -121,6 +129,32 @@ struct Extent {
   Kind kind;
 };
 
+// Waits for this claim's turn to write unless out-of-order writes are
+// allowed; false when another claim failed meanwhile.
+Task<bool> co_wait_turn(Copier& c, uint64_t index) {
+  if (c.plan.out_of_order) co_return bool(c.error);
+  while (c.write_turn != index && c.error) co_await c.turn.wait();
+  co_return bool(c.error);
+}
+
+// -c: the claim is one target cluster. Unless the source answers one way
+// for all of it (zero, or not to be copied), the whole cluster is read,
+// whatever mix of data, holes and backing data it holds: compressed
+// writes take whole clusters only.
+Task<Result<void>> co_copy_compressed(Copier& c, uint64_t off, uint64_t end,
+                                      const std::vector<Extent>& extents, uint64_t index,
+                                      std::vector<uint8_t>& buf) {
+  bool whole = extents.size() > 1 || extents[0].kind == Kind::kData;
+  if (whole) STRATA_CO_TRY(co_await c.src->co_preadv(off, IoVec(buf.data(), end - off), 0));
+  bool go = co_await co_wait_turn(c, index);
+  if (!go) co_return c.error;
+  if (whole) co_return co_await co_write_compressed_cluster(c, off, buf.data(), end - off);
+  if (extents[0].kind == Kind::kZero) {
+    co_return co_await c.dst->co_pwrite_zeroes(off, end - off, kReqMayUnmap);
+  }
+  co_return Result<void>{};
+}
+
 // Copies [off, end): reads run in parallel with other workers; writes wait
 // for this claim's turn unless out-of-order writes are allowed.
 Task<Result<void>> co_copy_range(Copier& c, uint64_t off, uint64_t end, uint64_t index,
@@ -132,15 +166,14 @@ Task<Result<void>> co_copy_range(Copier& c, uint64_t off, uint64_t end, uint64_t
     extents.push_back({pos, n, k});
     pos += n;
   }
+  if (c.plan.compress) co_return co_await co_copy_compressed(c, off, end, extents, index, buf);
   for (const auto& e : extents) {
     if (e.kind != Kind::kData) continue;
     STRATA_CO_TRY(
         co_await c.src->co_preadv(e.offset, IoVec(buf.data() + (e.offset - off), e.length), 0));
   }
-  if (!c.plan.out_of_order) {
-    while (c.write_turn != index && c.error) co_await c.turn.wait();
-    if (!c.error) co_return c.error;
-  }
+  bool go = co_await co_wait_turn(c, index);
+  if (!go) co_return c.error;
   for (const auto& e : extents) {
     if (e.kind == Kind::kData) {
       STRATA_CO_TRY(co_await co_write_data(c, e.offset, buf.data() + (e.offset - off), e.length));
@@ -203,42 +236,154 @@ struct ConvertArgs {
   bool progress = false;
   bool bitmaps = false;      // --bitmaps (strata_img/bitmap.h)
   bool skip_broken = false;  // --skip-broken-bitmaps
+  std::string backing;       // -B
+  std::string backing_fmt;   // -F
   ConvertPlan plan;
 };
 
-Task<Result<void>> co_create_target(Engine& engine, const ConvertArgs& a, uint64_t size,
-                                    uint64_t* cluster) {
-  if (a.out_format == "raw") {
-    if (a.plan.compress) co_return Error{ENOTSUP, "Compression not supported for this file format"};
-    if (!a.plan.target_has_backing && a.opts.count("backing_file")) {
-      co_return Error{ENOTSUP, "Backing file not supported for file format 'raw'"};
+// The -o options of a new target, checked without touching it: their
+// syntax (qemu-img's plain messages) then their values (as the creation
+// would refuse them, with the "error while converting" prefix).
+enum class Refusal { kNone, kPlain, kConverting };
+struct TargetPlan {
+  qcow2::CreateOptions options;
+  Refusal refusal = Refusal::kNone;
+  std::string message;
+};
+
+TargetPlan refuse(Refusal kind, std::string message) {
+  TargetPlan p;
+  p.refusal = kind;
+  p.message = std::move(message);
+  return p;
+}
+
+TargetPlan plan_new_target(const ConvertArgs& a, uint64_t size) {
+  if (a.out_format != "qcow2" && a.out_format != "raw") {
+    return refuse(Refusal::kPlain, "Unknown file format '" + a.out_format + "'");
+  }
+  if (auto r = check_create_option_syntax(a.out_format, a.opts); !r) {
+    return refuse(Refusal::kPlain, r.error().message);
+  }
+  if (a.out_format == "raw" && !a.backing.empty()) {
+    return refuse(Refusal::kPlain, "Backing file not supported for file format 'raw'");
+  }
+  auto o = parse_create_options(a.out_format, a.opts);
+  if (!o) return refuse(Refusal::kConverting, o.error().message);
+  if (!a.backing.empty()) o->backing_file = a.backing;
+  if (!a.backing_fmt.empty()) o->backing_format = a.backing_fmt;
+  if (a.bitmaps && a.out_format != "qcow2") {
+    return refuse(Refusal::kPlain, "Format driver '" + a.out_format + "' does not support bitmaps");
+  }
+  TargetPlan p;
+  p.options = *o;
+  p.options.size = size;
+  if (a.out_format == "qcow2") {
+    if (auto r = qcow2::validate_create_options(p.options); !r) {
+      return refuse(Refusal::kConverting, r.error().message);
     }
-    STRATA_CO_TRY_ASSIGN(
-        int fd, co_await fs::co_open(engine.loop(), a.out_name, O_RDWR | O_CREAT | O_TRUNC));
-    auto r = co_await fs::co_ftruncate(engine.loop(), fd, size);
-    (void)co_await fs::co_close(engine.loop(), fd);
-    co_return r;
   }
-  if (a.out_format != "qcow2")
-    co_return Error{EINVAL, "Unknown file format '" + a.out_format + "'"};
-  qcow2::CreateOptions o;
-  o.size = size;
-  auto get = [&](const char* k) {
-    auto it = a.opts.find(k);
-    return it == a.opts.end() ? std::string() : it->second;
-  };
-  if (!get("cluster_size").empty() && !parse_img_size(get("cluster_size"), &o.cluster_size)) {
-    co_return Error{EINVAL, "Parameter 'cluster_size' expects a size"};
+  return p;
+}
+
+// Everything convert can refuse before the target is created, so that a
+// refused convert leaves an existing target as it was: the options, and
+// the backing file the new target is to name (qemu-img finds a missing one
+// only when it opens the target it has just created).
+Task<Result<qcow2::CreateOptions>> co_check_new_target(Engine& engine, const ConvertArgs& a,
+                                                       uint64_t size) {
+  TargetPlan plan = plan_new_target(a, size);
+  if (plan.refusal == Refusal::kPlain) {
+    error_report(plan.message);
+    co_return Error{EINVAL, ""};
   }
-  if (!get("compat").empty()) {
-    STRATA_CO_TRY_ASSIGN(o.version, qcow2::parse_compat(get("compat")));
+  if (plan.refusal == Refusal::kConverting) {
+    error_report(a.out_name + ": error while converting " + a.out_format + ": " + plan.message);
+    co_return Error{EINVAL, ""};
   }
-  if (!get("refcount_bits").empty()) o.refcount_bits = uint32_t(std::stoul(get("refcount_bits")));
-  if (!get("lazy_refcounts").empty()) parse_bool_word(get("lazy_refcounts"), &o.lazy_refcounts);
-  o.backing_file = get("backing_file");
-  o.backing_format = get("backing_fmt");
-  *cluster = o.cluster_size;
-  co_return co_await qcow2::co_create_image(engine, a.out_name, o);
+  const qcow2::CreateOptions& o = plan.options;
+  if (!o.backing_file.empty()) {
+    auto b = co_await co_backing_size(engine, o.backing_file, o.backing_format, a.out_name);
+    if (!b) {
+      error_report("Could not open '" + a.out_name +
+                   "': Could not open backing file: " + b.error().message);
+      co_return Error{EINVAL, ""};
+    }
+  }
+  co_return plan.options;
+}
+
+// The cluster size compressed writes must cover (the target's).
+Result<uint64_t> compress_cluster(Node& dst) {
+  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&dst.driver());
+  if (!q) return Error{ENOTSUP, "Compression not supported for this file format"};
+  return q->header().cluster_size();
+}
+
+// The copy, with the target open; both images are closed by the callers.
+Task<int> co_copy_into(Engine& engine, ConvertArgs& a, Node& src, Drive& dst) {
+  Node* dst_node = dst.edge()->node();
+  if (a.bitmaps && !target_takes_bitmaps(*dst_node)) co_return 1;
+  uint64_t size = src.size();
+  if (a.no_create && dst_node->size() < size) {
+    error_report("output file is smaller than input file");
+    co_return 1;
+  }
+  if (a.plan.compress) {
+    auto cluster = compress_cluster(*dst_node);
+    if (!cluster) {
+      error_report(cluster.error().message);
+      co_return 1;
+    }
+    a.plan.cluster_size = *cluster;
+  }
+  bool zeroed = (!a.no_create && !a.plan.target_has_backing) || a.target_is_zero;
+  Progress progress(a.progress && !a.common.quiet);
+  progress.update(0);
+  auto r = co_await co_copy_image(engine, a.plan, &src, dst.edge(), zeroed, &progress);
+  progress.finish();
+  if (!r) {
+    error_report("error while writing: " + r.error().message);
+    co_return 1;
+  }
+  if (a.bitmaps) {
+    bool copied = co_await co_copy_convert_bitmaps(engine, src, *dst_node, a.skip_broken);
+    if (!copied) co_return 1;
+  }
+  co_return 0;
+}
+
+// With the source open: the target checked, created (locks first), opened
+// and filled; closed again on every path.
+Task<int> co_convert_from(Engine& engine, ConvertArgs& a, Node& src) {
+  if (a.bitmaps && !check_convert_bitmaps(src, a.skip_broken)) co_return 1;
+  if (a.plan.compress && a.out_format == "raw") {
+    error_report("Compression not supported for this file format");
+    co_return 1;
+  }
+  if (!a.no_create) {
+    auto options = co_await co_check_new_target(engine, a, src.size());
+    if (!options) co_return 1;
+    auto r = co_await co_create_new_image(engine, a.out_format, a.out_name, *options);
+    if (!r) {
+      error_report(a.out_name + ": error while converting " + a.out_format + ": " +
+                   r.error().message);
+      co_return 1;
+    }
+  }
+  OpenSpec dspec;
+  dspec.filename = a.out_name;
+  dspec.format = (a.no_create && a.out_format == "raw") ? "" : a.out_format;
+  dspec.writable = true;
+  dspec.cache = a.dst_cache;
+  auto dst = co_await co_open_image(engine, dspec);
+  if (!dst) {
+    error_report(dst.error().message);
+    co_return 1;
+  }
+  int rc = co_await co_copy_into(engine, a, src, **dst);
+  co_await (*dst)->co_close();
+  co_return rc;
 }
 
 Task<int> co_convert(Engine& engine, ConvertArgs a) {
@@ -247,60 +392,9 @@ Task<int> co_convert(Engine& engine, ConvertArgs a) {
     error_report(src.error().message);
     co_return 1;
   }
-  Node* src_node = (*src)->edge()->node();
-  if (a.bitmaps && !check_convert_bitmaps(*src_node, a.skip_broken)) {
-    co_await (*src)->co_close();
-    co_return 1;
-  }
-  uint64_t size = src_node->size();
-  uint64_t cluster = 0;
-  if (!a.no_create) {
-    auto r = co_await co_create_target(engine, a, size, &cluster);
-    if (!r) {
-      error_report(a.out_name + ": error while converting " + a.out_format + ": " +
-                   r.error().message);
-      co_await (*src)->co_close();
-      co_return 1;
-    }
-  }
-  OpenSpec dspec;
-  dspec.filename = a.out_name;
-  dspec.format = a.no_create ? "" : a.out_format;
-  if (a.no_create && a.out_format != "raw") dspec.format = a.out_format;
-  dspec.writable = true;
-  dspec.cache = a.dst_cache;
-  auto dst = co_await co_open_image(engine, dspec);
-  if (!dst) {
-    error_report(dst.error().message);
-    co_await (*src)->co_close();
-    co_return 1;
-  }
-  Node* dst_node = (*dst)->edge()->node();
-  if (a.bitmaps && !target_takes_bitmaps(*dst_node)) {
-    co_await (*dst)->co_close();
-    co_await (*src)->co_close();
-    co_return 1;
-  }
-  if (cluster == 0) cluster = 65536;
-  a.plan.cluster_size = cluster;
-  bool zeroed = (!a.no_create && !a.plan.target_has_backing) || a.target_is_zero;
-  if (a.no_create && dst_node->size() < size) {
-    error_report("Target image is smaller than the source");
-    co_return 1;
-  }
-  Progress progress(a.progress && !a.common.quiet);
-  progress.update(0);
-  auto r = co_await co_copy_image(engine, a.plan, src_node, (*dst)->edge(), zeroed, &progress);
-  progress.finish();
-  bool bitmaps_ok = !r || !a.bitmaps ||
-                    co_await co_copy_convert_bitmaps(engine, *src_node, *dst_node, a.skip_broken);
-  co_await (*dst)->co_close();
+  int rc = co_await co_convert_from(engine, a, *(*src)->edge()->node());
   co_await (*src)->co_close();
-  if (!r) {
-    error_report("error while writing: " + r.error().message);
-    co_return 1;
-  }
-  co_return bitmaps_ok ? 0 : 1;
+  co_return rc;
 }
 
 }  // namespace
@@ -328,10 +422,10 @@ int cmd_convert(Engine& engine, const Args& args) {
         a.out_format = p.arg;
         break;
       case 'B':
-        a.opts["backing_file"] = p.arg;
+        a.backing = p.arg;
         break;
       case 'F':
-        a.opts["backing_fmt"] = p.arg;
+        a.backing_fmt = p.arg;
         break;
       case 'c':
         a.plan.compress = true;
@@ -397,11 +491,12 @@ int cmd_convert(Engine& engine, const Args& args) {
     error_report("Use of --skip-broken-bitmaps requires --bitmaps");
     return 1;
   }
-  if (a.opts.count("backing_fmt") && !a.opts.count("backing_file")) {
+  if ((a.opts.count("backing_fmt") || !a.backing_fmt.empty()) && !a.opts.count("backing_file") &&
+      a.backing.empty()) {
     error_report("Backing format cannot be used without backing file");
     return 1;
   }
-  a.plan.target_has_backing = a.opts.count("backing_file") > 0;
+  a.plan.target_has_backing = a.opts.count("backing_file") > 0 || !a.backing.empty();
   a.common.spec.filename = p.rest[0];
   a.out_name = p.rest[1];
   return engine.run(co_convert(engine, a));

@@ -1,12 +1,8 @@
 // strata-img create [-q] [-f FMT] [-b BACKING [-F BACKING_FMT]] [-u] [-o OPTIONS] FILE [SIZE]
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdio>
 
-#include "base/fs.h"
-#include "block/drivers/qcow2/create.h"
 #include "strata_img/common.h"
+#include "strata_img/target.h"
 
 namespace strata::img {
 
@@ -18,35 +14,10 @@ struct CreateArgs {
   std::string size_text;
   bool quiet = false;
   bool unsafe = false;
+  std::string backing;      // -b
+  std::string backing_fmt;  // -F
   std::map<std::string, std::string> opts;
 };
-
-Result<bool> parse_bool_opt(const std::map<std::string, std::string>& o, const char* key,
-                            bool def) {
-  auto it = o.find(key);
-  if (it == o.end()) return def;
-  bool v;
-  if (!parse_bool_word(it->second, &v)) {
-    return Error{EINVAL, std::string("Parameter '") + key + "' expects 'on' or 'off'"};
-  }
-  return v;
-}
-
-Task<Result<uint64_t>> co_backing_size(Engine& engine, std::string path, std::string fmt,
-                                       std::string image) {
-  if (!path.empty() && path[0] != '/' && path.find("://") == std::string::npos) {
-    auto slash = image.rfind('/');
-    if (slash != std::string::npos) path = image.substr(0, slash + 1) + path;
-  }
-  OpenSpec spec;
-  spec.filename = path;
-  spec.format = fmt;
-  spec.force_share = true;
-  STRATA_CO_TRY_ASSIGN(auto drive, co_await co_open_image(engine, spec));
-  uint64_t size = drive->size();
-  co_await drive->co_close();
-  co_return size;
-}
 
 std::string describe(const CreateArgs& a, const qcow2::CreateOptions& o) {
   std::string s = "Formatting '" + a.filename + "', fmt=" + a.format;
@@ -68,63 +39,19 @@ std::string describe(const CreateArgs& a, const qcow2::CreateOptions& o) {
   return s;
 }
 
-Result<qcow2::CreateOptions> qcow2_options(const CreateArgs& a) {
-  qcow2::CreateOptions o;
-  static const char* known[] = {
-      "cluster_size", "compat",      "lazy_refcounts", "refcount_bits",    "preallocation",
-      "backing_file", "backing_fmt", "size",           "compression_type", "extended_l2"};
-  for (const auto& [k, v] : a.opts) {
-    bool ok = false;
-    for (const char* n : known) ok |= k == n;
-    if (!ok) return Error{EINVAL, "Invalid parameter '" + k + "'"};
-  }
-  auto get = [&](const char* k) -> std::string {
-    auto it = a.opts.find(k);
-    return it == a.opts.end() ? "" : it->second;
-  };
-  if (!get("cluster_size").empty() && !parse_img_size(get("cluster_size"), &o.cluster_size)) {
-    return Error{EINVAL, "Parameter 'cluster_size' expects a size"};
-  }
-  if (!get("compat").empty()) {
-    STRATA_TRY_ASSIGN(o.version, qcow2::parse_compat(get("compat")));
-  }
-  STRATA_TRY_ASSIGN(o.lazy_refcounts, parse_bool_opt(a.opts, "lazy_refcounts", false));
-  if (!get("refcount_bits").empty()) o.refcount_bits = uint32_t(std::stoul(get("refcount_bits")));
-  if (!get("preallocation").empty() &&
-      !parse_preallocation(get("preallocation"), &o.preallocation)) {
-    return Error{EINVAL,
-                 "Parameter 'preallocation' does not accept value '" + get("preallocation") + "'"};
-  }
-  if (!get("compression_type").empty() && get("compression_type") != "zlib") {
-    return Error{ENOTSUP, "Compression type '" + get("compression_type") + "' is not supported"};
-  }
-  STRATA_TRY_ASSIGN(bool ext_l2, parse_bool_opt(a.opts, "extended_l2", false));
-  if (ext_l2) return Error{ENOTSUP, "Extended L2 entries are not supported"};
-  o.backing_file = get("backing_file");
-  o.backing_format = get("backing_fmt");
-  return o;
-}
-
-Task<Result<void>> co_create_raw(Engine& engine, std::string path, uint64_t size,
-                                 Preallocation prealloc) {
-  STRATA_CO_TRY_ASSIGN(int fd,
-                       co_await fs::co_open(engine.loop(), path, O_RDWR | O_CREAT | O_TRUNC));
-  auto r = co_await fs::co_ftruncate(engine.loop(), fd, size);
-  if (r && size && (prealloc == Preallocation::kFalloc || prealloc == Preallocation::kFull)) {
-    r = co_await fs::co_allocate(engine.loop(), fd, 0, size);
-  }
-  (void)co_await fs::co_close(engine.loop(), fd);
-  co_return r;
-}
-
 Task<int> co_create(Engine& engine, CreateArgs a) {
   if (!a.size_text.empty()) a.opts["size"] = a.size_text;
-  auto parsed = qcow2_options(a);
+  auto parsed = parse_create_options(a.format, a.opts);
+  if (parsed && !a.backing.empty() && a.format == "raw") {
+    parsed = Error{ENOTSUP, "Backing file not supported for file format 'raw'"};
+  }
   if (!parsed) {
     error_report(a.filename + ": " + parsed.error().message);
     co_return 1;
   }
   qcow2::CreateOptions o = *parsed;
+  if (!a.backing.empty()) o.backing_file = a.backing;
+  if (!a.backing_fmt.empty()) o.backing_format = a.backing_fmt;
   bool has_size = a.opts.count("size");
   if (has_size && !parse_img_size(a.opts["size"], &o.size)) {
     error_report("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
@@ -135,13 +62,15 @@ Task<int> co_create(Engine& engine, CreateArgs a) {
     error_report(a.filename + ": Backing file specified without backing format");
     co_return 1;
   }
-  if (!has_size && !o.backing_file.empty()) {
+  // As qemu-img: the backing file must open (unless -u), whether or not
+  // it gives the size; nothing is created otherwise.
+  if (!o.backing_file.empty() && !a.unsafe) {
     auto bs = co_await co_backing_size(engine, o.backing_file, o.backing_format, a.filename);
     if (!bs) {
-      error_report(a.filename + ": " + bs.error().message);
+      error_report(a.filename + ": " + bs.error().message + "\nCould not open backing image.");
       co_return 1;
     }
-    o.size = *bs;
+    if (!has_size) o.size = *bs;
     has_size = true;
   }
   if (!has_size) {
@@ -150,14 +79,7 @@ Task<int> co_create(Engine& engine, CreateArgs a) {
   }
   if (!a.quiet) std::printf("%s\n", describe(a, o).c_str());
   std::fflush(stdout);
-  Result<void> r;
-  if (a.format == "qcow2") {
-    r = co_await qcow2::co_create_image(engine, a.filename, o);
-  } else if (a.format == "raw") {
-    r = co_await co_create_raw(engine, a.filename, o.size, o.preallocation);
-  } else {
-    r = Error{EINVAL, "Unknown file format '" + a.format + "'"};
-  }
+  auto r = co_await co_create_new_image(engine, a.format, a.filename, o);
   if (!r) {
     error_report(a.filename + ": " + r.error().message);
     co_return 1;
@@ -179,10 +101,10 @@ int cmd_create(Engine& engine, const Args& args) {
     if (use == OptionUse::kHandled) continue;
     switch (c) {
       case 'b':
-        a.opts["backing_file"] = p.arg;
+        a.backing = p.arg;
         break;
       case 'F':
-        a.opts["backing_fmt"] = p.arg;
+        a.backing_fmt = p.arg;
         break;
       case 'o':
         if (p.arg == "help" || p.arg == "?") {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/fs.h"
+#include "block/drivers/file_create.h"
 #include "block/drivers/qcow2/format.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "block/drivers/qcow2/refcount.h"
@@ -61,10 +62,11 @@ Task<Result<void>> co_write_all(Loop& loop, int fd, const std::vector<uint8_t>& 
   co_return Result<void>{};
 }
 
-Task<Result<void>> co_write_layout(Loop& loop, int fd, const Layout& l) {
+// `header`: the serialized header, made before the file was touched.
+Task<Result<void>> co_write_layout(Loop& loop, int fd, const Layout& l,
+                                   std::vector<uint8_t> header) {
   const Header& h = l.header;
   uint64_t cs = h.cluster_size();
-  STRATA_CO_TRY_ASSIGN(auto header, serialize_header(h));
   header.resize(cs, 0);
   std::vector<uint8_t> table(cs, 0);
   store_be64(table.data(), 2 * cs);
@@ -148,12 +150,22 @@ Result<void> validate_create_options(const CreateOptions& o) {
   return {};
 }
 
+// The file: locked before it is emptied (block/drivers/file_create.h),
+// unless the caller holds it through the graph.
+Task<Result<int>> co_open_target(Loop& loop, const std::string& path, bool lock) {
+  if (lock) co_return co_await co_open_for_create(loop, path);
+  co_return co_await fs::co_open(loop, path, O_RDWR | O_CREAT, 0644);
+}
+
 Task<Result<void>> co_create_image(Engine& engine, std::string path, CreateOptions options) {
+  // Everything that can be refused is refused before the file is touched.
   STRATA_CO_TRY(validate_create_options(options));
   Loop& loop = engine.loop();
   Layout layout = plan(options);
-  STRATA_CO_TRY_ASSIGN(int fd, co_await fs::co_open(loop, path, O_RDWR | O_CREAT | O_TRUNC, 0644));
-  auto r = co_await co_write_layout(loop, fd, layout);
+  STRATA_CO_TRY_ASSIGN(auto header, serialize_header(layout.header));
+  STRATA_CO_TRY_ASSIGN(int fd, co_await co_open_target(loop, path, options.lock_file));
+  auto r = co_await fs::co_ftruncate(loop, fd, 0);
+  if (r) r = co_await co_write_layout(loop, fd, layout, std::move(header));
   if (r) r = co_await fs::co_fdatasync(loop, fd);
   (void)co_await fs::co_close(loop, fd);
   if (!r) co_return r;

@@ -2,9 +2,12 @@
 // same options (used by strata-img create, and later by blockdev-create and
 // snapshot creation).
 //
-// Contract: co_create_image() creates (or truncates) the file at `path` and
-// writes a complete empty image; the file is closed again on return. Option
-// errors carry qemu-img's messages.
+// Contract: co_create_image() validates the options, then opens the file at
+// `path` (created when missing) and takes QEMU's image locks on it before
+// emptying it (block/drivers/file_create.h), then writes a complete empty
+// image; the file is closed again on return. Option errors carry
+// qemu-img's messages; an option error or a refused lock leaves the file
+// untouched.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -26,6 +29,10 @@ struct CreateOptions {
   Preallocation preallocation = Preallocation::kOff;
   std::string backing_file;
   std::string backing_format;
+  // False when the caller already holds the file through the graph
+  // (blockdev-create on an existing `file` node): its own locks would
+  // conflict with the ones creating takes.
+  bool lock_file = true;
 };
 
 // Parses a qemu-img compat value ("0.10", "v2", "1.1", "v3").

@@ -80,8 +80,6 @@ Result<void> check_values(const Header& h) {
   if (h.refcount_table_offset % cs) return invalid("Reference count table offset invalid");
   if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return Error{EFBIG, "Active L1 table too large"};
   if (h.l1_table_offset % cs) return invalid("Active L1 table offset invalid");
-  if (h.nb_snapshots > 65536) return invalid("Snapshot table too large");
-  if (h.nb_snapshots && h.snapshots_offset % cs) return invalid("Snapshot table offset invalid");
   // The L1 must cover the virtual size.
   uint64_t l2_bits = h.cluster_bits - 3;
   uint64_t shift = h.cluster_bits + l2_bits;

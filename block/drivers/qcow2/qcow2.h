@@ -32,6 +32,8 @@
 
 namespace strata::qcow2 {
 
+struct CheckResult;
+
 // Metadata structures, for overlap checks (QEMU's Qcow2OverlapCheckFlags,
 // in the same order).
 enum MetadataKind : unsigned {
@@ -155,6 +157,15 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_install_refcounts(RefcountStructure s, uint32_t order);
   // After a repair that left no corruption: clears the dirty and corrupt bits.
   Task<Result<void>> co_mark_repaired();
+  // Check of the snapshot table (check_snapshots.cc; QEMU's
+  // qcow2_check_read_snapshot_table and qcow2_check_fix_snapshot_table):
+  // reads it again from the file, cutting down what cannot be kept when
+  // `fix` has kFixErrors, then, after the refcount check, writes a table
+  // whose entries needed repair anew.
+  Task<Result<void>> co_check_snapshot_table(int fix, CheckResult& res);
+  Task<Result<void>> co_fix_snapshot_table(int fix, CheckResult& res);
+  // Bytes of the snapshot table in the file.
+  uint64_t snapshot_table_bytes() const { return snapshot_table_bytes_; }
   // For the bitmaps extension (bitmap_store.cc), under the metadata lock:
   // the in-memory header, and writing it out (synced).
   Header& mutable_header() { return header_; }

@@ -64,7 +64,8 @@ Task<Result<void>> Qcow2Driver::co_load_l1() {
   STRATA_CO_TRY(co_await file_->co_preadv(header_.l1_table_offset, buf.iov(), 0));
   for (size_t i = 0; i < l1_.size(); i++) {
     uint64_t e = load_be64(buf.data() + i * 8);
-    if ((e & kOffsetMask) % cluster_size()) {
+    // A check reports (and counts) unaligned tables instead (check_walk.cc).
+    if ((e & kOffsetMask) % cluster_size() && !check_mode_) {
       co_return signal_corruption("L2 table offset " + std::to_string(e & kOffsetMask) +
                                   " unaligned (L1 index: " + std::to_string(i) + ")");
     }
@@ -73,8 +74,14 @@ Task<Result<void>> Qcow2Driver::co_load_l1() {
   co_return Result<void>{};
 }
 
+// The table's place is checked here, not with the rest of the header: a
+// check reads (and repairs) the table itself (check_snapshots.cc).
 Task<Result<void>> Qcow2Driver::co_load_snapshots() {
   snapshots_.clear();
+  if (header_.nb_snapshots > 65536) co_return Error{EINVAL, "Snapshot table too large"};
+  if (header_.nb_snapshots && header_.snapshots_offset % cluster_size()) {
+    co_return Error{EINVAL, "Snapshot table offset invalid"};
+  }
   uint64_t pos = header_.snapshots_offset;
   constexpr uint64_t kMaxTable = 64ull << 20;
   for (uint32_t i = 0; i < header_.nb_snapshots; i++) {
@@ -174,7 +181,9 @@ Task<Result<void>> Qcow2Driver::co_open_image(OpenContext& ctx) {
   l2_cache_->set_before_writeback([this] { return co_l2_barrier(); });
   install_write_checks();
   STRATA_CO_TRY(co_await co_load_l1());
-  STRATA_CO_TRY(co_await co_load_snapshots());
+  // As QEMU: a check reads the snapshot table itself, where a broken one
+  // is reported or repaired rather than refused (check_snapshots.cc).
+  if (!check_mode_) STRATA_CO_TRY(co_await co_load_snapshots());
   STRATA_CO_TRY(co_await co_load_inactive_l2());
   STRATA_CO_TRY(co_await refcounts_->co_load(file_, header_.refcount_table_offset,
                                              header_.refcount_table_clusters, check_mode_));
@@ -204,7 +213,7 @@ Task<Result<void>> Qcow2Driver::co_open_image(OpenContext& ctx) {
 // that are too low: rebuild them before writing, as QEMU does.
 Task<Result<void>> Qcow2Driver::co_repair_dirty() {
   STRATA_CO_TRY_ASSIGN(CheckResult res, co_await co_check(*this, kFixLeaks | kFixErrors));
-  if (res.corruptions || res.check_errors) {
+  if (res.corruptions || res.check_errors || res.aborted) {
     co_return Error{EIO, "qcow2: Could not repair dirty image"};
   }
   co_return co_await co_set_dirty_bit(false);

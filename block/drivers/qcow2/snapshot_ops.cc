@@ -108,7 +108,7 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
   STRATA_CO_TRY(co_await file_->co_pwrite(60, {hdr, 12}));
   STRATA_CO_TRY(co_await file_->co_flush());
   uint64_t old_offset = header_.snapshots_offset;
-  uint64_t old_bytes = serialize_snapshot_table(snapshots_).size();
+  uint64_t old_bytes = snapshot_table_bytes_;  // as it is in the file
   header_.nb_snapshots = uint32_t(snaps.size());
   header_.snapshots_offset = offset;
   snapshots_ = std::move(snaps);

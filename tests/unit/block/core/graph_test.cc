@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "strata/drive.h"
 #include "unit/block/core/mem_driver.h"
 
@@ -163,7 +165,8 @@ Task<void> co_delayed_write(Drive& d, uint64_t off, uint8_t byte) {
 
 Task<void> co_replace_then_write(Engine& engine, Drive& d, MemState* a, int* a_in_flight_at_swap) {
   co_await engine.loop().co_sleep(1);  // let the first writes start
-  auto r = co_await engine.graph().co_replace_node(*engine.graph().find("a"), *engine.graph().find("b"));
+  auto r =
+      co_await engine.graph().co_replace_node(*engine.graph().find("a"), *engine.graph().find("b"));
   EXPECT_TRUE(r) << r.error().message;
   *a_in_flight_at_swap = a->concurrent;
   co_await co_delayed_write(d, 8192, 0x22);
@@ -198,10 +201,46 @@ TEST_F(GraphTest, ReplaceNodeKeepsTheOverlaysOwnBackingEdge) {
   Node* overlay = add({{"driver", "raw"}, {"node-name", "overlay"}, {"file", "base"}});
   auto d = Drive::attach(engine_, "base", {.writable = false, .user = "reader"});
   ASSERT_TRUE(d);
-  ASSERT_TRUE(engine_.run(engine_.graph().co_replace_node(*engine_.graph().find("base"), *overlay)));
+  ASSERT_TRUE(
+      engine_.run(engine_.graph().co_replace_node(*engine_.graph().find("base"), *overlay)));
   EXPECT_EQ((*d)->node_name(), "overlay");
   EXPECT_EQ(overlay->file()->node()->name(), "base");
   (*d)->close();
+}
+
+// A Drive dropped without co_close() detaches in the background; its node's
+// close suspends while it flushes. A shutdown meanwhile must wait for that
+// close, not close (and free) the node a second time under it.
+TEST_F(GraphTest, ShutdownWaitsForABackgroundCloseInsteadOfClosingTwice) {
+  a_.delay_ms = 20;  // the close's flush suspends
+  {
+    auto d = engine_.run(Drive::co_open(engine_, {{"driver", "mem-a"}}, {.writable = true}));
+    ASSERT_TRUE(d) << d.error().message;
+  }
+  EXPECT_EQ(engine_.graph().nodes().size(), 1u);  // its close is under way
+  engine_.run(engine_.co_close_all());
+  EXPECT_TRUE(engine_.graph().nodes().empty());
+  auto flushes = std::count_if(a_.log.begin(), a_.log.end(),
+                               [](const testing::MemRequest& r) { return r.op == 'f'; });
+  EXPECT_EQ(flushes, 1);
+}
+
+// Two users of one implicit child let go of it at once: it is closed once.
+TEST_F(GraphTest, AChildReleasedTwiceAtOnceIsClosedOnce) {
+  a_.delay_ms = 20;
+  Node* leaf = add({{"driver", "mem-a"}, {"node-name", "leaf"}});
+  leaf->set_monitor_owned(false);  // as an implicit child: closed when unused
+  auto edge =
+      engine_.graph().attach_root(*leaf, "user", kPermConsistentRead | kPermWrite, kPermAll);
+  ASSERT_TRUE(edge);
+  TaskGroup group(engine_.loop());
+  group.spawn(engine_.graph().co_detach(*edge));
+  group.spawn(engine_.graph().co_release_if_unused(leaf));
+  engine_.run(group.co_join());
+  EXPECT_TRUE(engine_.graph().nodes().empty());
+  auto flushes = std::count_if(a_.log.begin(), a_.log.end(),
+                               [](const testing::MemRequest& r) { return r.op == 'f'; });
+  EXPECT_EQ(flushes, 1);
 }
 
 TEST_F(GraphTest, CyclesAreRefused) {
