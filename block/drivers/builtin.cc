@@ -10,6 +10,9 @@ void register_null_driver(DriverRegistry& registry);
 void register_fault_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
 void register_nbd_driver(DriverRegistry& registry);
+void register_vdi_driver(DriverRegistry& registry);
+void register_vpc_driver(DriverRegistry& registry);
+void register_vmdk_driver(DriverRegistry& registry);
 
 void register_builtin_drivers(DriverRegistry& registry) {
   register_file_driver(registry);
@@ -18,6 +21,9 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_fault_filter(registry);
   register_qcow2_driver(registry);
   register_nbd_driver(registry);
+  register_vdi_driver(registry);
+  register_vpc_driver(registry);
+  register_vmdk_driver(registry);
 }
 
 }  // namespace strata
