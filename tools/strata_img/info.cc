@@ -68,8 +68,8 @@ ojson ordered_format_specific(const nlohmann::json& spec) {
     order_elements(data, "extents",
                    {"compressed", "virtual-size", "filename", "cluster-size", "format"});
   } else {
-    data = ordered(in, {"compat", "compression-type", "lazy-refcounts", "bitmaps",
-                        "refcount-bits", "corrupt", "extended-l2", "data-file", "data-file-raw"});
+    data = ordered(in, {"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
+                        "corrupt", "extended-l2", "data-file", "data-file-raw"});
     // Each bitmap as QEMU lists it: flags, name, granularity.
     order_elements(data, "bitmaps", {"flags", "name", "granularity"});
   }
@@ -127,7 +127,9 @@ ojson image_info_json(Node* node) {
     j["full-backing-filename"] = join_backing(filename, backing);
     j["backing-filename"] = backing;
   }
-  j["dirty-flag"] = false;
+  // QEMU reports no dirty flag when it has no driver info (mixed vmdk extents).
+  auto* v = dynamic_cast<vmdk::VmdkDriver*>(&node->driver());
+  if (!v || v->extents_alike()) j["dirty-flag"] = false;
   return j;
 }
 

@@ -41,7 +41,12 @@ Task<Result<void>> VdiDriver::co_preadv(uint64_t offset, const IoVec& iov, uint3
         std::min<uint64_t>(iov.size() - done, header_.block_size - at % header_.block_size);
     uint32_t entry = bmap_[at / header_.block_size];
     if (is_allocated(entry)) {
-      STRATA_CO_TRY(co_await file_->co_preadv(host_offset(entry, at), iov.slice(done, n)));
+      uint64_t host = host_offset(entry, at);
+      if (host - at % header_.block_size >= file_->node()->size()) {
+        co_return Error{EIO, "vdi: block " + std::to_string(entry) + " (for guest offset " +
+                                 std::to_string(at) + ") lies past the end of the file"};
+      }
+      STRATA_CO_TRY(co_await file_->co_preadv(host, iov.slice(done, n)));
     } else {
       iov.fill(done, n, 0);
     }

@@ -3,7 +3,9 @@
 // Contract: the image is 1 MiB blocks mapped by a block map of 32-bit
 // entries; unallocated and discarded blocks read as zeroes. The block map
 // is read whole at open and must lie inside the file (QEMU would read zeroes
-// past the end, which map every block to the first one). Block status
+// past the end, which map every block to the first one), and reading a
+// block that starts past the end of the file fails (QEMU reads zeroes).
+// Block status
 // reports data with its offset in the file (static images recurse into the
 // file, as QEMU), zeroes for unallocated blocks. Writes are refused: the node
 // is read-only (block/drivers/read_only.h).

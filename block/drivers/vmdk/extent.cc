@@ -92,12 +92,14 @@ Task<Result<Grain>> Extent::co_lookup(uint64_t offset_in_extent) {
   }
   if (entry == 0) co_return g;
   g.host_offset = uint64_t(entry) * kSector;
-  if (g.host_offset >= file_->node()->size()) {
-    co_return Error{EIO, "vmdk: grain at offset " + std::to_string(g.host_offset) + " of '" +
-                             file_name() + "' lies past the end of the file"};
-  }
   g.kind = compressed_ ? GrainKind::kCompressed : GrainKind::kData;
   co_return g;
+}
+
+Result<void> Extent::check_in_file(const Grain& g) const {
+  if (g.host_offset < file_->node()->size()) return {};
+  return Error{EIO, "vmdk: grain at offset " + std::to_string(g.host_offset) + " of '" +
+                        file_name() + "' lies past the end of the file"};
 }
 
 Task<Result<void>> Extent::co_read_compressed(const Grain& g, const IoVec& iov) {

@@ -6,8 +6,9 @@
 // end_sector). co_lookup() maps a guest byte to its grain: a flat extent is
 // one grain as large as the extent; in a sparse extent the grain directory
 // is in memory and grain tables are loaded through a small cache. A grain
-// table or grain that lies past the end of its file is an error (EIO with
-// the extent's file name), not zeroes. co_read_compressed() inflates a
+// table that lies past the end of its file is an error (EIO with the
+// extent's file name), not zeroes; so is reading a grain that does
+// (check_in_file), which QEMU would read as zeroes. co_read_compressed() inflates a
 // grain (zlib, with or without a marker) and checks its sizes.
 // Thread rules: loop-thread only. Lookups may run concurrently: tables in
 // the cache are shared and stay valid for a lookup that holds them.
@@ -41,6 +42,8 @@ class Extent {
                        std::vector<uint32_t> l1);
 
   Task<Result<Grain>> co_lookup(uint64_t offset_in_extent);
+  // A data grain must start inside the file (reads fail otherwise).
+  Result<void> check_in_file(const Grain& g) const;
   // Reads [offset_in_grain, + iov.size()) of a compressed grain into `iov`.
   Task<Result<void>> co_read_compressed(const Grain& g, const IoVec& iov);
 

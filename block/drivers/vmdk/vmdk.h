@@ -42,6 +42,12 @@ class VmdkDriver final : public Driver {
   const std::vector<Extent>& extents() const { return extents_; }
   // The parent image named in the descriptor (empty when none).
   const std::string& backing_file() const { return backing_file_; }
+  // QEMU's vmdk_co_get_info succeeds only when all extents are alike (flat,
+  // or sparse with one grain size and compression); it then has a cluster
+  // size (sparse) and a dirty flag to report.
+  bool extents_alike() const;
+  // The extent holding guest byte `offset`, or null past the last one.
+  Extent* find_extent(uint64_t offset);
 
  private:
   // Opening (vmdk_open.cc).
@@ -60,7 +66,6 @@ class VmdkDriver final : public Driver {
   std::string dirname() const;
 
   // Reading (vmdk_io.cc).
-  Extent* find_extent(uint64_t offset);
   Task<Result<void>> co_read_unallocated(uint64_t offset, const IoVec& iov);
   Result<void> check_parent_cid() const;
 

@@ -50,9 +50,11 @@ Task<Result<void>> VmdkDriver::co_preadv(uint64_t offset, const IoVec& iov, uint
         part.fill(0, n, 0);
         break;
       case GrainKind::kData:
+        STRATA_CO_TRY(e->check_in_file(g));
         STRATA_CO_TRY(co_await e->file()->co_preadv(g.host_offset + g.offset_in_grain, part));
         break;
       case GrainKind::kCompressed:
+        STRATA_CO_TRY(e->check_in_file(g));
         STRATA_CO_TRY(co_await e->co_read_compressed(g, part));
         break;
     }

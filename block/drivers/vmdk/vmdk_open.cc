@@ -201,15 +201,19 @@ uint64_t VmdkDriver::size() const {
   return extents_.empty() ? 0 : extents_.back().end_sector() * kSector;
 }
 
-// QEMU's vmdk_co_get_info: a cluster size only when every extent is alike.
-uint64_t VmdkDriver::cluster_size() const {
-  if (extents_.empty() || extents_[0].is_flat()) return 0;
+bool VmdkDriver::extents_alike() const {
   for (const auto& e : extents_) {
-    if (e.is_flat() || e.compressed() != extents_[0].compressed() ||
-        e.grain_bytes() != extents_[0].grain_bytes()) {
-      return 0;
+    const Extent& first = extents_[0];
+    if (e.is_flat() != first.is_flat() || e.compressed() != first.compressed() ||
+        (!e.is_flat() && e.grain_bytes() != first.grain_bytes())) {
+      return false;
     }
   }
+  return true;
+}
+
+uint64_t VmdkDriver::cluster_size() const {
+  if (extents_.empty() || extents_[0].is_flat() || !extents_alike()) return 0;
   return extents_[0].grain_bytes();
 }
 
