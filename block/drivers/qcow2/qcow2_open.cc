@@ -142,7 +142,12 @@ Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
   }
   std::string fmt = header_.backing_format;
   if (fmt.empty()) {
-    STRATA_CO_TRY_ASSIGN(fmt, co_await probe::co_probe_driver(*loop_, ctx.graph().drivers(), path));
+    auto probed = co_await probe::co_probe_driver(*loop_, ctx.graph().drivers(), path);
+    if (!probed) {
+      co_return Error{probed.error().code,
+                      "Could not open backing file: " + probed.error().message};
+    }
+    fmt = *probed;
   }
   nlohmann::json opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", path}}}};
   auto child = co_await ctx.co_open_child_with("backing", opts, kRoleCow);
