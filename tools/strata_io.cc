@@ -192,6 +192,7 @@ Task<int> co_main(Engine& engine, Args args) {
     opts = {{"driver", fmt},
             {"discard", "unmap"},
             {"file", {{"driver", "file"}, {"filename", args.image}}}};
+    if (args.format.empty() && fmt == "raw") opts["x-probed"] = true;
   }
   DriveOptions dopts;
   dopts.writable = !args.read_only;

@@ -98,6 +98,7 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
                                     engine.loop(), engine.graph().drivers(), spec.filename));
     }
     opts = {{"driver", fmt}, {"file", file}};
+    if (spec.format.empty() && fmt == "raw") opts["x-probed"] = true;
   }
   if (spec.no_backing && has_backing_option(engine, opts.value("driver", ""))) {
     opts["backing"] = nullptr;

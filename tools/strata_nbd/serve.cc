@@ -40,6 +40,7 @@ Result<nlohmann::json> node_options(const Options& o, const std::string& format)
   if (!o.discard.empty()) opts["discard"] = o.discard;
   if (!o.detect_zeroes.empty()) opts["detect-zeroes"] = o.detect_zeroes;
   opts["file"] = file;
+  if (o.format.empty() && format == "raw") opts["x-probed"] = true;
   return opts;
 }
 

@@ -27,7 +27,7 @@
 namespace strata::probe {
 
 // QEMU's BLOCK_PROBE_BUF_SIZE.
-constexpr size_t kHeadBytes = 2048;
+constexpr size_t kHeadBytes = 512;
 // A VHD footer.
 constexpr size_t kVhdFooterBytes = 512;
 

@@ -81,6 +81,11 @@ TEST(ProbeTest, VmdkDescriptorText) {
   EXPECT_EQ(probe(head_with({{0, "version=1"}})), "raw");
   EXPECT_EQ(probe(head_with({{0, "CID=1\nversion=1\n"}})), "raw");
   EXPECT_EQ(probe(head_with({{0, "  x\nversion=1\n"}})), "raw");
+  // Only the first 512 bytes are probed (QEMU's BLOCK_PROBE_BUF_SIZE).
+  std::string text = "#" + std::string(400, 'x') + "\nversion=1\n";
+  EXPECT_EQ(probe(Bytes(text.begin(), text.end())), "vmdk");
+  text = "#" + std::string(600, 'x') + "\nversion=1\n";
+  EXPECT_EQ(probe(Bytes(text.begin(), text.end())), "raw");
 }
 
 TEST(ProbeTest, BochsNeedsEveryFieldTerminated) {
