@@ -21,7 +21,7 @@ UNSUPPORTED = {
     "vhdx": ("vhdx", []),
     "parallels": ("parallels", []),
     "qcow": ("qcow", []),
-    "luks": ("luks", SECRET + ["-o", "key-secret=s0"]),
+    "luks": ("luks", SECRET + ["-o", "key-secret=s0,iter-time=10"]),
 }
 
 

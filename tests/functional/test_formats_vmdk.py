@@ -102,7 +102,9 @@ def test_parent_image(workdir):
     # through it.
     text = open(base, "rb").read()
     at = text.index(b"CID=") + 4
-    patch(base, at, "8s", b"0badc0de")
+    old = text[at:text.index(b"\n", at)]
+    new = b"1" * len(old) if old != b"1" * len(old) else b"2" * len(old)
+    patch(base, at, f"{len(new)}s", new)
     theirs = run(["qemu-img", "convert", "-O", "raw", over,
                   os.path.join(str(workdir), "q.raw")], check=False)
     ours = strata_img("convert", "-O", "raw", over, os.path.join(str(workdir), "s.raw"),
