@@ -3,6 +3,7 @@ probes it as; a format Strata has no driver for is refused by name, never
 read as raw (which copied the container's bytes and exited 0)."""
 import json
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -197,3 +198,65 @@ def test_probed_images_served_and_read(workdir):
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
     assert read_at(ref, 0, 4) == b"\x11" * 4
+
+
+WARNING = ("WARNING: Image format was not specified for '{}' and probing guessed raw.\n"
+           "         Automatically detecting the format is dangerous for raw images, write "
+           "operations on block 0 will be restricted.\n"
+           "         Specify the 'raw' format explicitly to remove the restrictions.\n")
+
+
+def vhd_footer():
+    footer = bytearray(512)
+    footer[0:8] = b"conectix"
+    struct.pack_into(">I", footer, 60, 2)
+    struct.pack_into(">I", footer, 64, ~sum(footer) & 0xFFFFFFFF)
+    return bytes(footer)
+
+
+@pytest.mark.parametrize("server", ["strata", "qemu"])
+def test_probed_raw_keeps_its_format(workdir, server):
+    """A raw image served without -f may not be turned into another format
+    by a client: a qcow2 header in sector 0 is refused (as qemu-nbd does),
+    and so is a VHD footer at the end (Strata only: its prober reads it)."""
+    image = write_file(workdir, "disk.raw", b"", size=MiB)
+    qcow2 = os.path.join(str(workdir), "disk.qcow2")
+    run(["qemu-img", "create", "-q", "-f", "qcow2", qcow2, "1M"])
+    header = write_file(workdir, "header.bin", read_at(qcow2, 0, 512), size=512)
+    footer = write_file(workdir, "footer.bin", vhd_footer(), size=512)
+    tmp = tempfile.mkdtemp(prefix="nbd", dir="/tmp")
+    sock = os.path.join(tmp, "s")
+    binary = strata_binary("strata-nbd") if server == "strata" else "qemu-nbd"
+    proc = subprocess.Popen([binary, "-t", "-k", sock, image], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while not unix_listening(sock):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.02)
+        uri = f"nbd+unix:///?socket={sock}"
+
+        def write(src, offset):
+            return run(["qemu-io", "-f", "raw", "-c", f"write -s {src} {offset} 512", uri],
+                       check=False)
+        res = write(header, 0)
+        assert "Operation not permitted" in res.stdout + res.stderr
+        res = write(footer, MiB - 512)
+        assert ("Operation not permitted" in res.stdout + res.stderr) is (server == "strata")
+        res = run(["qemu-io", "-f", "raw", "-c", "write -P 0x51 0 4096", uri])
+        assert "wrote 4096/4096" in res.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert read_at(image, 0, 4) == b"\x51" * 4
+    assert proc.stderr.read().startswith(WARNING.format(image))
+
+
+def test_probed_raw_warning_as_qemu_io(workdir):
+    image = write_file(workdir, "disk.raw", b"", size=MiB)
+    ours = run([strata_binary("strata-io"), "-c", "write -P 0x51 0 4096", image])
+    theirs = run(["qemu-io", "-c", "write -P 0x51 0 4096", image])
+    assert ours.stderr == theirs.stderr == WARNING.format(image)
+    ours = run([strata_binary("strata-io"), "-f", "raw", "-c", "write -P 0x51 0 4096", image])
+    assert ours.stderr == ""
