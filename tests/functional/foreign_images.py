@@ -64,7 +64,8 @@ def files_equal(a, b):
 
 
 def assert_converts_like_qemu(workdir, path, fmt, byte_compare=True):
-    """strata-img convert -O raw and -O qcow2 give qemu-img convert's data."""
+    """strata-img convert -O raw and -O qcow2 give qemu-img convert's data,
+    and compare finds the image identical to it."""
     ref = os.path.join(str(workdir), "qemu.raw")
     run(["qemu-img", "convert", "-f", fmt, "-O", "raw", path, ref])
     ours = os.path.join(str(workdir), "strata.raw")
@@ -73,6 +74,8 @@ def assert_converts_like_qemu(workdir, path, fmt, byte_compare=True):
                check=False).returncode == 0
     if byte_compare:
         assert files_equal(ref, ours)
+    res = strata_img("compare", path, ref)
+    assert res.stdout == "Images are identical.\n"
     ours_q = os.path.join(str(workdir), "strata.qcow2")
     strata_img("convert", "-O", "qcow2", path, ours_q)
     assert run(["qemu-img", "check", ours_q], check=False).returncode == 0
@@ -83,7 +86,7 @@ def assert_converts_like_qemu(workdir, path, fmt, byte_compare=True):
 
 
 def assert_reports_like_qemu(path, fmt, chain=False):
-    """info (JSON and human), map (JSON and human) and check as qemu-img."""
+    """info, measure, map and check (JSON and human) as qemu-img."""
     extra = ["--backing-chain"] if chain else []
     theirs = json.loads(run(["qemu-img", "info", "--output=json", "-f", fmt, *extra,
                              path]).stdout)
@@ -91,6 +94,9 @@ def assert_reports_like_qemu(path, fmt, chain=False):
     assert ours == theirs
     assert (strata_img("info", *extra, path).stdout ==
             run(["qemu-img", "info", "-f", fmt, *extra, path]).stdout)
+    for output in ("--output=json", "--output=human"):
+        assert (strata_img("measure", output, "-O", "qcow2", path).stdout ==
+                run(["qemu-img", "measure", output, "-f", fmt, "-O", "qcow2", path]).stdout)
     for cmd in ("map", "check"):
         for output in ("--output=json", "--output=human"):
             theirs = run(["qemu-img", cmd, "-f", fmt, output, path], check=False)
