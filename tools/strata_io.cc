@@ -29,7 +29,7 @@
 
 #include "block/core/graph.h"
 #include "block/core/options.h"
-#include "block/drivers/qcow2/probe.h"
+#include "block/drivers/probe/probe.h"
 #include "qmp/block_schema.h"
 #include "strata/drive.h"
 #include "strata/engine.h"
@@ -181,7 +181,8 @@ Task<int> co_main(Engine& engine, Args args) {
   } else {
     std::string fmt = args.format;
     if (fmt.empty()) {
-      auto probed = co_await qcow2::co_probe_format(engine.loop(), args.image);
+      auto probed =
+          co_await probe::co_probe_driver(engine.loop(), engine.graph().drivers(), args.image);
       if (!probed) {
         std::fprintf(stderr, "strata-io: %s\n", probed.error().message.c_str());
         co_return 1;
@@ -191,6 +192,7 @@ Task<int> co_main(Engine& engine, Args args) {
     opts = {{"driver", fmt},
             {"discard", "unmap"},
             {"file", {{"driver", "file"}, {"filename", args.image}}}};
+    if (args.format.empty() && fmt == "raw") opts["x-probed"] = true;
   }
   DriveOptions dopts;
   dopts.writable = !args.read_only;

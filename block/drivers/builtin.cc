@@ -12,6 +12,9 @@ void register_mirror_top_filter(DriverRegistry& registry);
 void register_commit_top_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
 void register_nbd_driver(DriverRegistry& registry);
+void register_vdi_driver(DriverRegistry& registry);
+void register_vpc_driver(DriverRegistry& registry);
+void register_vmdk_driver(DriverRegistry& registry);
 
 void register_builtin_drivers(DriverRegistry& registry) {
   register_file_driver(registry);
@@ -22,6 +25,9 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_commit_top_filter(registry);
   register_qcow2_driver(registry);
   register_nbd_driver(registry);
+  register_vdi_driver(registry);
+  register_vpc_driver(registry);
+  register_vmdk_driver(registry);
 }
 
 }  // namespace strata

@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "block/drivers/qcow2/check.h"
+#include "block/drivers/vdi/check.h"
+#include "block/drivers/vmdk/check.h"
 #include "strata_img/common.h"
 
 namespace strata::img {
@@ -74,7 +76,41 @@ void print_human(const qcow2::CheckResult& r, bool quiet) {
   if (r.image_end_offset) std::printf("Image end offset: %" PRIu64 "\n", r.image_end_offset);
 }
 
-// Runs the check on an open image (its backing chain opened too, as
+// The formats Strata only reads.
+bool is_read_only_format(const std::string& driver) {
+  return driver == "vmdk" || driver == "vpc" || driver == "vdi";
+}
+
+// vmdk and vdi: QEMU's checks only count corruptions and cannot repair
+// (-r then says the format does not support checks, as qemu-img).
+bool counts_corruptions_only(Node* node) {
+  return dynamic_cast<vmdk::VmdkDriver*>(&node->driver()) ||
+         dynamic_cast<vdi::VdiDriver*>(&node->driver());
+}
+
+Task<FormatCheck> co_check_simple(Node* node) {
+  if (auto* v = dynamic_cast<vdi::VdiDriver*>(&node->driver())) co_return vdi::check(*v);
+  co_return co_await vmdk::co_check(*dynamic_cast<vmdk::VmdkDriver*>(&node->driver()));
+}
+
+int report_simple(const std::string& filename, const std::string& format, const FormatCheck& r,
+                  bool json, bool quiet) {
+  for (const auto& m : r.messages) std::fprintf(stderr, "%s\n", m.c_str());
+  if (r.error) {
+    error_report(std::string("Check failed: ") + std::strerror(r.error));
+    return 1;
+  }
+  qcow2::CheckResult res;
+  res.corruptions = r.corruptions;
+  if (json) {
+    std::printf("%s\n", check_json(filename, format, res).dump(4).c_str());
+  } else {
+    print_human(res, quiet);
+  }
+  return res.corruptions ? 2 : 0;
+}
+
+// Runs the qcow2 check on an open image (its backing chain opened too, as
 // qemu-img opens it: a missing backing file fails the open).
 Task<Result<qcow2::CheckResult>> co_run_check(Node* node, int fix) {
   auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
@@ -107,15 +143,29 @@ int report(const qcow2::CheckResult& r, const std::string& filename, const std::
 }
 
 Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet) {
-  spec.writable = fix != 0;
   spec.check_mode = true;
+  // Read-only drivers cannot repair: opened read-only, they answer as
+  // qemu-img does for formats whose check cannot repair.
+  auto opts = co_await co_image_options(engine, spec);
+  bool read_only_format = opts && is_read_only_format(opts->value("driver", ""));
+  spec.writable = fix != 0 && !read_only_format;
   auto drive = co_await co_open_image(engine, spec);
+  if (drive && fix && read_only_format) {
+    co_await (*drive)->co_close();
+    error_report("This image format does not support checks");
+    co_return 63;
+  }
   if (!drive) {
     error_report(drive.error().message);
     co_return 1;
   }
   Node* node = (*drive)->edge()->node();
   std::string format = node_format(node);  // the node is gone after close
+  if (!fix && counts_corruptions_only(node)) {
+    auto r = co_await co_check_simple(node);
+    co_await (*drive)->co_close();
+    co_return report_simple(spec.filename, format, r, json, quiet);
+  }
   auto res = co_await co_run_check(node, fix);
   co_await (*drive)->co_close();
   if (!res) {

@@ -6,7 +6,7 @@
 #include "block/core/block_status.h"
 #include "block/core/graph.h"
 #include "block/core/options.h"
-#include "block/drivers/qcow2/probe.h"
+#include "block/drivers/probe/probe.h"
 #include "qmp/block_schema.h"
 
 namespace strata::img {
@@ -81,6 +81,20 @@ bool parse_img_size(const std::string& s, uint64_t* out) {
   return parse_size(s, out);
 }
 
+namespace {
+
+// Formats that can have a backing file take the option "backing".
+bool has_backing_option(Engine& engine, const std::string& driver) {
+  const DriverSpec* spec = engine.graph().drivers().find(driver);
+  if (!spec) return false;
+  for (const auto& o : spec->options) {
+    if (o.name == "backing") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   nlohmann::json opts;
   if (spec.image_opts) {
@@ -94,11 +108,15 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
     nlohmann::json file = engine.graph().drivers().protocol_options(spec.filename);
     std::string fmt = spec.format.empty() && file["driver"] != "file" ? "raw" : spec.format;
     if (fmt.empty()) {
-      STRATA_CO_TRY_ASSIGN(fmt, co_await qcow2::co_probe_format(engine.loop(), spec.filename));
+      STRATA_CO_TRY_ASSIGN(fmt, co_await probe::co_probe_driver(
+                                    engine.loop(), engine.graph().drivers(), spec.filename));
     }
     opts = {{"driver", fmt}, {"file", file}};
+    if (spec.format.empty() && fmt == "raw") opts["x-probed"] = true;
   }
-  if (spec.no_backing && opts.value("driver", "") == "qcow2") opts["backing"] = nullptr;
+  if (spec.no_backing && has_backing_option(engine, opts.value("driver", ""))) {
+    opts["backing"] = nullptr;
+  }
   if (spec.force_share) opts["force-share"] = true;
   if (spec.check_mode && opts.value("driver", "") == "qcow2") opts["x-check"] = true;
   if (spec.cache == "none" || spec.cache == "directsync") {

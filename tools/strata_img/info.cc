@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "block/drivers/vmdk/vmdk.h"
 #include "strata_img/common.h"
 #include "strata_img/info.h"
 
@@ -40,31 +41,66 @@ ojson snapshot_json(const qcow2::Snapshot& s) {
   return j;
 }
 
-// QEMU's field order for the qcow2 format-specific data; other keys follow.
-ojson ordered_format_specific(const nlohmann::json& spec) {
-  static const char* order[] = {"compat",      "compression-type", "lazy-refcounts",
-                                "bitmaps",     "refcount-bits",    "corrupt",
-                                "extended-l2", "data-file",        "data-file-raw"};
-  ojson data;
-  const auto& in = spec["data"];
+// `in`'s members in the order `order` gives, then the others.
+ojson ordered(const nlohmann::json& in, std::initializer_list<const char*> order) {
+  ojson out;
   for (const char* k : order) {
-    if (in.contains(k)) data[k] = ojson::parse(in[k].dump());
-  }
-  // Each bitmap as QEMU lists it: flags, name, granularity.
-  if (data.contains("bitmaps")) {
-    for (auto& b : data["bitmaps"]) {
-      ojson e;
-      for (const char* k : {"flags", "name", "granularity"}) e[k] = b[k];
-      b = e;
-    }
+    if (in.contains(k)) out[k] = ojson::parse(in[k].dump());
   }
   for (auto it = in.begin(); it != in.end(); ++it) {
-    if (!data.contains(it.key())) data[it.key()] = ojson::parse(it->dump());
+    if (!out.contains(it.key())) out[it.key()] = ojson::parse(it->dump());
+  }
+  return out;
+}
+
+// Each element of the array `key` of `data` reordered.
+void order_elements(ojson& data, const char* key, std::initializer_list<const char*> order) {
+  if (!data.contains(key)) return;
+  for (auto& e : data[key]) e = ordered(nlohmann::json::parse(e.dump()), order);
+}
+
+// QEMU's field order for the format-specific data (qcow2, vmdk).
+ojson ordered_format_specific(const nlohmann::json& spec) {
+  const auto& in = spec["data"];
+  ojson data;
+  if (spec["type"] == "vmdk") {
+    data = ordered(in, {"cid", "parent-cid", "create-type", "extents"});
+    order_elements(data, "extents",
+                   {"compressed", "virtual-size", "filename", "cluster-size", "format"});
+  } else {
+    data = ordered(in, {"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
+                        "corrupt", "extended-l2", "data-file", "data-file-raw"});
+    // Each bitmap as QEMU lists it: flags, name, granularity.
+    order_elements(data, "bitmaps", {"flags", "name", "granularity"});
   }
   ojson out;
   out["type"] = spec["type"];
   out["data"] = data;
   return out;
+}
+
+// QEMU's allocated file size of a node: a file's blocks; for a filter (raw
+// without a window) its child's; for a format, its files holding data or
+// metadata (a vmdk's extents too), not its backing file.
+uint64_t allocated_bytes(Node* node) {
+  if (node->children().empty()) return allocated_bytes(node_filename(node));
+  if (Child* filtered = node->filtered()) return allocated_bytes(filtered->node());
+  uint64_t sum = 0;
+  for (const auto& c : node->children()) {
+    if (c->role() & (kRoleData | kRoleMetadata)) sum += allocated_bytes(c->node());
+  }
+  return sum;
+}
+
+// The parent image a format names in its header, and its format.
+std::pair<std::string, std::string> backing_names(Node* node) {
+  if (auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver())) {
+    return {q->header().backing_file, q->header().backing_format};
+  }
+  if (auto* v = dynamic_cast<vmdk::VmdkDriver*>(&node->driver())) {
+    return {v->backing_file(), v->backing_file().empty() ? "" : "vmdk"};
+  }
+  return {};
 }
 
 }  // namespace
@@ -78,20 +114,22 @@ ojson image_info_json(Node* node) {
     for (const auto& s : q->snapshots()) list.push_back(snapshot_json(s));
     j["snapshots"] = list;
   }
-  if (q && !q->header().backing_format.empty())
-    j["backing-filename-format"] = q->header().backing_format;
+  auto [backing, backing_format] = backing_names(node);
+  if (!backing_format.empty()) j["backing-filename-format"] = backing_format;
   j["virtual-size"] = node->size();
   j["filename"] = filename;
-  if (q) j["cluster-size"] = q->header().cluster_size();
+  if (uint64_t cs = node->driver().cluster_size()) j["cluster-size"] = cs;
   j["format"] = node_format(node);
-  Child* file = node->file();
-  j["actual-size"] = allocated_bytes(file ? node_filename(file->node()) : filename);
-  if (q) j["format-specific"] = ordered_format_specific(node->driver().format_specific());
-  if (q && !q->header().backing_file.empty()) {
-    j["full-backing-filename"] = join_backing(filename, q->header().backing_file);
-    j["backing-filename"] = q->header().backing_file;
+  j["actual-size"] = allocated_bytes(node);
+  nlohmann::json spec = node->driver().format_specific();
+  if (!spec.is_null()) j["format-specific"] = ordered_format_specific(spec);
+  if (!backing.empty()) {
+    j["full-backing-filename"] = join_backing(filename, backing);
+    j["backing-filename"] = backing;
   }
-  j["dirty-flag"] = false;
+  // QEMU reports no dirty flag when it has no driver info (mixed vmdk extents).
+  auto* v = dynamic_cast<vmdk::VmdkDriver*>(&node->driver());
+  if (!v || v->extents_alike()) j["dirty-flag"] = false;
   return j;
 }
 

@@ -15,6 +15,7 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "block/core/graph.h"
+#include "block/drivers/probe/probe.h"
 #include "nbd/server.h"
 #include "strata/engine.h"
 
@@ -23,19 +24,10 @@ namespace strata::tools::nbd_tool {
 namespace {
 constexpr const char* kNodeName = "strata-nbd-export";
 
-// qcow2 by its magic, raw otherwise (as qemu-nbd's probe for these formats).
-std::string probe_format(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  if (in.read(magic, 4) && std::memcmp(magic, "QFI\xfb", 4) == 0) return "qcow2";
-  return "raw";
-}
-
-Result<nlohmann::json> node_options(const Options& o) {
+// `format`: -f, or what the image was probed as.
+Result<nlohmann::json> node_options(const Options& o, const std::string& format) {
   nlohmann::json file = {{"driver", "file"}, {"filename", o.image}};
-  nlohmann::json opts = {{"driver", o.format.empty() ? probe_format(o.image) : o.format},
-                         {"node-name", kNodeName},
-                         {"read-only", o.read_only}};
+  nlohmann::json opts = {{"driver", format}, {"node-name", kNodeName}, {"read-only", o.read_only}};
   if (!o.cache.empty()) {
     bool direct = o.cache == "none" || o.cache == "directsync";
     bool no_flush = o.cache == "unsafe";
@@ -48,6 +40,7 @@ Result<nlohmann::json> node_options(const Options& o) {
   if (!o.discard.empty()) opts["discard"] = o.discard;
   if (!o.detect_zeroes.empty()) opts["detect-zeroes"] = o.detect_zeroes;
   opts["file"] = file;
+  if (o.format.empty() && format == "raw") opts["x-probed"] = true;
   return opts;
 }
 
@@ -107,7 +100,17 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
     std::fprintf(stderr, "strata-nbd: %s\n", tls.error().message.c_str());
     co_return 1;
   }
-  auto opts = node_options(o);
+  std::string format = o.format;
+  if (format.empty()) {
+    auto probed = co_await probe::co_probe_driver(engine.loop(), engine.graph().drivers(), o.image);
+    if (!probed) {
+      std::fprintf(stderr, "strata-nbd: Failed to blk_new_open '%s': %s\n", o.image.c_str(),
+                   probed.error().message.c_str());
+      co_return 1;
+    }
+    format = *probed;
+  }
+  auto opts = node_options(o, format);
   if (!opts) {
     std::fprintf(stderr, "strata-nbd: %s\n", opts.error().message.c_str());
     co_return 1;

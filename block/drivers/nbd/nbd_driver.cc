@@ -1,6 +1,5 @@
 #include "block/drivers/nbd/nbd_driver.h"
 
-
 #include "base/log.h"
 #include "base/net.h"
 #include "block/core/graph.h"

@@ -5,10 +5,10 @@
 
 #include "base/fs.h"
 #include "block/core/driver_registry.h"
+#include "block/drivers/probe/probe.h"
 #include "block/drivers/qcow2/bitmap_load.h"
 #include "block/drivers/qcow2/bitmap_store.h"
 #include "block/drivers/qcow2/check.h"
-#include "block/drivers/qcow2/probe.h"
 #include "block/drivers/qcow2/qcow2.h"
 
 namespace strata::qcow2 {
@@ -149,7 +149,12 @@ Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
   }
   std::string fmt = header_.backing_format;
   if (fmt.empty()) {
-    STRATA_CO_TRY_ASSIGN(fmt, co_await co_probe_format(*loop_, path));
+    auto probed = co_await probe::co_probe_driver(*loop_, ctx.graph().drivers(), path);
+    if (!probed) {
+      co_return Error{probed.error().code,
+                      "Could not open backing file: " + probed.error().message};
+    }
+    fmt = *probed;
   }
   nlohmann::json opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", path}}}};
   auto child = co_await ctx.co_open_child_with("backing", opts, kRoleCow);
