@@ -10,6 +10,10 @@ namespace strata::qmp {
 
 using nlohmann::json;
 
+namespace {
+constexpr size_t kReadBytes = 4096;
+}  // namespace
+
 Server::Server(QmpContext& ctx, ServerLimits limits)
     : ctx_(ctx), limits_(limits), idle_(ctx.engine().loop()) {}
 
@@ -85,7 +89,9 @@ Task<void> Server::co_send(Server* server, std::shared_ptr<Connection> conn, std
 
 Task<void> Server::co_serve(Server* server, std::shared_ptr<Connection> conn) {
   server->send(conn, greeting());
-  std::vector<uint8_t> buf(64 * 1024);
+  // Requests are small; a monitor costs this, its stream (which keeps no
+  // receive buffer while idle) and its reader's partial request.
+  std::vector<uint8_t> buf(kReadBytes);
   std::vector<JsonMessage> messages;
   while (!conn->stream->closed()) {
     auto n = co_await conn->stream->co_read_some(buf);
