@@ -58,6 +58,8 @@ struct StreamImpl {
   bool eof = false;
   int read_error = 0;
   bool closed = false;
+  bool handle_closed = false;  // aborted: libuv has released the handle
+  bool orphaned = false;       // the Stream is gone: the close callback frees this
   std::coroutine_handle<> reader;
   std::vector<uint8_t> incoming;  // handed to libuv for the next read
   size_t read_size = kMinReadChunk;
@@ -155,7 +157,17 @@ void free_stream_impl(StreamImpl* impl) {
   impl->close_poll();
   if (!uv_is_closing(&impl->h.handle)) {
     uv_close(&impl->h.handle, [](uv_handle_t* hd) { delete static_cast<StreamImpl*>(hd->data); });
+  } else if (impl->handle_closed) {
+    delete impl;
+  } else {
+    impl->orphaned = true;  // aborted, closing: on_aborted frees it
   }
+}
+
+void on_aborted(uv_handle_t* hd) {
+  auto* impl = static_cast<StreamImpl*>(hd->data);
+  impl->handle_closed = true;
+  if (impl->orphaned) delete impl;
 }
 
 std::string describe_peer(StreamImpl* impl, bool tcp) {
@@ -194,6 +206,12 @@ void Stream::close() {
   impl_->write_turn->wake_all();
   uv_shutdown_t* req = new uv_shutdown_t;
   if (uv_shutdown(req, impl_->stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
+}
+
+void Stream::abort() {
+  close();
+  impl_->close_poll();
+  if (!uv_is_closing(&impl_->h.handle)) uv_close(&impl_->h.handle, on_aborted);
 }
 
 bool Stream::closed() const {

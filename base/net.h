@@ -46,8 +46,13 @@ class Stream {
   // without a copy in this process (base/pipe.h). On failure part of the
   // pipe may have been written; the connection is then unusable.
   Task<Result<void>> co_write_from_pipe(Pipe& pipe);
-  // Stops reading and writing; pending reads fail.
+  // Stops reading and writing; pending reads fail. Writes already queued
+  // still go out (they complete when the peer reads them).
   void close();
+  // close(), and writes not yet handed to the kernel fail at once
+  // (ECANCELED) instead of waiting for a peer that may never read: for
+  // dropping a client, not for ending a conversation.
+  void abort();
   bool closed() const;
   // Bytes received but not yet consumed.
   size_t buffered() const;

@@ -70,7 +70,7 @@ void Server::send(const std::shared_ptr<Connection>& conn, const json& message) 
   if (conn->pending_output > limits_.max_pending_output) {
     ctx_.engine().logger().warning("QMP client " + conn->stream->peer_name() +
                                    " does not read its replies; closing the connection");
-    conn->stream->close();
+    conn->stream->abort();
     return;
   }
   active_tasks_++;
@@ -120,7 +120,8 @@ Task<void> Server::co_close() {
   closing_ = true;
   for (auto& l : listeners_) l->close();
   listeners_.clear();
-  for (auto& c : connections_) c->stream->close();
+  // A client that reads nothing does not hold up the shutdown.
+  for (auto& c : connections_) c->stream->abort();
   held_.clear();
   while (active_tasks_ != 0) co_await idle_.wait();
 }

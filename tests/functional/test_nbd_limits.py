@@ -1,8 +1,11 @@
 """Hostile clients: memory stays bounded whatever a client asks for, and
 other clients carry on."""
 import os
+import signal
 import struct
 import time
+
+import nbd  # python3-libnbd
 
 from test_nbd_basic import make_raw, serve
 from test_nbd_protocol import CMD_READ, CMD_WRITE, Client, libnbd_still_works
@@ -66,3 +69,126 @@ def test_unread_replies_and_flooded_writes_stay_bounded(workdir, monkeypatch):
         reader.s.close()
         writer.s.close()
         libnbd_still_works(s.sock)
+
+
+SIMPLE_REPLY_MAGIC = 0x67446698
+
+
+def settled_rss_mib(pid, quiet=1.5, limit=30.0):
+    """VmRSS once it has not moved by more than 1 MiB for `quiet` seconds."""
+    deadline = time.time() + limit
+    last, since = rss_mib(pid), time.time()
+    while time.time() < deadline:
+        time.sleep(0.1)
+        now = rss_mib(pid)
+        if abs(now - last) > 1:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet:
+            break
+    return rss_mib(pid)
+
+
+def read_into(sock, view):
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError("closed in a reply")
+        got += n
+
+
+def queue_reads(client, count, length, offsets):
+    """Sends `count` READs without reading a reply; returns cookie -> offset."""
+    sent = {}
+    client.s.setblocking(False)
+    for i in range(count):
+        offset = offsets[i % len(offsets)]
+        try:
+            client.s.send(request(CMD_READ, i, offset, length))
+        except BlockingIOError:
+            break
+        sent[i] = offset
+    client.s.setblocking(True)
+    client.s.settimeout(60)
+    return sent
+
+
+def check_replies(client, sent, length, data):
+    """Reads every simple reply; each carries the bytes of its range."""
+    buf = bytearray(length)
+    for _ in range(len(sent)):
+        magic, error, cookie = struct.unpack(">IIQ", client.recv(16))
+        assert (magic, error) == (SIMPLE_REPLY_MAGIC, 0)
+        read_into(client.s, memoryview(buf))
+        offset = sent.pop(cookie)
+        assert buf == data[offset:offset + length], f"reply {cookie} at {offset}"
+    assert not sent
+
+
+def test_clients_that_never_read_stay_within_the_server_budget(workdir, monkeypatch):
+    """16 clients queue 16 READs of 8 MiB each (2 GiB) and read nothing.
+    The server holds at most its budget (256 MiB) plus slack, where each
+    client alone could hold 128 MiB; meanwhile another client still reads
+    and writes (in pieces), and once the 16 read, every request is answered
+    with the right bytes."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (asan + ":" if asan else "") + "quarantine_size_mb=0")
+    image = os.path.join(workdir, "disk.raw")
+    data = os.urandom(64 * MiB)
+    with open(image, "wb") as f:
+        f.write(data)
+    length = 8 * MiB
+    offsets = [i * length for i in range(4)]  # the first 32 MiB
+    with serve(image, "-f", "raw", "-e", "0") as s:
+        before = settled_rss_mib(s.proc.pid)
+        hogs = []
+        for _ in range(16):
+            c = Client(s.sock)
+            c.go()
+            hogs.append((c, queue_reads(c, 16, length, offsets)))
+        peak = settled_rss_mib(s.proc.pid)
+        assert all(len(sent) == 16 for _, sent in hogs)
+        # Not starved: a client that reads gets its data, and writes.
+        h = nbd.NBD()
+        h.connect_uri(f"nbd+unix:///?socket={s.sock}")
+        assert h.pread(length, 16 * MiB) == data[16 * MiB:24 * MiB]
+        pattern = bytes(range(256)) * (length // 256)
+        h.pwrite(pattern, 40 * MiB)
+        assert h.pread(length, 40 * MiB) == pattern
+        h.shutdown()
+        assert peak - before < 256 + 128, f"server grew from {before} to {peak} MiB"
+        for c, sent in hogs:
+            check_replies(c, sent, length, data)
+            c.s.close()
+        libnbd_still_works_on(s.sock, data)
+    with open(image, "rb") as f:
+        f.seek(40 * MiB)
+        assert f.read(length) == pattern
+
+
+def libnbd_still_works_on(sock, data):
+    h = nbd.NBD()
+    h.connect_uri(f"nbd+unix:///?socket={sock}")
+    assert h.pread(MiB, 3 * MiB) == data[3 * MiB:4 * MiB]
+    h.shutdown()
+
+
+def test_stop_with_clients_that_never_read(workdir):
+    """SIGTERM while three clients hold queued replies they never read: the
+    server drops them and exits (it used to wait for them forever, as
+    qemu-nbd 7.2 still does)."""
+    image = os.path.join(workdir, "disk.raw")
+    with open(image, "wb") as f:
+        f.write(b"\x5a" * (64 * MiB))
+    with serve(image, "-f", "raw", "-e", "0") as s:
+        hogs = []
+        for _ in range(3):
+            c = Client(s.sock)
+            c.go()
+            assert len(queue_reads(c, 16, 32 * MiB, [0, 32 * MiB])) == 16
+            hogs.append(c)
+        time.sleep(0.5)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(30) == 0
+        for c in hogs:
+            c.s.close()

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import strata_binary
 from qmp_client import Daemon
-from test_nbd_basic import make_raw, serve
+from test_nbd_basic import make_raw, serve, short_dir
 from test_nbd_protocol import Client
 
 NBDMAGIC = 0x4E42444D41474943
@@ -143,3 +143,41 @@ def test_qmp_monitors_give_their_memory_back(workdir):
         first.execute("query-block")  # the daemon has seen every close
         concurrent = settled_rss_kib(d.proc.pid) - start
         assert concurrent < 8192, f"5 x 100 monitors left {concurrent} KiB"
+
+
+def test_stratad_drops_clients_that_never_read(workdir):
+    """An NBD client and a QMP monitor that read nothing, with replies
+    queued: removing the export drops the NBD client, and quit ends the
+    daemon without waiting for either."""
+    image = make_raw(os.path.join(workdir, "disk.raw"))
+    nbd_sock = os.path.join(short_dir(), "n.sock")
+    with Daemon(strata_binary("stratad"), workdir,
+                ["--blockdev", f"driver=file,node-name=f0,filename={image}"]) as d:
+        c = d.client()
+        c.execute("nbd-server-start", addr={"type": "unix", "data": {"path": nbd_sock}})
+        c.execute("block-export-add", type="nbd", id="e0", **{"node-name": "f0"})
+        hog = Client(nbd_sock)
+        hog.go(b"f0")
+        hog.s.setblocking(False)
+        for i in range(16):
+            hog.s.send(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, 0, 32 << 20))
+        mute = d.client()
+        mute.sock.setblocking(False)
+        request = b'{"execute": "query-qmp-schema"}'
+        queued = 0
+        try:
+            for _ in range(2000):
+                mute.sock.send(request)
+                queued += 1
+        except BlockingIOError:
+            pass
+        time.sleep(1)
+        c.execute("block-export-del", id="e0", mode="hard")
+        deadline = time.time() + 30
+        while not any(e["event"] == "BLOCK_EXPORT_DELETED" for e in c.events):
+            assert time.time() < deadline, "the export was not deleted"
+            c.request("query-block")
+        c.request("quit")
+        assert d.proc.wait(30) == 0
+        hog.s.close()
+        mute.close()

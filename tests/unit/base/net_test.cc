@@ -160,6 +160,34 @@ TEST(StreamTest, ClosingEndsAPipeWriteThatWaitsForRoom) {
   pair.client->close();
 }
 
+// A peer that reads nothing holds a large write up forever; close() lets
+// it wait (the peer may still read), abort() fails it at once, and the
+// stream is destroyed without waiting either.
+TEST(StreamTest, AbortFailsWritesAPeerDoesNotRead) {
+  Loop loop;
+  Pair pair(loop);
+  pair.server->set_send_buffer(16 << 10);
+  auto data = pattern(8 << 20, 7);
+  int failures = 0;
+  bool done = false;
+  loop.spawn([](Stream& s, const std::vector<uint8_t>& d, int* f, bool* flag) -> Task<void> {
+    co_await co_write_bytes(s, d, f);
+    *flag = true;
+  }(*pair.server, data, &failures, &done));
+  loop.run(loop.co_sleep(50));
+  EXPECT_FALSE(done);
+  pair.server->close();
+  loop.run(loop.co_sleep(50));
+  EXPECT_FALSE(done);  // still queued: a closing peer may read it yet
+  pair.server->abort();
+  for (int i = 0; i < 100 && !done; i++) loop.run(loop.co_sleep(1));
+  EXPECT_TRUE(done);
+  EXPECT_EQ(failures, 1);
+  pair.server.reset();
+  pair.client.reset();
+  loop.run(loop.co_sleep(1));
+}
+
 // A burst of connections is queued by the kernel (the listen backlog is
 // SOMAXCONN, not 128): 300 non-blocking connects made before the loop
 // accepts any all succeed, and every one is then accepted.
