@@ -3,11 +3,14 @@
 
 #include <algorithm>
 #include <cassert>
+#include <limits>
 
 namespace strata::nbd {
 
 MemoryBudget::MemoryBudget(Loop& loop, size_t total, size_t floor)
-    : loop_(loop), total_(total), floor_(std::max<size_t>(floor, 1)) {}
+    : loop_(loop),
+      total_(total == 0 ? std::numeric_limits<size_t>::max() : total),
+      floor_(std::max<size_t>(floor, 1)) {}
 
 MemoryBudget::~MemoryBudget() {
   assert(head_ == nullptr && "accounts still waiting on a destroyed budget");

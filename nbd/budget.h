@@ -36,6 +36,7 @@ class MemoryBudget {
   static constexpr size_t kDefaultTotal = 256u << 20;
   static constexpr size_t kDefaultFloor = 256u << 10;
 
+  // `total` 0: no bound (only each client's own).
   MemoryBudget(Loop& loop, size_t total, size_t floor);
   MemoryBudget(const MemoryBudget&) = delete;
   MemoryBudget& operator=(const MemoryBudget&) = delete;

@@ -111,7 +111,7 @@ class Connection final : public ExportClient {
   Task<void> co_reply_written(Request req, Outcome result);
   Task<void> co_send_in_pieces(const Request& req, const ReplyEncoder& enc, Reply& reply,
                                size_t piece);
-  Task<Result<void>> co_read_piece_by_piece(const ReplyEncoder& enc,
+  Task<Result<void>> co_read_piece_by_piece(const Request& req, const ReplyEncoder& enc,
                                             const std::vector<ReadPiece>& pieces,
                                             AlignedBuffer& buf, size_t piece);
   // While a reply is written in pieces no other reply of this client is.

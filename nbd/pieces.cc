@@ -47,7 +47,7 @@ Task<void> Connection::co_send_in_pieces(const Request& req, const ReplyEncoder&
   Result<void> r;
   if (!channel_->closed()) {
     AlignedBuffer buf = buffers_.take(piece);
-    r = co_await co_read_piece_by_piece(enc, reply.pieces, buf, piece);
+    r = co_await co_read_piece_by_piece(req, enc, reply.pieces, buf, piece);
     buffers_.give(std::move(buf));
   }
   give_write_turn();
@@ -55,13 +55,15 @@ Task<void> Connection::co_send_in_pieces(const Request& req, const ReplyEncoder&
 }
 
 // Structured replies send each piece as a data chunk (holes as hole chunks)
-// and a failed read as an error chunk; a simple reply's header goes with its
-// first piece, so a read failing after it can only end the connection.
-Task<Result<void>> Connection::co_read_piece_by_piece(const ReplyEncoder& enc,
+// and a failed read as an error chunk. A simple reply, and a structured one
+// that must not be fragmented (DF), is one header announcing all the data
+// and the data behind it, so a read failing after it can only end the
+// connection.
+Task<Result<void>> Connection::co_read_piece_by_piece(const Request& req, const ReplyEncoder& enc,
                                                       const std::vector<ReadPiece>& pieces,
                                                       AlignedBuffer& buf, size_t piece) {
   Child* root = session_.exp->root();
-  bool simple = enc.mode() == ReplyMode::kSimple;
+  bool one_chunk = enc.mode() == ReplyMode::kSimple || (req.flags & kCmdFlagDf);
   bool started = false;
   for (size_t i = 0; i < pieces.size(); i++) {
     const ReadPiece& p = pieces[i];
@@ -78,14 +80,14 @@ Task<Result<void>> Connection::co_read_piece_by_piece(const ReplyEncoder& enc,
       Message m;
       auto read = co_await root->co_preadv(p.offset + done, IoVec(buf.data(), n));
       if (!read) {
-        if (simple && started) co_return std::move(read).error();
+        if (one_chunk && started) co_return std::move(read).error();
         enc.error(m, errno_to_nbd(read.error().code), read.error().message);
         co_return co_await channel_->co_write(m.iov());
       }
-      if (!simple) {
+      if (!one_chunk) {
         enc.piece_header(m, ReadPiece{p.offset + done, n, false}, last && done + n == p.length);
-      } else if (!started) {
-        enc.simple(m, 0);
+      } else if (done == 0) {
+        enc.piece_header(m, p, last);  // the whole piece's header, then its data
       }
       m.add_ref(IoVec(buf.data(), n));
       STRATA_CO_TRY(co_await channel_->co_write(m.iov()));

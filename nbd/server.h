@@ -32,9 +32,9 @@ struct ServerOptions {
   uint32_t max_connections = 0;
   std::shared_ptr<TlsCreds> tls;
   ConnectionLimits limits;
-  // Request and reply buffers all clients may hold at once (nbd/budget.h);
-  // requests past it wait. A client holding nothing may still go on past it
-  // with one piece of `buffer_floor_bytes`.
+  // Request and reply buffers all clients may hold at once (nbd/budget.h;
+  // 0: no bound); requests past it wait. A client holding nothing may still
+  // go on past it with one piece of `buffer_floor_bytes`.
   size_t max_buffer_bytes = MemoryBudget::kDefaultTotal;
   size_t buffer_floor_bytes = MemoryBudget::kDefaultFloor;
   // Idle payload and READ buffers kept for reuse, for all clients.

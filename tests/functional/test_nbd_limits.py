@@ -6,9 +6,12 @@ import struct
 import time
 
 import nbd  # python3-libnbd
+import pytest
 
-from test_nbd_basic import make_raw, serve
-from test_nbd_protocol import CMD_READ, CMD_WRITE, Client, libnbd_still_works
+from conftest import strata_binary
+from qmp_client import Daemon
+from test_nbd_basic import make_raw, serve, short_dir
+from test_nbd_protocol import CMD_READ, CMD_WRITE, OPT, REP_ACK, Client, libnbd_still_works
 
 REQUEST_MAGIC = 0x25609513
 MiB = 1 << 20
@@ -72,6 +75,9 @@ def test_unread_replies_and_flooded_writes_stay_bounded(workdir, monkeypatch):
 
 
 SIMPLE_REPLY_MAGIC = 0x67446698
+STRUCTURED_MAGIC = 0x668E33EF
+REPLY_FLAG_DONE = 1
+FLAG_DF = 1 << 2
 
 
 def settled_rss_mib(pid, quiet=1.5, limit=30.0):
@@ -192,3 +198,64 @@ def test_stop_with_clients_that_never_read(workdir):
         assert s.proc.wait(30) == 0
         for c in hogs:
             c.s.close()
+
+
+def test_reads_in_pieces_report_errors_as_the_protocol_allows(workdir):
+    """Two clients that never read pin the whole budget, so others' READs are
+    read and sent in 256 KiB pieces. Through a fault filter failing reads of
+    one 4 KiB block: a structured reply ends with an error chunk and the
+    connection goes on; a simple reply, whose header already announced
+    success, can only end the connection; DF replies come as one chunk."""
+    image = os.path.join(workdir, "disk.raw")
+    data = os.urandom(64 * MiB)
+    with open(image, "wb") as f:
+        f.write(data)
+    bad = 20 * MiB
+    with Daemon(strata_binary("stratad"), workdir,
+                ["--blockdev", f"driver=file,node-name=f0,filename={image}"]) as d:
+        c = d.client()
+        c.execute("blockdev-add", driver="fault", **{"node-name": "faulty"}, file="f0",
+                  rules=[{"event": "read", "errno": "EIO", "offset": bad, "length": 4096}])
+        sock = os.path.join(short_dir(), "n.sock")
+        c.execute("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+        c.execute("block-export-add", type="nbd", id="e0", **{"node-name": "faulty"}, name="")
+        hogs = []
+        for _ in range(2):
+            hog = Client(sock)
+            hog.go()
+            assert len(queue_reads(hog, 16, 8 * MiB, [0, 8 * MiB])) == 16
+            hogs.append(hog)
+        time.sleep(1)
+        h = nbd.NBD()
+        h.connect_uri(f"nbd+unix:///?socket={sock}")
+        with pytest.raises(nbd.Error) as e:
+            h.pread(8 * MiB, 16 * MiB)  # its seventeenth piece fails
+        assert "Input/output error" in str(e.value)
+        assert h.pread(8 * MiB, 32 * MiB) == data[32 * MiB:40 * MiB]  # still connected
+        h.shutdown()
+        # DF: one data chunk for the whole range, whatever the pieces.
+        df = Client(sock)
+        assert df.replies(OPT["STRUCTURED_REPLY"])[-1][0] == REP_ACK
+        df.go()
+        df.s.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, FLAG_DF, CMD_READ, 9, 40 * MiB, 8 * MiB))
+        magic, flags, ctype, cookie, length = struct.unpack(">IHHQI", df.recv(20))
+        assert (magic, flags, ctype, cookie) == (STRUCTURED_MAGIC, REPLY_FLAG_DONE, 1, 9)
+        assert length == 8 + 8 * MiB
+        assert struct.unpack(">Q", df.recv(8))[0] == 40 * MiB
+        assert df.recv(8 * MiB) == data[40 * MiB:48 * MiB]
+        df.s.close()
+        simple = Client(sock)
+        simple.go()
+        simple.s.sendall(request(CMD_READ, 7, 16 * MiB, 8 * MiB))
+        magic, error, cookie = struct.unpack(">IIQ", simple.recv(16))
+        assert (magic, error, cookie) == (SIMPLE_REPLY_MAGIC, 0, 7)
+        received = b""
+        while True:
+            chunk = simple.s.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+        assert 0 < len(received) < 8 * MiB  # cut short: the connection ended
+        assert received == data[16 * MiB:16 * MiB + len(received)]
+        for hog in hogs:
+            hog.s.close()
