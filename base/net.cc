@@ -18,8 +18,15 @@
 namespace strata {
 
 namespace {
-constexpr size_t kReadChunk = 256 * 1024;
-constexpr size_t kMaxBuffered = 4 * 1024 * 1024;
+// Receive buffers are sized by use: a read that fills its buffer doubles
+// the next one (up to kMaxReadChunk), one that uses under a quarter halves
+// it. Received bytes are kept in buffers of their own size, so an idle
+// stream holds no receive memory.
+constexpr size_t kMinReadChunk = 16 * 1024;
+constexpr size_t kMaxReadChunk = 256 * 1024;
+// Bytes received and not consumed before the stream stops reading from the
+// kernel (whose socket buffer then pushes back on the peer).
+constexpr size_t kMaxBuffered = 1024 * 1024;
 
 Error uv_error(int code, const std::string& what) {
   return Error{-code, what + ": " + uv_strerror(code)};
@@ -51,8 +58,11 @@ struct StreamImpl {
   bool eof = false;
   int read_error = 0;
   bool closed = false;
+  bool handle_closed = false;  // aborted: libuv has released the handle
+  bool orphaned = false;       // the Stream is gone: the close callback frees this
   std::coroutine_handle<> reader;
-  std::vector<uint8_t> alloc_buf;
+  std::vector<uint8_t> incoming;  // handed to libuv for the next read
+  size_t read_size = kMinReadChunk;
   std::string peer;
   // Writes keep their submission order with tickets: a write hands its
   // bytes over when `serving` reaches its ticket. An ordinary write hands
@@ -71,6 +81,7 @@ struct StreamImpl {
   void wake_poll_waiter();
   void close_poll();
   void start_reading();
+  void received(size_t n);
   void wake_reader() {
     if (auto r = std::exchange(reader, {})) loop->post([r] { r.resume(); });
   }
@@ -83,15 +94,14 @@ void StreamImpl::start_reading() {
       stream(),
       [](uv_handle_t* hd, size_t, uv_buf_t* buf) {
         auto* self = static_cast<StreamImpl*>(hd->data);
-        self->alloc_buf.resize(kReadChunk);
-        buf->base = reinterpret_cast<char*>(self->alloc_buf.data());
-        buf->len = kReadChunk;
+        self->incoming.resize(self->read_size);
+        buf->base = reinterpret_cast<char*>(self->incoming.data());
+        buf->len = self->read_size;
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
         auto* self = static_cast<StreamImpl*>(s->data);
         if (n > 0) {
-          self->chunks.emplace_back(self->alloc_buf.begin(), self->alloc_buf.begin() + n);
-          self->buffered += static_cast<size_t>(n);
+          self->received(static_cast<size_t>(n));
           if (self->buffered >= kMaxBuffered) {
             uv_read_stop(s);
             self->reading = false;
@@ -104,9 +114,29 @@ void StreamImpl::start_reading() {
           }
           uv_read_stop(s);
           self->reading = false;
+          self->incoming = {};
         }
         self->wake_reader();
       });
+}
+
+// Keeps the `n` bytes just read: in the read buffer itself when they fill
+// most of it, else in a copy of their own size. Either way the stream keeps
+// no read buffer between reads.
+void StreamImpl::received(size_t n) {
+  std::vector<uint8_t> data = std::exchange(incoming, {});
+  if (n >= data.size() / 2) {
+    data.resize(n);
+    chunks.push_back(std::move(data));
+  } else {
+    chunks.emplace_back(data.begin(), data.begin() + static_cast<ptrdiff_t>(n));
+  }
+  buffered += n;
+  if (n == read_size) {
+    read_size = std::min(read_size * 2, kMaxReadChunk);
+  } else if (n < read_size / 4) {
+    read_size = std::max(read_size / 2, kMinReadChunk);
+  }
 }
 
 namespace {
@@ -127,7 +157,17 @@ void free_stream_impl(StreamImpl* impl) {
   impl->close_poll();
   if (!uv_is_closing(&impl->h.handle)) {
     uv_close(&impl->h.handle, [](uv_handle_t* hd) { delete static_cast<StreamImpl*>(hd->data); });
+  } else if (impl->handle_closed) {
+    delete impl;
+  } else {
+    impl->orphaned = true;  // aborted, closing: on_aborted frees it
   }
+}
+
+void on_aborted(uv_handle_t* hd) {
+  auto* impl = static_cast<StreamImpl*>(hd->data);
+  impl->handle_closed = true;
+  if (impl->orphaned) delete impl;
 }
 
 std::string describe_peer(StreamImpl* impl, bool tcp) {
@@ -166,6 +206,12 @@ void Stream::close() {
   impl_->write_turn->wake_all();
   uv_shutdown_t* req = new uv_shutdown_t;
   if (uv_shutdown(req, impl_->stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
+}
+
+void Stream::abort() {
+  close();
+  impl_->close_poll();
+  if (!uv_is_closing(&impl_->h.handle)) uv_close(&impl_->h.handle, on_aborted);
 }
 
 bool Stream::closed() const {
@@ -426,11 +472,11 @@ Result<sockaddr_storage> resolve(const std::string& host, uint16_t port) {
 }  // namespace
 
 Result<std::unique_ptr<Listener>> Listener::listen_unix(Loop& loop, const std::string& path,
-                                                        AcceptFn on_accept) {
+                                                        AcceptFn on_accept, int backlog) {
   ListenerImpl* impl = new_listener_impl(loop, false, std::move(on_accept));
   ::unlink(path.c_str());
   int rc = uv_pipe_bind(&impl->h.pipe, path.c_str());
-  if (rc == 0) rc = uv_listen(&impl->h.stream, 128, on_connection);
+  if (rc == 0) rc = uv_listen(&impl->h.stream, backlog, on_connection);
   if (rc != 0) {
     free_listener_impl(impl);
     return uv_error(rc, "Failed to listen on '" + path + "'");
@@ -440,11 +486,12 @@ Result<std::unique_ptr<Listener>> Listener::listen_unix(Loop& loop, const std::s
 }
 
 Result<std::unique_ptr<Listener>> Listener::listen_tcp(Loop& loop, const std::string& host,
-                                                       uint16_t port, AcceptFn on_accept) {
+                                                       uint16_t port, AcceptFn on_accept,
+                                                       int backlog) {
   STRATA_TRY_ASSIGN(sockaddr_storage addr, resolve(host, port));
   ListenerImpl* impl = new_listener_impl(loop, true, std::move(on_accept));
   int rc = uv_tcp_bind(&impl->h.tcp, reinterpret_cast<sockaddr*>(&addr), 0);
-  if (rc == 0) rc = uv_listen(&impl->h.stream, 128, on_connection);
+  if (rc == 0) rc = uv_listen(&impl->h.stream, backlog, on_connection);
   if (rc != 0) {
     free_listener_impl(impl);
     return uv_error(rc, "Failed to listen on " + host + ":" + std::to_string(port));
@@ -495,6 +542,10 @@ void on_connect(uv_connect_t* r, int status) {
   if (o->waiter) o->waiter.resume();
 }
 }  // namespace
+
+int default_listen_backlog() {
+  return SOMAXCONN;
+}
 
 void ignore_sigpipe_by_default() {
   struct sigaction current {};

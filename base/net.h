@@ -1,8 +1,9 @@
 // Stream sockets (Unix and TCP) and listeners for the protocol servers and
 // clients (QMP, NBD).
 //
-// Contract: a Stream buffers incoming bytes up to a bound and stops reading
-// from the kernel while the consumer lags (backpressure). Writes complete in
+// Contract: a Stream buffers incoming bytes up to a bound (1 MiB) and stops
+// reading from the kernel while the consumer lags (backpressure); an idle
+// stream holds no receive buffer. Writes complete in
 // submission order. close() is idempotent, fails pending reads with ECONNRESET
 // and makes later operations fail with EPIPE. Destroying a Stream or Listener
 // closes it; its libuv handle is released asynchronously. Writes from a
@@ -45,8 +46,13 @@ class Stream {
   // without a copy in this process (base/pipe.h). On failure part of the
   // pipe may have been written; the connection is then unusable.
   Task<Result<void>> co_write_from_pipe(Pipe& pipe);
-  // Stops reading and writing; pending reads fail.
+  // Stops reading and writing; pending reads fail. Writes already queued
+  // still go out (they complete when the peer reads them).
   void close();
+  // close(), and writes not yet handed to the kernel fail at once
+  // (ECANCELED) instead of waiting for a peer that may never read: for
+  // dropping a client, not for ending a conversation.
+  void abort();
   bool closed() const;
   // Bytes received but not yet consumed.
   size_t buffered() const;
@@ -65,15 +71,23 @@ class Stream {
 
 struct ListenerImpl;
 
+// The listen backlog of every listener unless told otherwise: the largest
+// the system allows (SOMAXCONN; the kernel caps it at net.core.somaxconn),
+// as qemu-nbd and QEMU's NBD server use, so that a burst of connections is
+// queued by the kernel instead of refused (EAGAIN on a Unix socket).
+int default_listen_backlog();
+
 class Listener {
  public:
   using AcceptFn = std::function<void(std::unique_ptr<Stream>)>;
   // Removes a stale socket file first; the file is removed again on close.
   static Result<std::unique_ptr<Listener>> listen_unix(Loop& loop, const std::string& path,
-                                                       AcceptFn on_accept);
+                                                       AcceptFn on_accept,
+                                                       int backlog = default_listen_backlog());
   // `host` is a numeric address or a name; port 0 picks a free port.
   static Result<std::unique_ptr<Listener>> listen_tcp(Loop& loop, const std::string& host,
-                                                      uint16_t port, AcceptFn on_accept);
+                                                      uint16_t port, AcceptFn on_accept,
+                                                      int backlog = default_listen_backlog());
   explicit Listener(ListenerImpl* impl) : impl_(impl) {}
   ~Listener();
   Listener(const Listener&) = delete;

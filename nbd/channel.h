@@ -4,7 +4,8 @@
 // end of stream). co_write() queues the whole message at once, so messages
 // written by concurrent coroutines never interleave, and completes when the
 // bytes are handed to the kernel; writes complete in submission order.
-// close() is idempotent and fails a pending read. A channel that
+// close() is idempotent and fails a pending read; abort() also fails the
+// writes a peer that does not read holds up. A channel that
 // can_splice() also writes a message built in a Pipe (co_write_from_pipe),
 // ordered with the other writes; TLS channels cannot (their bytes are
 // encrypted in this process).
@@ -27,6 +28,9 @@ class Channel {
   virtual Task<Result<void>> co_read_exact(std::span<uint8_t> buf) = 0;
   virtual Task<Result<void>> co_write(const IoVec& iov) = 0;
   virtual void close() = 0;
+  // close(), dropping what was not yet handed to the kernel: a client that
+  // does not read cannot hold up its own disconnection.
+  virtual void abort() { close(); }
   virtual bool closed() const = 0;
   virtual bool is_tls() const { return false; }
   virtual bool can_splice() const { return false; }
@@ -59,6 +63,9 @@ class PlainChannel final : public Channel {
   }
   void close() override {
     if (stream_) stream_->close();
+  }
+  void abort() override {
+    if (stream_) stream_->abort();
   }
   bool closed() const override { return !stream_ || stream_->closed(); }
   // Hands the socket over (to a TLS channel after STARTTLS).

@@ -96,15 +96,28 @@ Task<void> Connection::co_dispatch(const Request& req, std::span<const uint8_t> 
   }
   if (req.type == kCmdBlockStatus) {
     r = co_await co_block_status(req, payload, m, enc);
+    if (!r) encode_result(req, r, enc, m);
   } else {
     r = co_await co_simple_command(req, payload);
-    if (r) enc.success(m);
+    encode_result(req, r, enc, m);
   }
-  if (!r) {
-    uint32_t err = errno_to_nbd(r.error().code);
-    // ENOTSUP is only for FAST_ZERO.
-    if (err == kEnotsup && !(req.flags & kCmdFlagFastZero)) err = kEio;
-    enc.error(m, err, r.error().message);
+}
+
+Connection::Outcome Connection::outcome_of(const Request& req, const Result<void>& r) const {
+  if (r) return {};
+  uint32_t err = errno_to_nbd(r.error().code);
+  // ENOTSUP is only for FAST_ZERO.
+  if (err == kEnotsup && !(req.flags & kCmdFlagFastZero)) err = kEio;
+  return {err, r.error().message};
+}
+
+void Connection::encode_result(const Request& req, const Result<void>& r, ReplyEncoder& enc,
+                               Message& m) const {
+  Outcome o = outcome_of(req, r);
+  if (o.error) {
+    enc.error(m, o.error, o.message);
+  } else {
+    enc.success(m);
   }
 }
 

@@ -12,9 +12,6 @@ constexpr size_t kSkipChunk = 64 * 1024;
 // How often the handshake watchdog looks at the clock; it bounds how long a
 // finished connection waits for its watchdog to notice.
 constexpr uint64_t kWatchdogTickMs = 50;
-// Payload and READ buffers a connection keeps for reuse: enough for
-// nbdcopy's 64 requests of 256 KiB in flight.
-constexpr size_t kCachedBufferBytes = 16u << 20;
 // Pipes for zero-copy READ replies: each holds one reply of up to about
 // 1 MiB (fs.pipe-max-size, the most an unprivileged process may ask for),
 // and a few ready replies keep the socket busy while the client reads.
@@ -23,23 +20,26 @@ constexpr size_t kPipeBytes = 1u << 20;
 }  // namespace
 
 Connection::Connection(Loop& loop, HandshakeHost& host, std::unique_ptr<Channel> channel,
-                       ConnectionLimits limits, std::string peer)
+                       ConnectionLimits limits, std::string peer, SharedResources& shared)
     : loop_(loop),
       host_(host),
       channel_(std::move(channel)),
       limits_(limits),
       peer_(std::move(peer)),
-      buffers_(kCachedBufferBytes),
+      shared_(shared),
+      buffers_(shared.buffers),
       pipes_(loop, kMaxPipes, kPipeBytes),
       requests_(loop),
-      budget_(loop) {}
+      budget_(loop),
+      write_turn_(loop) {}
 
 Connection::~Connection() {
   if (registered_ && session_.exp) session_.exp->detach_client(this);
 }
 
 void Connection::disconnect() {
-  if (channel_) channel_->close();
+  if (channel_) channel_->abort();
+  shared_.budget.cancel(account_);
 }
 
 ReplyMode Connection::mode() const {
@@ -99,6 +99,26 @@ Task<Result<void>> Connection::co_skip_payload(uint64_t length) {
   co_return Result<void>{};
 }
 
+Task<std::optional<size_t>> Connection::co_admit(size_t cost) {
+  while (in_flight_ >= limits_.max_requests ||
+         (in_flight_ > 0 && bytes_in_flight_ + cost > limits_.max_bytes)) {
+    co_await budget_.wait();
+  }
+  if (channel_->closed()) co_return std::nullopt;
+  size_t granted = cost;
+  if (cost > 0 && !shared_.budget.try_acquire(account_, cost)) {
+    granted = co_await shared_.budget.co_acquire(account_, cost);
+    if (granted == 0) co_return std::nullopt;  // cancelled: disconnected
+    if (channel_->closed()) {
+      shared_.budget.release(account_, granted);
+      co_return std::nullopt;
+    }
+  }
+  in_flight_++;
+  bytes_in_flight_ += granted;
+  co_return granted;
+}
+
 Task<Result<bool>> Connection::co_next_request() {
   uint8_t raw[kExtendedRequestSize];
   size_t header_size = request_header_size(session_.extended);
@@ -117,45 +137,80 @@ Task<Result<bool>> Connection::co_next_request() {
   }
   size_t cost = static_cast<size_t>(payload_len);
   if (req->type == kCmdRead && req->length <= kMaxPayload) cost = static_cast<size_t>(req->length);
-  while (in_flight_ >= limits_.max_requests ||
-         (in_flight_ > 0 && bytes_in_flight_ + cost > limits_.max_bytes)) {
-    co_await budget_.wait();
+  auto admitted = co_await co_admit(cost);
+  if (!admitted) co_return Error{ECONNRESET, "connection closed"};
+  size_t held = *admitted;
+  if (payload_len > held && req->type != kCmdWrite) {
+    // Only a WRITE payload can be taken in pieces; another this long (a
+    // block status payload is a few bytes) is dropped and refused.
+    auto skipped = co_await co_skip_payload(payload_len);
+    if (!skipped) {
+      finish_request(held);
+      co_return std::move(skipped).error();
+    }
+    payload_len = 0;
+    req->payload_dropped = true;
   }
-  if (channel_->closed()) co_return Error{ECONNRESET, "connection closed"};
-  in_flight_++;
-  bytes_in_flight_ += cost;
+  if (payload_len > held) {
+    auto r = co_await co_write_in_pieces(*req, payload_len, held);
+    give_back(held);
+    if (!r) {
+      finish_request(0);
+      co_return std::move(r).error();
+    }
+    co_return true;
+  }
   AlignedBuffer payload = buffers_.take(static_cast<size_t>(payload_len));
   if (payload_len > 0) {
     auto r = co_await channel_->co_read_exact({payload.data(), static_cast<size_t>(payload_len)});
     if (!r) {
-      release_budget(cost);
       buffers_.give(std::move(payload));
+      finish_request(held);
       co_return std::move(r).error();
     }
   }
-  requests_.spawn(co_process(*req, std::move(payload), cost));
+  requests_.spawn(co_process(*req, std::move(payload), held));
   co_return true;
 }
 
-void Connection::release_budget(size_t cost) {
-  in_flight_--;
-  bytes_in_flight_ -= cost;
+// Bytes a request no longer needs (its request slot stays taken).
+void Connection::give_back(size_t bytes) {
+  if (bytes == 0) return;
+  bytes_in_flight_ -= bytes;
+  shared_.budget.release(account_, bytes);
   budget_.wake_all();
 }
 
-Task<void> Connection::co_process(Request req, AlignedBuffer payload, size_t cost) {
+void Connection::finish_request(size_t bytes) {
+  give_back(bytes);
+  in_flight_--;
+  budget_.wake_all();
+}
+
+Task<void> Connection::co_process(Request req, AlignedBuffer payload, size_t held) {
   Reply reply;
+  // A READ granted less than its length is read and sent in pieces.
+  reply.in_pieces = req.type == kCmdRead && held > 0 && held < req.length;
   ReplyEncoder enc(mode(), req.cookie, req.offset);
   size_t payload_len = payload.size() == 0 ? 0 : static_cast<size_t>(req.length);
   co_await co_dispatch(req, {payload.data(), payload_len}, enc, reply);
   buffers_.give(std::move(payload));
-  co_await co_send(reply);
+  if (req.type != kCmdRead) {
+    give_back(held);  // the payload is in the image
+    held = 0;
+  }
+  if (!reply.pieces.empty()) {
+    co_await co_send_in_pieces(req, enc, reply, held);
+  } else {
+    co_await co_send(reply);
+  }
   buffers_.give(std::move(reply.data));
   reply.pipe.reset();
-  release_budget(cost);
+  finish_request(held);
 }
 
 Task<void> Connection::co_send(Reply& reply) {
+  while (writing_in_pieces_) co_await write_turn_.wait();
   if (channel_->closed()) co_return;
   Result<void> r;
   if (reply.pipe) {
@@ -164,6 +219,16 @@ Task<void> Connection::co_send(Reply& reply) {
     r = co_await channel_->co_write(reply.message.iov());
   }
   if (!r) channel_->close();
+}
+
+Task<void> Connection::co_take_write_turn() {
+  while (writing_in_pieces_) co_await write_turn_.wait();
+  writing_in_pieces_ = true;
+}
+
+void Connection::give_write_turn() {
+  writing_in_pieces_ = false;
+  write_turn_.wake_all();
 }
 
 }  // namespace strata::nbd

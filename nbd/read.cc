@@ -32,6 +32,16 @@ Task<void> Connection::co_read(const Request& req, ReplyEncoder& enc, Reply& rep
     }
     co_return;
   }
+  if (reply.in_pieces) {
+    // Planned now, read and written piece by piece (nbd/pieces.cc).
+    auto plan = co_await co_plan_read(req, enc);
+    if (plan) {
+      reply.pieces = std::move(*plan);
+      co_return;
+    }
+    enc.error(reply.message, errno_to_nbd(plan.error().code), plan.error().message);
+    co_return;
+  }
   auto r = co_await co_read_pieces(req, enc, reply);
   if (!r) {
     reply.pipe.reset();

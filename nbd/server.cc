@@ -19,6 +19,8 @@ constexpr size_t kSendBufferBytes = 1u << 20;
 Server::Server(Engine& engine, ServerOptions options)
     : engine_(engine),
       options_(std::move(options)),
+      shared_(engine.loop(), options_.max_buffer_bytes, options_.buffer_floor_bytes,
+              options_.cached_buffer_bytes),
       connections_idle_(engine.loop()),
       export_gone_(engine.loop()),
       removals_(engine.loop()) {
@@ -65,7 +67,7 @@ void Server::start(std::unique_ptr<Stream> stream) {
   std::string peer = stream->peer_name();
   auto channel = std::make_unique<PlainChannel>(std::move(stream));
   connections_.push_back(std::make_unique<Connection>(engine_.loop(), *this, std::move(channel),
-                                                      options_.limits, peer));
+                                                      options_.limits, peer, shared_));
   engine_.loop().spawn(co_serve(connections_.back().get()));
 }
 

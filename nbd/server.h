@@ -4,7 +4,8 @@
 // Contract: exports are added and removed while the server runs; a client
 // picks one by name during the handshake. max_connections (0: unlimited)
 // bounds the clients served at once; further clients wait, unserved, until
-// a slot frees (as in a listen backlog). With TLS credentials every client
+// a slot frees (as in a listen backlog). All clients share one memory budget
+// for their request and reply buffers (max_buffer_bytes). With TLS credentials every client
 // must STARTTLS first. co_stop() stops listening, disconnects every client,
 // removes every export (also those being removed) and returns once all of
 // it is finished; the Server
@@ -31,6 +32,13 @@ struct ServerOptions {
   uint32_t max_connections = 0;
   std::shared_ptr<TlsCreds> tls;
   ConnectionLimits limits;
+  // Request and reply buffers all clients may hold at once (nbd/budget.h;
+  // 0: no bound); requests past it wait. A client holding nothing may still
+  // go on past it with one piece of `buffer_floor_bytes`.
+  size_t max_buffer_bytes = MemoryBudget::kDefaultTotal;
+  size_t buffer_floor_bytes = MemoryBudget::kDefaultFloor;
+  // Idle payload and READ buffers kept for reuse, for all clients.
+  size_t cached_buffer_bytes = 32u << 20;
   // Null: the node's dirty bitmaps (nbd/bitmaps.h).
   BitmapResolver bitmap_resolver;
 };
@@ -85,6 +93,7 @@ class Server final : public HandshakeHost {
 
   Engine& engine_;
   ServerOptions options_;
+  SharedResources shared_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Export>> exports_;
   std::list<std::unique_ptr<Connection>> connections_;

@@ -158,6 +158,7 @@ class TlsChannel final : public Channel {
   Task<Result<void>> co_read_exact(std::span<uint8_t> buf) override;
   Task<Result<void>> co_write(const IoVec& iov) override;
   void close() override;
+  void abort() override { stream_->abort(); }
   bool closed() const override { return stream_->closed(); }
   bool is_tls() const override { return true; }
 

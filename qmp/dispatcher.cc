@@ -7,6 +7,7 @@
 
 #include "qmp/context.h"
 #include "qmp/errors.h"
+#include "qmp/utf8.h"
 
 namespace strata::qmp {
 
@@ -138,76 +139,69 @@ json make_event(const std::string& name, const json& data) {
 
 namespace {
 
+void put_escape(std::string& out, int32_t unit) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "\\u%04X", static_cast<unsigned>(unit));
+  out += buf;
+}
+
+// One decoded character as QEMU's JSON output writes it: ASCII stays,
+// the usual escapes, everything else \uXXXX (a surrogate pair beyond the
+// BMP); an invalid sequence is one U+FFFD for the bytes QEMU counts.
+void put_char(std::string& out, int32_t cp) {
+  switch (cp) {
+    case '"':
+      out += "\\\"";
+      return;
+    case '\\':
+      out += "\\\\";
+      return;
+    case '\b':
+      out += "\\b";
+      return;
+    case '\f':
+      out += "\\f";
+      return;
+    case '\n':
+      out += "\\n";
+      return;
+    case '\r':
+      out += "\\r";
+      return;
+    case '\t':
+      out += "\\t";
+      return;
+    default:
+      break;
+  }
+  if (cp < 0) cp = 0xfffd;
+  if (cp > 0xffff) {
+    put_escape(out, 0xd800 + ((cp - 0x10000) >> 10));
+    put_escape(out, 0xdc00 + ((cp - 0x10000) & 0x3ff));
+  } else if (cp < 0x20 || cp >= 0x7f) {
+    put_escape(out, cp);
+  } else {
+    out.push_back(static_cast<char>(cp));
+  }
+}
+
 void write_string(std::string& out, const std::string& s) {
   out.push_back('"');
-  // Decode UTF-8 so that non-ASCII characters become \uXXXX escapes (the
-  // output is ASCII, as QEMU's); invalid bytes become U+FFFD.
-  size_t i = 0;
-  auto put_u = [&out](uint32_t u) {
-    char buf[8];
-    std::snprintf(buf, sizeof(buf), "\\u%04X", u);
-    out += buf;
-  };
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      i++;
-      switch (c) {
-        case '"':
-          out += "\\\"";
-          break;
-        case '\\':
-          out += "\\\\";
-          break;
-        case '\b':
-          out += "\\b";
-          break;
-        case '\f':
-          out += "\\f";
-          break;
-        case '\n':
-          out += "\\n";
-          break;
-        case '\r':
-          out += "\\r";
-          break;
-        case '\t':
-          out += "\\t";
-          break;
-        default:
-          if (c < 0x20 || c == 0x7f) {
-            put_u(c);
-          } else {
-            out.push_back(static_cast<char>(c));
-          }
-      }
-      continue;
-    }
-    int extra = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : -1;
-    uint32_t cp = extra == 3 ? c & 0x07 : extra == 2 ? c & 0x0f : c & 0x1f;
-    bool valid = extra > 0;
-    for (int k = 1; valid && k <= extra; k++) {
-      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) {
-        valid = false;
-      } else {
-        cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
-      }
-    }
-    if (!valid || cp > 0x10ffff) {
-      put_u(0xfffd);
-      i++;
-      continue;
-    }
-    i += extra + 1;
-    if (cp >= 0x10000) {
-      cp -= 0x10000;
-      put_u(0xd800 + (cp >> 10));
-      put_u(0xdc00 + (cp & 0x3ff));
-    } else {
-      put_u(cp);
-    }
+  std::string_view rest(s);
+  while (!rest.empty()) {
+    size_t length = 0;
+    int32_t cp = decode_mod_utf8(rest, &length);
+    put_char(out, cp);
+    rest.remove_prefix(length);
   }
   out.push_back('"');
+}
+
+// Doubles as QEMU prints them ("%.17g": 1500, 1e+20, 0.10000000000000001).
+void write_double(std::string& out, double d) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.17g", d);
+  out += buf;
 }
 
 void write_value(std::string& out, const json& v) {
@@ -236,6 +230,9 @@ void write_value(std::string& out, const json& v) {
     }
     case json::value_t::string:
       write_string(out, v.get_ref<const std::string&>());
+      break;
+    case json::value_t::number_float:
+      write_double(out, v.get<double>());
       break;
     default:
       out += v.dump(-1, ' ', true, json::error_handler_t::replace);

@@ -1,11 +1,15 @@
 // A recursive-descent JSON parser for QMP's dialect: RFC 8259 plus
 // single-quoted strings and the \' escape. It reports QEMU's parse error
-// reasons and never throws.
+// reasons (QEMU 7.2's json-parser: invalid UTF-8, invalid \u escapes and
+// duplicate keys are refused) and never throws.
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
 #include "qmp/json_stream.h"
+#include "qmp/utf8.h"
 
 namespace strata::qmp {
 
@@ -73,8 +77,8 @@ class Parser {
     } else if (word == "null") {
       out = nullptr;
     } else {
-      keyword_error_ = "invalid keyword '" + std::string(word) + "'";
-      return fail(keyword_error_.c_str());
+      message_ = "invalid keyword '" + std::string(word) + "'";
+      return fail(message_.c_str());
     }
     return true;
   }
@@ -126,81 +130,62 @@ class Parser {
     return true;
   }
 
-  static void put_utf8(std::string& s, uint32_t cp) {
-    if (cp < 0x80) {
-      s.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      s.push_back(static_cast<char>(0xc0 | (cp >> 6)));
-      s.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else if (cp < 0x10000) {
-      s.push_back(static_cast<char>(0xe0 | (cp >> 12)));
-      s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-      s.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else {
-      s.push_back(static_cast<char>(0xf0 | (cp >> 18)));
-      s.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-      s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-      s.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  // The index just past the closing quote of the string starting at
+  // `start` (or the end of the text when it has none).
+  size_t string_end(size_t start) const {
+    char quote = text_[start];
+    for (size_t i = start + 1; i < text_.size(); i++) {
+      if (text_[i] == '\\') {
+        i++;
+      } else if (text_[i] == quote) {
+        return i + 1;
+      }
     }
+    return text_.size();
   }
 
-  bool parse_hex4(uint32_t* out) {
-    if (pos_ + 4 > text_.size()) return false;
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-      char c = text_[pos_++];
-      v <<= 4;
-      if (c >= '0' && c <= '9') {
-        v |= c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        v |= c - 'a' + 10;
-      } else if (c >= 'A' && c <= 'F') {
-        v |= c - 'A' + 10;
+  // Four hex digits at `at` (within the string), or -1 as QEMU's cvt4hex.
+  int32_t hex4(size_t at, size_t end) const {
+    int32_t v = 0;
+    for (size_t i = at; i < at + 4; i++) {
+      if (i >= end || !std::isxdigit(static_cast<unsigned char>(text_[i]))) return -1;
+      char c = text_[i];
+      v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+  }
+
+  // After "\u" (pos_ at the digits): a code point, or a surrogate pair
+  // written as two escapes. QEMU's message quotes the escape text.
+  bool parse_unicode_escape(std::string& s, size_t backslash, size_t end) {
+    int64_t cp = hex4(pos_, end);
+    pos_ += 4;
+    if (cp >= 0xd800 && cp <= 0xdbff && pos_ + 1 < end && text_[pos_] == '\\' &&
+        text_[pos_ + 1] == 'u') {
+      int32_t low = hex4(pos_ + 2, end);
+      if (low >= 0xdc00 && low <= 0xdfff) {
+        cp = 0x10000 + ((cp & 0x3ff) << 10) + (low & 0x3ff);
+        pos_ += 6;
       } else {
-        return false;
+        cp = -1;
       }
     }
-    *out = v;
-    return true;
+    if (append_mod_utf8(&s, cp)) return true;
+    message_ = std::string(text_.substr(backslash, std::min(pos_, end) - backslash)) +
+               " is not a valid Unicode character";
+    return fail(message_.c_str());
   }
 
-  bool parse_unicode_escape(std::string& s) {
-    uint32_t cp = 0;
-    if (!parse_hex4(&cp)) return fail("invalid escape sequence in string");
-    if (cp >= 0xd800 && cp < 0xdc00) {
-      uint32_t low = 0;
-      if (pos_ + 2 > text_.size() || text_[pos_] != '\\' || text_[pos_ + 1] != 'u') {
-        return fail("missing second half of surrogate pair");
-      }
-      pos_ += 2;
-      if (!parse_hex4(&low) || low < 0xdc00 || low > 0xdfff) {
-        return fail("missing second half of surrogate pair");
-      }
-      cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-    } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-      return fail("stray second half of surrogate pair");
-    } else if (cp == 0) {
-      return fail("\\u0000 is not supported");
-    }
-    put_utf8(s, cp);
-    return true;
-  }
-
-  bool parse_escape(std::string& s) {
-    if (pos_ >= text_.size()) return fail("invalid escape sequence in string");
+  bool parse_escape(std::string& s, size_t end) {
+    size_t backslash = pos_ - 1;
+    if (pos_ >= end) return fail("invalid escape sequence in string");
     char c = text_[pos_++];
     switch (c) {
       case '"':
-        s.push_back('"');
-        return true;
       case '\'':
-        s.push_back('\'');
-        return true;
       case '\\':
-        s.push_back('\\');
-        return true;
       case '/':
-        s.push_back('/');
+        s.push_back(c);
         return true;
       case 'b':
         s.push_back('\b');
@@ -218,24 +203,35 @@ class Parser {
         s.push_back('\t');
         return true;
       case 'u':
-        return parse_unicode_escape(s);
+        return parse_unicode_escape(s, backslash, end);
       default:
         return fail("invalid escape sequence in string");
     }
   }
 
+  // A string is kept in modified UTF-8 (U+0000 as C0 80); invalid UTF-8 is
+  // refused, never repaired, so the bytes kept are the bytes QMP reports.
   bool parse_string(std::string& s) {
+    size_t end = string_end(pos_);
     char quote = text_[pos_++];
     while (pos_ < text_.size()) {
-      char c = text_[pos_++];
-      if (c == quote) return true;
-      if (c == '\\') {
-        if (!parse_escape(s)) return false;
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        return fail("control character in string");
-      } else {
-        s.push_back(c);
+      char c = text_[pos_];
+      if (c == quote) {
+        pos_++;
+        return true;
       }
+      if (c == '\\') {
+        pos_++;
+        if (!parse_escape(s, end)) return false;
+        continue;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) return fail("control character in string");
+      size_t length = 0;
+      if (decode_mod_utf8(text_.substr(pos_, end - pos_), &length) < 0) {
+        return fail("invalid UTF-8 sequence in string");
+      }
+      s.append(text_.substr(pos_, length));
+      pos_ += length;
     }
     return fail("missing end of string");
   }
@@ -284,6 +280,7 @@ class Parser {
       pos_++;
       json value;
       if (!parse_value(value, depth)) return false;
+      if (out.contains(key)) return fail("duplicate key");
       out[key] = std::move(value);
       if (peek(',')) {
         pos_++;
@@ -300,7 +297,7 @@ class Parser {
   size_t max_depth_;
   size_t pos_ = 0;
   std::string error_;
-  std::string keyword_error_;
+  std::string message_;  // storage for a formatted reason
 };
 
 }  // namespace

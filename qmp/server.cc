@@ -10,6 +10,10 @@ namespace strata::qmp {
 
 using nlohmann::json;
 
+namespace {
+constexpr size_t kReadBytes = 4096;
+}  // namespace
+
 Server::Server(QmpContext& ctx, ServerLimits limits)
     : ctx_(ctx), limits_(limits), idle_(ctx.engine().loop()) {}
 
@@ -66,7 +70,7 @@ void Server::send(const std::shared_ptr<Connection>& conn, const json& message) 
   if (conn->pending_output > limits_.max_pending_output) {
     ctx_.engine().logger().warning("QMP client " + conn->stream->peer_name() +
                                    " does not read its replies; closing the connection");
-    conn->stream->close();
+    conn->stream->abort();
     return;
   }
   active_tasks_++;
@@ -85,7 +89,9 @@ Task<void> Server::co_send(Server* server, std::shared_ptr<Connection> conn, std
 
 Task<void> Server::co_serve(Server* server, std::shared_ptr<Connection> conn) {
   server->send(conn, greeting());
-  std::vector<uint8_t> buf(64 * 1024);
+  // Requests are small; a monitor costs this, its stream (which keeps no
+  // receive buffer while idle) and its reader's partial request.
+  std::vector<uint8_t> buf(kReadBytes);
   std::vector<JsonMessage> messages;
   while (!conn->stream->closed()) {
     auto n = co_await conn->stream->co_read_some(buf);
@@ -114,7 +120,8 @@ Task<void> Server::co_close() {
   closing_ = true;
   for (auto& l : listeners_) l->close();
   listeners_.clear();
-  for (auto& c : connections_) c->stream->close();
+  // A client that reads nothing does not hold up the shutdown.
+  for (auto& c : connections_) c->stream->abort();
   held_.clear();
   while (active_tasks_ != 0) co_await idle_.wait();
 }

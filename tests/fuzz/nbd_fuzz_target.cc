@@ -111,9 +111,11 @@ inline Task<void> co_session(Engine* engine, std::vector<uint8_t> input, size_t*
   if (!exp) co_return;
   FuzzHost host(exp->get());
   {
+    // A small budget and floor, so that requests done in pieces are fuzzed too.
+    SharedResources shared(engine->loop(), 4u << 20, 64u << 10, 4u << 20);
     Connection conn(engine->loop(), host,
                     std::make_unique<MemoryChannel>(input.data(), input.size(), written),
-                    ConnectionLimits{8, 8u << 20}, "fuzz");
+                    ConnectionLimits{8, 8u << 20}, "fuzz", shared);
     co_await conn.co_run();
   }
   (void)co_await (*exp)->co_close(RemoveMode::kHard);

@@ -14,6 +14,7 @@
 
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/pidfile.h"
 #include "block/core/graph.h"
 #include "block/drivers/probe/probe.h"
 #include "nbd/server.h"
@@ -147,17 +148,27 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
   if (!listening) {
     std::fprintf(stderr, "strata-nbd: %s\n", listening.error().message.c_str());
     status = 1;
-  } else {
-    if (!o.pid_file.empty()) {
-      std::ofstream(o.pid_file) << getpid() << "\n";
+  }
+  // Written and locked as qemu-nbd does (base/pidfile.h): a second server
+  // given the same file refuses to start.
+  PidFile pidfile;
+  if (listening && !o.pid_file.empty()) {
+    auto written = PidFile::create(o.pid_file);
+    if (written) {
+      pidfile = std::move(*written);
+    } else {
+      std::fprintf(stderr, "strata-nbd: %s\n", written.error().message.c_str());
+      status = 1;
     }
+  }
+  if (status == 0) {
     if (ready_fd >= 0) detach_from_parent(ready_fd);
     server.set_on_client_closed([&o, &server, state] { on_client_closed(&o, &server, state); });
     co_await state->stop.co_wait();
   }
   co_await server.co_stop();
   co_await engine.co_close_all();
-  if (!o.pid_file.empty() && status == 0) unlink(o.pid_file.c_str());
+  pidfile.remove();
   co_return status;
 }
 

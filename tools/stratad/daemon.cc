@@ -14,6 +14,7 @@
 
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/pidfile.h"
 #include "qmp/context.h"
 #include "qmp/server.h"
 #include "stratad/startup.h"
@@ -67,29 +68,6 @@ void finish_daemonizing(int status_fd, char status) {
   ssize_t n = write(status_fd, &status, 1);
   (void)n;
   close(status_fd);
-}
-
-// Locks and writes the pid file as QEMU does (a second daemon using the
-// same file fails instead of overwriting it).
-Result<int> write_pidfile(const std::string& path) {
-  int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0) return Error{errno, "Cannot open pid file: " + std::string(std::strerror(errno))};
-  struct flock lock {};
-  lock.l_type = F_WRLCK;
-  lock.l_whence = SEEK_SET;
-  if (fcntl(fd, F_SETLK, &lock) != 0) {
-    int err = errno;
-    close(fd);
-    return Error{err, "Cannot lock pid file: " + std::string(std::strerror(err))};
-  }
-  std::string pid = std::to_string(getpid()) + "\n";
-  if (ftruncate(fd, 0) != 0 ||
-      write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
-    int err = errno;
-    close(fd);
-    return Error{err, "Failed to write pid file: " + std::string(std::strerror(err))};
-  }
-  return fd;
 }
 
 // Waits for SIGINT/SIGTERM/SIGHUP (blocked in every thread) and asks the
@@ -196,13 +174,14 @@ int run_daemon(const CommandLine& cl) {
   // qemu-storage-daemon, which runs no main loop before that).
   server.hold();
   auto started = engine.run(co_startup(&d, &cl));
-  int pid_fd = -1;
+  // Written and locked as qemu-storage-daemon does (base/pidfile.h).
+  PidFile pidfile;
   if (started && !cl.pidfile.empty()) {
-    auto fd = write_pidfile(cl.pidfile);
-    if (fd) {
-      pid_fd = *fd;
+    auto written = PidFile::create(cl.pidfile);
+    if (written) {
+      pidfile = std::move(*written);
     } else {
-      started = std::move(fd).error();
+      started = Error{written.error().code, "cannot create PID file: " + written.error().message};
     }
   }
   if (!started) {
@@ -217,10 +196,7 @@ int run_daemon(const CommandLine& cl) {
     SignalWatcher signals(engine.loop(), ctx);
     engine.run(co_serve(&d));
   }
-  if (pid_fd >= 0) {
-    unlink(cl.pidfile.c_str());
-    close(pid_fd);
-  }
+  pidfile.remove();
   return 0;
 }
 

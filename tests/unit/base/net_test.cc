@@ -2,9 +2,13 @@
 // kernel uses (up to net.core.wmem_max). Writes from a pipe (splice) keep
 // their place among ordinary writes, also when the socket is full, and a
 // close ends one that waits for room.
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -154,6 +158,67 @@ TEST(StreamTest, ClosingEndsAPipeWriteThatWaitsForRoom) {
   EXPECT_TRUE(done);
   EXPECT_EQ(failures, 1);
   pair.client->close();
+}
+
+// A peer that reads nothing holds a large write up forever; close() lets
+// it wait (the peer may still read), abort() fails it at once, and the
+// stream is destroyed without waiting either.
+TEST(StreamTest, AbortFailsWritesAPeerDoesNotRead) {
+  Loop loop;
+  Pair pair(loop);
+  pair.server->set_send_buffer(16 << 10);
+  auto data = pattern(8 << 20, 7);
+  int failures = 0;
+  bool done = false;
+  loop.spawn([](Stream& s, const std::vector<uint8_t>& d, int* f, bool* flag) -> Task<void> {
+    co_await co_write_bytes(s, d, f);
+    *flag = true;
+  }(*pair.server, data, &failures, &done));
+  loop.run(loop.co_sleep(50));
+  EXPECT_FALSE(done);
+  pair.server->close();
+  loop.run(loop.co_sleep(50));
+  EXPECT_FALSE(done);  // still queued: a closing peer may read it yet
+  pair.server->abort();
+  for (int i = 0; i < 100 && !done; i++) loop.run(loop.co_sleep(1));
+  EXPECT_TRUE(done);
+  EXPECT_EQ(failures, 1);
+  pair.server.reset();
+  pair.client.reset();
+  loop.run(loop.co_sleep(1));
+}
+
+// A burst of connections is queued by the kernel (the listen backlog is
+// SOMAXCONN, not 128): 300 non-blocking connects made before the loop
+// accepts any all succeed, and every one is then accepted.
+TEST(ListenerTest, BurstOfNonBlockingConnectsIsAllAccepted) {
+  Loop loop;
+  std::string path =
+      (std::filesystem::temp_directory_path() / ("strata-burst-" + std::to_string(::getpid())))
+          .string();
+  std::vector<std::unique_ptr<Stream>> accepted;
+  auto listener = Listener::listen_unix(
+      loop, path, [&](std::unique_ptr<Stream> s) { accepted.push_back(std::move(s)); });
+  ASSERT_TRUE(listener) << listener.error().message;
+  constexpr int kConnects = 300;
+  std::vector<int> fds;
+  int refused = 0;
+  for (int i = 0; i < kConnects; i++) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) refused++;
+    fds.push_back(fd);
+  }
+  EXPECT_EQ(refused, 0);
+  for (int i = 0; i < 1000 && accepted.size() < static_cast<size_t>(kConnects); i++) {
+    loop.run(loop.co_sleep(1));
+  }
+  EXPECT_EQ(accepted.size(), static_cast<size_t>(kConnects));
+  for (int fd : fds) ::close(fd);
+  EXPECT_GE(default_listen_backlog(), kConnects);
 }
 
 }  // namespace

@@ -74,6 +74,12 @@ TEST(QmpText, RendersLikeQemu) {
             R"({"a": [1, "x", true, null]})");
   EXPECT_EQ(to_qmp_text(json("\xc3\xa9\xf0\x9f\x98\x80\n\"")), R"("\u00E9\uD83D\uDE00\n\"")");
   EXPECT_EQ(to_qmp_text(json(std::string("bad\xff"))), R"("bad\uFFFD")");
+  // Invalid sequences are one U+FFFD each, counted as QEMU counts them;
+  // C0 80 is U+0000.
+  EXPECT_EQ(to_qmp_text(json(std::string("\xc0\xaf|\xed\xa0\x80|\xe2\x82x|\xc0\x80|\x7f"))),
+            R"("\uFFFD|\uFFFD|\uFFFDx|\u0000|\u007F")");
+  // Doubles as QEMU's "%.17g".
+  EXPECT_EQ(to_qmp_text(json{1500.0, 1e20, 0.1}), "[1500, 1e+20, 0.10000000000000001]");
 }
 
 }  // namespace

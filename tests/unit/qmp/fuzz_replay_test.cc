@@ -24,12 +24,16 @@ const std::vector<std::string>& seeds() {
       R"({"exec-oob":"query-version","id":{"a":[1,2.5e300,null,true]}})",
       R"({"execute":"qmp_capabilities","arguments":{"enable":["oob","x"]}})",
       R"({"execute":"qmp_capabilities"}{"execute":"blockdev-reopen","arguments":{"options":[{"driver":"null-co","node-name":"n"}]}})",
+      "{\"execute\":\"query-block\",\"id\":"
+      "\"\xc0\xaf\xed\xa0\x80\\u0000\xc0\x80\\ud800\\u12\xe2\x82\"}"
+      "{\"a\":\"\x01\"} , {\"k\":1,\"k\":2}\n\xfe",
   };
   return s;
 }
 
 std::string mutate(std::string s, std::mt19937& rng) {
-  static const char kBytes[] = "{}[]\"':,\\ 0123456789-.eEtrufalsn\x01\xff\xc3";
+  static const char kBytes[] =
+      "{}[]\"':,\\ 0123456789-.eEtrufalsnu\x01\xff\xc3\xc0\x80\xed\xa0\xf4";
   int edits = 1 + static_cast<int>(rng() % 8);
   for (int i = 0; i < edits; i++) {
     size_t pos = s.empty() ? 0 : rng() % s.size();
