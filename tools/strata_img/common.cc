@@ -87,6 +87,7 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   if (spec.no_backing && opts.value("driver", "") == "qcow2") opts["backing"] = nullptr;
   if (spec.force_share) opts["force-share"] = true;
   if (spec.check_mode && opts.value("driver", "") == "qcow2") opts["x-check"] = true;
+  if (spec.no_data_file && opts.value("driver", "") == "qcow2") opts["x-no-data-file"] = true;
   if (spec.cache == "none" || spec.cache == "directsync") {
     opts["cache"] = {{"direct", true}};
   } else if (spec.cache == "unsafe") {
@@ -153,6 +154,11 @@ Task<Result<ChainStatus>> co_chain_status(Node* top, uint64_t offset, uint64_t b
     Child* b = n->backing();
     if (!b || b->node() == base) {
       out.zero = st.flags & kStatusZero || !b;
+      // As qemu-img map: an offset the last layer gives goes with it (the
+      // unallocated subclusters of an allocated qcow2 cluster).
+      out.has_offset = st.flags & kStatusOffsetValid;
+      out.offset = st.map_offset;
+      out.map_node = st.map_node;
       co_return out;
     }
     n = b->node();

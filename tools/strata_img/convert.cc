@@ -237,6 +237,7 @@ Task<Result<void>> co_create_target(Engine& engine, const ConvertArgs& a, uint64
   if (!get("lazy_refcounts").empty()) parse_bool_word(get("lazy_refcounts"), &o.lazy_refcounts);
   o.backing_file = get("backing_file");
   o.backing_format = get("backing_fmt");
+  STRATA_CO_TRY(qcow2::parse_feature_options(a.opts, &o));
   *cluster = o.cluster_size;
   co_return co_await qcow2::co_create_image(engine, a.out_name, o);
 }

@@ -42,9 +42,9 @@ ojson snapshot_json(const qcow2::Snapshot& s) {
 
 // QEMU's field order for the qcow2 format-specific data; other keys follow.
 ojson ordered_format_specific(const nlohmann::json& spec) {
-  static const char* order[] = {"compat",      "compression-type", "lazy-refcounts",
-                                "bitmaps",     "refcount-bits",    "corrupt",
-                                "extended-l2", "data-file",        "data-file-raw"};
+  static const char* order[] = {"compat",        "compression-type", "lazy-refcounts",
+                                "bitmaps",       "refcount-bits",    "data-file",
+                                "data-file-raw", "corrupt",          "extended-l2"};
   ojson data;
   const auto& in = spec["data"];
   for (const char* k : order) {
@@ -186,6 +186,7 @@ void print_human(const ojson& j, Node* node) {
 
 Task<int> co_info(Engine& engine, OpenSpec spec, bool json, bool chain) {
   spec.no_backing = !chain;
+  spec.no_data_file = true;  // as qemu-img info: a data file is named, never opened
   auto drive = co_await co_open_image(engine, spec);
   if (!drive) {
     error_report(drive.error().message);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include "block/drivers/qcow2/check_l2.h"
 
 namespace strata::qcow2 {
 
@@ -88,36 +89,41 @@ Task<Result<void>> ReferenceWalk::co_walk_l2(uint64_t l2_offset, bool active) {
   std::vector<uint8_t> table(cs_);
   STRATA_CO_TRY(co_await co_read(l2_offset, table));
   next_contiguous_ = 0;  // as QEMU: fragmentation is counted within one L2 table
-  bool v3 = d_.header().version >= 3;
-  for (uint64_t i = 0; i < cs_ / 8; i++) {
-    uint64_t e = load_be64(&table[i * 8]);
-    if (e & kCompressed) {
-      if (e & kCopied) {
-        res_.corruptions++;
-        res_.messages.push_back(format("ERROR: coffset=0x%" PRIx64
-                                       ": copied flag must never be set for compressed clusters",
-                                       e & ~kCopied));
-      }
-      uint32_t shift = 62 - (bits_ - 8);
-      uint64_t off = e & ((uint64_t(1) << shift) - 1);
-      uint64_t sectors = ((e >> shift) & ((uint64_t(1) << (bits_ - 8)) - 1)) + 1;
-      add(off & ~uint64_t(511), sectors * 512);
+  const L2Format& fmt = d_.l2_format();
+  for (uint64_t i = 0; i < fmt.entries_per_table(); i++) {
+    L2Entry le = fmt.load(table.data(), i);
+    uint64_t e = le.entry;
+    if ((e & kCompressed) && (e & kCopied)) {
+      res_.corruptions++;
+      res_.messages.push_back(format("ERROR: coffset=0x%" PRIx64
+                                     ": copied flag must never be set for compressed clusters",
+                                     e & ~kCopied));
+    }
+    EntryCheck entry_check = check_l2_entry(fmt, i, le);
+    res_.corruptions += int64_t(entry_check.errors.size());
+    for (auto& m : entry_check.errors) res_.messages.push_back(std::move(m));
+    if (!entry_check.counted) continue;
+    ClusterType type = fmt.cluster_type(e);
+    if (type == ClusterType::kCompressed) {
+      CompressedExtent c = fmt.compressed_extent(e);
+      add(c.offset, c.bytes);
       if (active) {
+        // As QEMU: compressed clusters count as fragmented.
         res_.allocated_clusters++;
         res_.compressed_clusters++;
+        res_.fragmented_clusters++;
       }
       continue;
     }
+    if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
     uint64_t off = e & kOffsetMask;
-    if (off == 0) continue;
     if (off % cs_) {
       res_.corruptions++;
       res_.messages.push_back(format(
           "ERROR offset=%" PRIx64 ": Cluster is not properly aligned; L2 entry corrupted.", off));
       continue;
     }
-    (void)v3;
-    add(off, cs_);
+    if (!fmt.data_file) add(off, cs_);  // data file clusters have no refcounts
     if (active) {
       res_.allocated_clusters++;
       if (next_contiguous_ && off != next_contiguous_) res_.fragmented_clusters++;
@@ -355,19 +361,25 @@ Task<Result<void>> co_check_copied(Qcow2Driver& d, int fix, CheckResult& res) {
       }
     }
     STRATA_CO_TRY_ASSIGN(auto table, co_await d.l2_cache().co_get(l2));
-    for (uint64_t j = 0; j < cs / 8; j++) {
-      uint64_t e = load_be64(table->bytes() + j * 8);
+    const L2Format& fmt = d.l2_format();
+    for (uint64_t j = 0; j < fmt.entries_per_table(); j++) {
+      uint64_t e = fmt.load(table->bytes(), j).entry;
       uint64_t off = e & kOffsetMask;
-      if ((e & kCompressed) || !off || off % cs) continue;
-      auto drc_or = co_await rc.co_get(off / cs);
-      if (!drc_or) continue;
-      uint64_t drc = *drc_or;
+      ClusterType type = fmt.cluster_type(e);
+      if ((type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) || off % cs) continue;
+      uint64_t drc = 1;  // data file clusters have no refcounts
+      if (!fmt.data_file) {
+        auto drc_or = co_await rc.co_get(off / cs);
+        if (!drc_or) continue;
+        drc = *drc_or;
+      }
       if (bool(e & kCopied) == (drc == 1)) continue;
       res.messages.push_back(format("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
                                     " refcount=%" PRIu64,
                                     (fix & kFixErrors) ? "Repairing" : "ERROR", e, drc));
       if (fix & kFixErrors) {
-        store_be64(table->bytes() + j * 8, drc == 1 ? (e | kCopied) : (e & ~kCopied));
+        store_be64(table->bytes() + j * fmt.entry_bytes(),
+                   drc == 1 ? (e | kCopied) : (e & ~kCopied));
         d.l2_cache().mark_dirty(*table);
         res.corruptions_fixed++;
       } else {
