@@ -18,6 +18,7 @@ from qcow2_features import (apply_ops, assert_clean_and_equal, check_json, l2_en
                             map_json, qemu_io, random_ops, strata_img, strata_io)
 from qmp_client import Daemon
 from test_nbd_qmp import sockdir, start_server, uri  # noqa: F401 (fixture)
+from test_bitmap_img import contents
 from test_nbd_perms import byte_locked, WRITE_PERM_BYTE
 
 MiB = 1 << 20
@@ -291,3 +292,74 @@ def test_check_and_corruption_match_qemu(workdir, case):
     info_theirs = json.loads(run(["qemu-img", "info", "--output=json", copy]).stdout)
     assert info_mine["format-specific"]["data"]["corrupt"] == \
         info_theirs["format-specific"]["data"]["corrupt"]
+
+
+def test_reopen_follows_to_the_data_file(workdir, sockdir):  # noqa: F811
+    """blockdev-reopen between read-only and read-write takes the data file
+    (opened from the header) along: its write lock comes and goes with the
+    image's."""
+    require("qemu-io")
+    image, data = make_image(workdir, "", size="2M")
+    sock = os.path.join(sockdir, "nbd.sock")
+
+    def reopen(c, read_only):
+        c.execute("blockdev-reopen", options=[{
+            "driver": "qcow2", "node-name": "img", "read-only": read_only,
+            "file": {"driver": "file", "filename": image}}])
+
+    with Daemon(strata_binary("stratad"), workdir) as d:
+        c = d.client()
+        c.execute("blockdev-add", **{"node-name": "img", "driver": "qcow2", "read-only": True,
+                                     "file": {"driver": "file", "filename": image}})
+        start_server(c, sock)
+        assert not byte_locked(data, WRITE_PERM_BYTE)
+        reopen(c, False)
+        c.execute("block-export-add", type="nbd", id="e0", **{"node-name": "img"},
+                  writable=True)
+        assert byte_locked(data, WRITE_PERM_BYTE)
+        qemu_io(uri(sock, "img"), ["write -P 6 128k 4k"], fmt="raw")
+        c.execute("block-export-del", id="e0", mode="hard")
+        deadline = time.time() + 10
+        while c.execute("query-block-exports"):
+            assert time.time() < deadline, "the export did not go away"
+            time.sleep(0.05)
+        reopen(c, True)
+        assert not byte_locked(data, WRITE_PERM_BYTE)
+        c.execute("quit")
+        assert d.proc.wait(20) == 0
+    qemu_io(image, ["read -P 6 128k 4k"])
+    assert run(["qemu-img", "check", image], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("opts", ["data_file_raw=on", "extended_l2=on"])
+def test_persistent_bitmaps(workdir, opts):
+    """Bitmaps live in the image file; writes through Strata mark them and
+    qemu-img sees them, exported over NBD by qemu-nbd with the dirty range."""
+    require("qemu-img")
+    image, data = make_image(workdir, opts)
+    res = strata_img("bitmap", "--add", image, "b0")
+    assert res.returncode == 0, res.stderr
+    strata_io(image, ["write -P 4 1M 64k"])
+    info = json.loads(run(["qemu-img", "info", "--output=json", image]).stdout)
+    bitmaps = info["format-specific"]["data"]["bitmaps"]
+    assert [b["name"] for b in bitmaps] == ["b0"] and bitmaps[0]["flags"] == ["auto"]
+    assert run(["qemu-img", "check", image], check=False).returncode == 0
+    dirty = contents(image)["b0"]
+    assert "1048576       65536    1  dirty" in dirty, dirty
+
+
+@pytest.mark.parametrize("opts", ["data_file=conv.data", "data_file=conv.data,data_file_raw=on"])
+def test_convert_into_a_data_file(workdir, opts):
+    require("qemu-img")
+    src = os.path.join(str(workdir), "src.raw")
+    with open(src, "wb") as f:
+        f.write(bytes(range(256)) * 4096 + bytes(MiB) + b"\x09" * MiB)
+    res = strata_img("convert", "-O", "qcow2", "-o", opts, src, "conv.qcow2", cwd=str(workdir))
+    assert res.returncode == 0, res.stderr
+    cmp = run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", src, "conv.qcow2"],
+              check=False, cwd=str(workdir))
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    assert run(["qemu-img", "check", "conv.qcow2"], check=False,
+               cwd=str(workdir)).returncode == 0
+    if "raw=on" in opts:
+        assert read(os.path.join(str(workdir), "conv.data")) == read(src)

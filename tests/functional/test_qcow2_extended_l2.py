@@ -167,6 +167,8 @@ def test_random_workload(workdir, cluster, with_backing):
         ops = random_ops(rng, size, sub, 700, discard=not with_backing)
         strata_io(image, apply_ops(model, ops, cluster))
         assert_clean_and_equal(image, model, workdir)
+        mine, theirs = check_json("strata", image), check_json("qemu", image)
+        assert mine[:2] == theirs[:2]
 
 
 def test_reads_images_qemu_wrote(workdir):
