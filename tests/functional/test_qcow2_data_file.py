@@ -363,3 +363,21 @@ def test_convert_into_a_data_file(workdir, opts):
                cwd=str(workdir)).returncode == 0
     if "raw=on" in opts:
         assert read(os.path.join(str(workdir), "conv.data")) == read(src)
+
+
+@pytest.mark.parametrize("byte,value", [(79, 0x04), (95, 0x02)])
+def test_bad_headers_refused_as_qemu(workdir, byte, value):
+    """The data file bit without a data file name, and the raw data file
+    bit without a data file: the same refusals as qemu-img."""
+    require("qemu-img")
+    image = os.path.join(str(workdir), "h.qcow2")
+    run(["qemu-img", "create", "-q", "-f", "qcow2", image, "1M"])
+    with open(image, "r+b") as f:
+        f.seek(byte)
+        f.write(bytes([value]))
+    for sub in (["check"], ["map"], ["convert", "-O", "raw"]):
+        target = [os.path.join(str(workdir), "out.raw")] if sub[0] == "convert" else []
+        mine = strata_img(*sub, image, *target)
+        theirs = run(["qemu-img", *sub, image, *target], check=False)
+        assert mine.returncode == theirs.returncode == 1
+        assert mine.stderr.split(": ", 1)[1] == theirs.stderr.split(": ", 1)[1]

@@ -303,3 +303,17 @@ def test_corruption_matches_qemu(workdir, case):
     info_mine = run(["qemu-img", "info", "--output=json", image])
     info_theirs = run(["qemu-img", "info", "--output=json", copy])
     assert ('"corrupt": true' in info_mine.stdout) == ('"corrupt": true' in info_theirs.stdout)
+
+
+def test_subclusters_below_512_bytes_refused_as_qemu(workdir):
+    require("qemu-img")
+    image = os.path.join(str(workdir), "h.qcow2")
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", image, "1M"])
+    with open(image, "r+b") as f:
+        f.seek(79)
+        f.write(b"\x10")
+    mine = strata_img("info", image)
+    theirs = run(["qemu-img", "info", image], check=False)
+    assert mine.returncode == theirs.returncode == 1
+    assert mine.stderr.split(": ", 1)[1] == theirs.stderr.split(": ", 1)[1]
+    assert "Unsupported subcluster size: 128" in mine.stderr

@@ -219,8 +219,7 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_write_l1_entry(uint64_t l1_idx);
   Task<Result<void>> co_grow_l1(uint64_t min_size);
   Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);
-  Task<Result<void>> co_count_run(uint64_t offset, uint64_t max_bytes, const Table& table,
-                                  Mapping& m);
+  Result<void> count_run(uint64_t offset, uint64_t max_bytes, const Table& table, Mapping& m);
   void free_cluster_entry(uint64_t entry);
   Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
 
@@ -284,7 +283,9 @@ class Qcow2Driver final : public Driver {
   Task<Result<uint64_t>> co_write_step(uint64_t offset, const IoVec& iov);
   Task<Result<uint64_t>> co_write_in_place(uint64_t offset, const IoVec& iov, const Table& table);
   Task<Result<uint64_t>> co_write_allocating(uint64_t offset, const IoVec& iov, const Table& table);
-  Result<bool> plan_cow(uint64_t offset, uint64_t bytes, const Table& table, CowPlan& plan);
+  Result<bool> plan_cow(uint64_t offset, uint64_t bytes, CowPlan& plan);
+  uint64_t cow_start(uint64_t offset, const CowPlan& plan) const;
+  uint64_t cow_end(uint64_t end, const CowPlan& plan) const;
   Task<Result<bool>> co_cow_reads_zero(const CowPlan& plan, uint64_t bytes);
   Task<Result<uint64_t>> co_write_planned(uint64_t offset, const IoVec& iov, CowPlan plan);
   Task<Result<void>> co_write_cow_data(uint64_t offset, const CowPlan& cow, const IoVec& iov);

@@ -130,12 +130,12 @@ Task<Result<Mapping>> Qcow2Driver::co_map(uint64_t offset, uint64_t bytes) {
   if (l1i >= l1_.size()) co_return m;
   STRATA_CO_TRY_ASSIGN(auto table, co_await co_l2_table(l1i));
   if (!table) co_return m;
-  STRATA_CO_TRY(co_await co_count_run(offset, max_bytes, *table, m));
+  STRATA_CO_TRY(count_run(offset, max_bytes, *table, m));
   co_return m;
 }
 
-Task<Result<void>> Qcow2Driver::co_count_run(uint64_t offset, uint64_t max_bytes,
-                                             const Table& table, Mapping& m) {
+Result<void> Qcow2Driver::count_run(uint64_t offset, uint64_t max_bytes, const Table& table,
+                                    Mapping& m) {
   uint64_t cs = cluster_size();
   uint64_t in_cluster = offset & (cs - 1);
   uint64_t first = l2_index(offset);
@@ -145,22 +145,22 @@ Task<Result<void>> Qcow2Driver::co_count_run(uint64_t offset, uint64_t max_bytes
   m.type = l2fmt_.subcluster_type(e0, sc);
   bool zero = m.type == ClusterType::kZeroPlain || m.type == ClusterType::kZeroAlloc;
   if (zero && !l2fmt_.v3) {
-    co_return signal_corruption(
+    return signal_corruption(
         "Zero cluster entry found in pre-v3 image (L2 index: " + std::to_string(first) + ")");
   }
   if (m.type == ClusterType::kCompressed && external_data()) {
-    co_return signal_corruption(
+    return signal_corruption(
         "Compressed cluster entry found in image with external data file (L2 index: " +
         std::to_string(first) + ")");
   }
   if (m.type != ClusterType::kCompressed && (e0.entry & kL2ReservedMask)) {
-    co_return signal_corruption("L2 entry with reserved bits set");
+    return signal_corruption("L2 entry with reserved bits set");
   }
   bool has_host = m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc ||
                   m.type == ClusterType::kUnallocatedAlloc;
   uint64_t base = 0;
   if (has_host) {
-    STRATA_CO_TRY_ASSIGN(base, checked_host_cluster(e0.entry, offset >> cluster_bits_));
+    STRATA_TRY_ASSIGN(base, checked_host_cluster(e0.entry, offset >> cluster_bits_));
     m.host_offset = base + in_cluster;
   }
   uint64_t nclusters = div_round_up(in_cluster + max_bytes, cs);
@@ -170,7 +170,7 @@ Task<Result<void>> Qcow2Driver::co_count_run(uint64_t offset, uint64_t max_bytes
     L2Entry e = l2fmt_.load(table.bytes(), first + i);
     ClusterType type;
     unsigned run = l2fmt_.same_type_run(e, from, &type);
-    if (run == 0) co_return invalid_entry(l1_index(offset), first + i);
+    if (run == 0) return invalid_entry(l1_index(offset), first + i);
     if (i == 0 && type == ClusterType::kCompressed) {
       count = run;
       break;
@@ -181,7 +181,7 @@ Task<Result<void>> Qcow2Driver::co_count_run(uint64_t offset, uint64_t max_bytes
   }
   uint64_t available = (count + sc) << l2fmt_.subcluster_bits();
   m.bytes = std::min(in_cluster + max_bytes, available) - in_cluster;
-  co_return Result<void>{};
+  return {};
 }
 
 // Drops this entry's reference to its host clusters (compressed data may

@@ -96,7 +96,7 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_in_place(uint64_t offset, const IoV
   }
   plan.clusters = plan.old.size();
   uint64_t n = std::min<uint64_t>(iov.size(), plan.clusters * cs - in_cluster);
-  STRATA_CO_TRY_ASSIGN(bool update, plan_cow(offset, n, table, plan));
+  STRATA_CO_TRY_ASSIGN(bool update, plan_cow(offset, n, plan));
   if (update) co_return co_await co_write_planned(offset, iov.slice(0, n), std::move(plan));
   uint64_t host = plan.host + in_cluster;
   if (data_file_ == file_) STRATA_CO_TRY(check_overlap(host, n));
@@ -127,7 +127,7 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_allocating(uint64_t offset, const I
   }
   plan.clusters = plan.old.size();
   uint64_t n = std::min<uint64_t>(iov.size(), plan.clusters * cs - in_cluster);
-  STRATA_CO_TRY(plan_cow(offset, n, table, plan));
+  STRATA_CO_TRY(plan_cow(offset, n, plan));
   if (external_data()) {
     plan.host = plan.first_cluster << cluster_bits_;
   } else {
@@ -139,11 +139,9 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_allocating(uint64_t offset, const I
 // The region of the clusters a write of `bytes` at `offset` covers, with the
 // parts to copy (QEMU's calculate_l2_meta); false when the clusters are kept
 // and every subcluster written is allocated already (no copy, no L2 change).
-Result<bool> Qcow2Driver::plan_cow(uint64_t offset, uint64_t bytes, const Table& table,
-                                   CowPlan& plan) {
+Result<bool> Qcow2Driver::plan_cow(uint64_t offset, uint64_t bytes, CowPlan& plan) {
   uint64_t cs = cluster_size();
   uint32_t sc_bits = l2fmt_.subcluster_bits();
-  uint64_t sc_size = subcluster_size();
   uint64_t start_to = offset & (cs - 1);
   uint64_t end_from = start_to + bytes;
   bool skip = plan.keep_old;
@@ -161,37 +159,47 @@ Result<bool> Qcow2Driver::plan_cow(uint64_t offset, uint64_t bytes, const Table&
     }
   }
   if (skip) return false;
+  plan.start = cow_start(offset, plan);
+  plan.head = start_to - plan.start;
+  plan.tail = cow_end(offset + bytes, plan) - end_from;
+  return true;
+}
+
+// Where the written region starts in the first cluster: the start of the
+// written subcluster, or of the cluster's data when the cluster is new.
+uint64_t Qcow2Driver::cow_start(uint64_t offset, const CowPlan& plan) const {
+  uint32_t sc_bits = l2fmt_.subcluster_bits();
   const L2Entry& head = plan.old.front();
   unsigned sc = sc_index(offset);
   ClusterType type = l2fmt_.subcluster_type(head, sc);
-  uint64_t start_from = uint64_t(sc) << sc_bits;
-  if (plan.keep_old && type == ClusterType::kNormal) {
-    start_from = start_to;
-  } else if (!plan.keep_old && type == ClusterType::kCompressed) {
-    start_from = 0;
-  } else if (!plan.keep_old && has_host(type)) {
+  if (plan.keep_old && type == ClusterType::kNormal) return offset & (cluster_size() - 1);
+  if (!plan.keep_old && type == ClusterType::kCompressed) return 0;
+  if (!plan.keep_old && has_host(type)) {
     // From the first subcluster that holds data (without extended L2: 0).
     unsigned first_alloc = l2fmt_.extended ? trailing_zeros32(uint32_t(head.bitmap)) : 0;
-    start_from = uint64_t(std::min(sc, first_alloc)) << sc_bits;
+    return uint64_t(std::min(sc, first_alloc)) << sc_bits;
   }
+  return uint64_t(sc) << sc_bits;
+}
+
+// Where it ends, counted from the first cluster, for a write ending at
+// guest offset `end`.
+uint64_t Qcow2Driver::cow_end(uint64_t end, const CowPlan& plan) const {
+  uint64_t cs = cluster_size();
+  uint32_t sc_bits = l2fmt_.subcluster_bits();
+  uint64_t end_from = end - (plan.first_cluster << cluster_bits_);
   const L2Entry& tail = plan.old.back();
-  sc = sc_index(offset + bytes - 1);
-  type = l2fmt_.subcluster_type(tail, sc);
-  uint64_t end_to = round_up(end_from, sc_size);
-  if (plan.keep_old && type == ClusterType::kNormal) {
-    end_to = end_from;
-  } else if (!plan.keep_old && type == ClusterType::kCompressed) {
-    end_to = round_up(end_from, cs);
-  } else if (!plan.keep_old && has_host(type)) {
+  unsigned sc = sc_index(end - 1);
+  ClusterType type = l2fmt_.subcluster_type(tail, sc);
+  if (plan.keep_old && type == ClusterType::kNormal) return end_from;
+  if (!plan.keep_old && type == ClusterType::kCompressed) return round_up(end_from, cs);
+  if (!plan.keep_old && has_host(type)) {
     // To the last subcluster that holds data (without extended L2: the end).
     unsigned after = l2fmt_.subclusters() - sc - 1;
     unsigned last_alloc = l2fmt_.extended ? leading_zeros32(uint32_t(tail.bitmap)) : 0;
-    end_to = round_up(end_from, cs) - (uint64_t(std::min(after, last_alloc)) << sc_bits);
+    return round_up(end_from, cs) - (uint64_t(std::min(after, last_alloc)) << sc_bits);
   }
-  plan.start = start_from;
-  plan.head = start_to - start_from;
-  plan.tail = end_to - end_from;
-  return true;
+  return round_up(end_from, subcluster_size());
 }
 
 // Whether the parts a plan copies read as zeroes without reading data:
