@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config ccache
-  libuv1-dev nlohmann-json3-dev zlib1g-dev libssl-dev libgtest-dev libgmock-dev
+  libuv1-dev nlohmann-json3-dev zlib1g-dev libzstd-dev libssl-dev libgtest-dev libgmock-dev
   qemu-utils qemu-system-common libnbd-bin python3-libnbd python3-pytest fio nbdkit
   openssl socat valgrind
 )

@@ -27,10 +27,10 @@ Task<Result<ChainStatus>> co_block_status_above(Node& top, Node* base, uint64_t 
     if (st->bytes == 0) co_return Error{EIO, "block status returned an empty extent"};
     out.flags = st->flags;
     out.bytes = st->bytes;
+    out.map_offset = st->map_offset;
+    out.map_node = st->map_node;
     if (st->flags & kStatusAllocated) {
       out.depth = out.bottom;
-      out.map_offset = st->map_offset;
-      out.map_node = st->map_node;
       co_return out;
     }
     Node* below = next_layer(*node);

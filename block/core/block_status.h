@@ -27,7 +27,7 @@ struct ChainStatus {
   uint32_t depth = 0;
   // The deepest layer asked (1-based), whatever the answer.
   uint32_t bottom = 1;
-  uint64_t map_offset = 0;  // with kStatusOffsetValid
+  uint64_t map_offset = 0;  // with kStatusOffsetValid (also of an unallocated range)
   Node* map_node = nullptr;
 
   bool allocated() const { return flags & kStatusAllocated; }

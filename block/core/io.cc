@@ -290,14 +290,24 @@ Task<Result<void>> Node::co_zeroes_aligned(uint64_t offset, uint64_t bytes, uint
   co_return Result<void>{};
 }
 
+// The unaligned head or tail of a write-zeroes request: offered to the
+// driver first when it asks for that, else (or on ENOTSUP) written.
+Task<Result<void>> Node::co_zeroes_unaligned(uint64_t offset, uint64_t bytes, uint32_t flags) {
+  if (limits().try_unaligned_zeroes) {
+    auto r = co_await driver_->co_pwrite_zeroes(offset, bytes, flags & ~kReqFua);
+    if (r || r.error().code != ENOTSUP) co_return r;
+  }
+  if (flags & kReqNoFallback) co_return Error{ENOTSUP, "unaligned fast zero"};
+  co_return co_await co_zeroes_by_writing(offset, bytes, flags & ~kReqMayUnmap);
+}
+
 Task<Result<void>> Node::co_do_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
   uint64_t zalign = limits().zeroes_alignment;
   uint64_t end = offset + bytes;
   uint64_t mid_start = std::min(align_up(offset, zalign), end);
   uint64_t mid_end = std::max(align_down(end, zalign), mid_start);
   if (mid_start > offset) {
-    if (flags & kReqNoFallback) co_return Error{ENOTSUP, "unaligned fast zero"};
-    auto r = co_await co_zeroes_by_writing(offset, mid_start - offset, flags & ~kReqMayUnmap);
+    auto r = co_await co_zeroes_unaligned(offset, mid_start - offset, flags);
     if (!r) co_return r;
   }
   if (mid_end > mid_start) {
@@ -305,8 +315,7 @@ Task<Result<void>> Node::co_do_zeroes(uint64_t offset, uint64_t bytes, uint32_t 
     if (!r) co_return r;
   }
   if (end > mid_end) {
-    if (flags & kReqNoFallback) co_return Error{ENOTSUP, "unaligned fast zero"};
-    auto r = co_await co_zeroes_by_writing(mid_end, end - mid_end, flags & ~kReqMayUnmap);
+    auto r = co_await co_zeroes_unaligned(mid_end, end - mid_end, flags);
     if (!r) co_return r;
   }
   if (flags & kReqFua) co_return co_await co_flush();

@@ -259,6 +259,7 @@ class Node {
   Task<Result<void>> co_write_rmw(uint64_t offset, const IoVec& iov, uint32_t flags);
   Task<Result<void>> co_zeroes_aligned(uint64_t offset, uint64_t bytes, uint32_t flags);
   Task<Result<void>> co_zeroes_by_writing(uint64_t offset, uint64_t bytes, uint32_t flags);
+  Task<Result<void>> co_zeroes_unaligned(uint64_t offset, uint64_t bytes, uint32_t flags);
   Task<Result<void>> co_do_write(uint64_t offset, const IoVec& iov, uint32_t flags,
                                  const Child* caller);
   Task<Result<void>> co_do_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);

@@ -11,9 +11,9 @@ class Node;
 
 // Flags on write, write-zeroes and read requests.
 enum RequestFlag : uint32_t {
-  kReqFua = 1u << 0,         // write: stable on completion
-  kReqMayUnmap = 1u << 1,    // write-zeroes: may deallocate
-  kReqNoFallback = 1u << 2,  // write-zeroes: fail with ENOTSUP instead of writing zeroes
+  kReqFua = 1u << 0,              // write: stable on completion
+  kReqMayUnmap = 1u << 1,         // write-zeroes: may deallocate
+  kReqNoFallback = 1u << 2,       // write-zeroes: fail with ENOTSUP instead of writing zeroes
   kReqWriteCompressed = 1u << 3,  // write: store compressed (formats that can; whole clusters)
 };
 
@@ -44,8 +44,11 @@ struct Limits {
   uint32_t discard_alignment = 1;
   uint64_t max_discard = 0;  // 0: unlimited
   uint32_t zeroes_alignment = 1;
-  uint64_t max_zeroes = 0;     // 0: unlimited
-  bool supports_fua = false;   // kReqFua handled by the driver itself
+  uint64_t max_zeroes = 0;  // 0: unlimited
+  // The unaligned head and tail of a write-zeroes request are offered to the
+  // driver first (as QEMU does); only on ENOTSUP are they written as zeroes.
+  bool try_unaligned_zeroes = false;
+  bool supports_fua = false;  // kReqFua handled by the driver itself
   bool serialize_overlapping_writes = false;
 };
 

@@ -3,7 +3,9 @@
 // Whatever the input, each step must answer with a result or a clean error
 // (with a message), never crash, hang or allocate without bound, and the
 // graph must be empty after closing. The input goes through a private
-// temporary file; backing files are never opened (backing: null).
+// temporary file; backing files are never opened (backing: null), and an
+// image with the external data file bit gets a private temporary data file
+// (data-file), never the file its header names.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -52,11 +54,12 @@ void exercise(strata::Engine& engine, strata::Node* node) {
   if (q) (void)engine.run(strata::qcow2::co_check(*q, 0));
 }
 
-void open_once(const std::string& path, bool writable) {
+void open_once(const std::string& path, const std::string& data_file, bool writable) {
   strata::Engine engine;
   nlohmann::json options = {{"driver", "qcow2"},
                             {"backing", nullptr},
                             {"file", {{"driver", "file"}, {"filename", path}}}};
+  if (!data_file.empty()) options["data-file"] = {{"driver", "file"}, {"filename", data_file}};
   strata::DriveOptions drive_options;
   drive_options.writable = writable;
   auto drive = engine.run(strata::Drive::co_open(engine, options, drive_options));
@@ -81,11 +84,23 @@ void open_once(const std::string& path, bool writable) {
 
 }  // namespace
 
+// Whether the input is a v3 header with the external data file bit.
+bool wants_data_file(const uint8_t* data, size_t size) {
+  return size >= 80 && data[4] == 0 && data[5] == 0 && data[6] == 0 && data[7] == 3 &&
+         (data[79] & 4);
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > kMaxInput) return 0;
   std::string path = write_temp(data, size);
-  open_once(path, false);
-  open_once(path, true);
+  std::string data_file;
+  if (wants_data_file(data, size)) {
+    std::vector<uint8_t> zeroes(1 << 20, 0);
+    data_file = write_temp(zeroes.data(), zeroes.size());
+  }
+  open_once(path, data_file, false);
+  open_once(path, data_file, true);
   unlink(path.c_str());
+  if (!data_file.empty()) unlink(data_file.c_str());
   return 0;
 }

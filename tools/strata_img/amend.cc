@@ -1,7 +1,8 @@
 // strata-img amend [-p] [-q] [-f FMT] [-t CACHE] [--force] [--image-opts]
 //                  -o OPTIONS FILE
-// Changes compat (0.10 <-> 1.1), lazy_refcounts, refcount_bits and size of a qcow2 image
-// in place, with qemu-img's messages for options that cannot change.
+// Changes compat (0.10 <-> 1.1), lazy_refcounts, refcount_bits, data_file,
+// data_file_raw (off only) and size of a qcow2 image in place, with
+// qemu-img's messages for options that cannot change.
 #include <cstdio>
 #include <cstdlib>
 
@@ -22,8 +23,7 @@ struct AmendArgs {
 
 Result<qcow2::AmendOptions> amend_options(const std::map<std::string, std::string>& opts) {
   static const char* creation_only[] = {"cluster_size",     "preallocation", "extended_l2",
-                                        "compression_type", "encrypt",       "encryption",
-                                        "data_file",        "data_file_raw"};
+                                        "compression_type", "encrypt",       "encryption"};
   qcow2::AmendOptions o;
   for (const auto& [k, v] : opts) {
     if (k == "compat") {
@@ -41,6 +41,14 @@ Result<qcow2::AmendOptions> amend_options(const std::map<std::string, std::strin
         return Error{EINVAL, "Refcount width must be a power of two and may not exceed 64 bits"};
       }
       o.refcount_bits = uint32_t(bits);
+    } else if (k == "data_file") {
+      o.data_file = v;
+    } else if (k == "data_file_raw") {
+      bool on;
+      if (!parse_bool_word(v, &on)) {
+        return Error{EINVAL, "Parameter 'data_file_raw' expects 'on' or 'off'"};
+      }
+      o.data_file_raw = on;
     } else if (k == "backing_file" || k == "backing_fmt") {
       return Error{EINVAL, "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead."};
     } else if (k == "size") {
@@ -117,7 +125,9 @@ int cmd_amend(Engine& engine, const Args& args) {
     switch (c) {
       case 'o':
         if (p.arg == "help" || p.arg == "?") {
-          std::printf("Supported options:\n  compat, lazy_refcounts, refcount_bits, size\n");
+          std::printf(
+              "Supported options:\n  compat, data_file, data_file_raw, lazy_refcounts, "
+              "refcount_bits, size\n");
           return 0;
         }
         parse_option_string(p.arg, &a.opts);

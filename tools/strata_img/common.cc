@@ -119,6 +119,7 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   }
   if (spec.force_share) opts["force-share"] = true;
   if (spec.check_mode && opts.value("driver", "") == "qcow2") opts["x-check"] = true;
+  if (spec.no_data_file && opts.value("driver", "") == "qcow2") opts["x-no-data-file"] = true;
   if (spec.cache == "none" || spec.cache == "directsync") {
     opts["cache"] = {{"direct", true}};
   } else if (spec.cache == "unsafe") {
@@ -171,6 +172,12 @@ Task<Result<ChainStatus>> co_chain_status(Node* top, uint64_t offset, uint64_t b
   if (out.present) {
     out.data = st.flags & kStatusData;
     out.has_offset = st.flags & kStatusOffsetValid;
+    out.offset = st.map_offset;
+    out.map_node = st.map_node;
+  } else if (st.flags & kStatusOffsetValid) {
+    // As qemu-img map: an offset the last layer gives goes with it (the
+    // unallocated subclusters of an allocated qcow2 cluster).
+    out.has_offset = true;
     out.offset = st.map_offset;
     out.map_node = st.map_node;
   }

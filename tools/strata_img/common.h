@@ -35,11 +35,12 @@ struct OpenSpec {
   std::string filename;
   std::string format;  // empty: probe
   bool writable = false;
-  bool no_backing = false;   // -U style backing suppression (backing: null)
-  bool force_share = false;  // -U
-  bool image_opts = false;   // filename is a JSON/dotted option string
-  bool check_mode = false;   // open corrupt images writable for repair
-  std::string cache;         // -t: "none", "writeback", "unsafe", ...
+  bool no_backing = false;    // -U style backing suppression (backing: null)
+  bool force_share = false;   // -U
+  bool image_opts = false;    // filename is a JSON/dotted option string
+  bool check_mode = false;    // open corrupt images writable for repair
+  bool no_data_file = false;  // qcow2: metadata only, the external data file left closed
+  std::string cache;          // -t: "none", "writeback", "unsafe", ...
 };
 
 // Blockdev options for an image named on the command line.

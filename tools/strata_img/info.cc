@@ -69,7 +69,7 @@ ojson ordered_format_specific(const nlohmann::json& spec) {
                    {"compressed", "virtual-size", "filename", "cluster-size", "format"});
   } else {
     data = ordered(in, {"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
-                        "corrupt", "extended-l2", "data-file", "data-file-raw"});
+                        "data-file", "data-file-raw", "corrupt", "extended-l2"});
     // Each bitmap as QEMU lists it: flags, name, granularity.
     order_elements(data, "bitmaps", {"flags", "name", "granularity"});
   }

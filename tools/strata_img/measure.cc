@@ -49,13 +49,15 @@ uint64_t refcount_metadata_bytes(uint64_t clusters, uint64_t cs, uint32_t refcou
   return (blocks + table) * cs;
 }
 
-// Size of a fully preallocated qcow2 image of `virtual_size`.
-uint64_t qcow2_full_size(uint64_t virtual_size, uint64_t cs, uint32_t refcount_order) {
+// Size of a fully preallocated qcow2 image of `virtual_size` (L2 entries of
+// `l2e` bytes: 16 with extended L2).
+uint64_t qcow2_full_size(uint64_t virtual_size, uint64_t cs, uint32_t refcount_order,
+                         uint64_t l2e) {
   uint64_t aligned = qcow2::round_up(virtual_size, cs);
   uint64_t meta = cs;
-  uint64_t l2_entries = qcow2::round_up(aligned / cs, cs / 8);
-  meta += l2_entries * 8;
-  uint64_t l1_entries = qcow2::round_up(l2_entries * 8 / cs, cs / 8);
+  uint64_t l2_entries = qcow2::round_up(aligned / cs, cs / l2e);
+  meta += l2_entries * l2e;
+  uint64_t l1_entries = qcow2::round_up(l2_entries * l2e / cs, cs / 8);
   meta += l1_entries * 8;
   meta += refcount_metadata_bytes((meta + aligned) / cs, cs, refcount_order);
   return meta + aligned;
@@ -108,8 +110,12 @@ Result<qcow2::CreateOptions> target_options(const MeasureArgs& a) {
       }
     } else if (k == "backing_file") {
       o.backing_file = v;
+    } else if (k == "extended_l2") {
+      if (!parse_bool_word(v, &o.extended_l2)) {
+        return Error{EINVAL, "Parameter 'extended_l2' expects 'on' or 'off'"};
+      }
     } else if (k == "backing_fmt" || k == "lazy_refcounts" || k == "compression_type" ||
-               k == "extended_l2" || k == "size") {
+               k == "data_file" || k == "data_file_raw" || k == "size") {
       continue;
     } else {
       return Error{EINVAL, "Invalid parameter '" + k + "'"};
@@ -118,6 +124,11 @@ Result<qcow2::CreateOptions> target_options(const MeasureArgs& a) {
   uint64_t cs = o.cluster_size;
   if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
     return Error{EINVAL, "Cluster size must be a power of two between 512 and 2048k"};
+  }
+  if (o.extended_l2 && cs < 16384) {
+    return Error{EINVAL,
+                 "Extended L2 entries are only supported with cluster sizes of at least 16384 "
+                 "bytes"};
   }
   uint32_t rb = o.refcount_bits;
   if (rb == 0 || rb > 64 || (rb & (rb - 1))) {
@@ -137,7 +148,7 @@ Measurement measure_qcow2(const qcow2::CreateOptions& o, uint64_t size, uint64_t
       o.preallocation == Preallocation::kFull) {
     required = virtual_size;
   }
-  m.fully_allocated = qcow2_full_size(virtual_size, o.cluster_size, order);
+  m.fully_allocated = qcow2_full_size(virtual_size, o.cluster_size, order, o.extended_l2 ? 16 : 8);
   m.required = m.fully_allocated - virtual_size + required;
   m.has_bitmaps = from_image && o.version >= 3;
   return m;

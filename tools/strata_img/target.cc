@@ -15,7 +15,8 @@ namespace {
 const std::vector<std::string>& known_options(const std::string& format) {
   static const std::vector<std::string> qcow2 = {
       "cluster_size", "compat",      "lazy_refcounts", "refcount_bits",    "preallocation",
-      "backing_file", "backing_fmt", "size",           "compression_type", "extended_l2"};
+      "backing_file", "backing_fmt", "size",           "compression_type", "extended_l2",
+      "data_file",    "data_file_raw"};
   static const std::vector<std::string> raw = {"size", "preallocation", "nocow",
                                                "extent_size_hint"};
   return format == "raw" ? raw : qcow2;
@@ -64,6 +65,7 @@ Result<void> check_create_option_syntax(const std::string& format,
   }
   STRATA_TRY(parse_bool_opt(opts, "lazy_refcounts", false));
   STRATA_TRY(parse_bool_opt(opts, "extended_l2", false));
+  STRATA_TRY(parse_bool_opt(opts, "data_file_raw", false));
   STRATA_TRY(parse_bool_opt(opts, "nocow", false));  // accepted, as btrfs-only
   std::string hint = option(opts, "extent_size_hint");
   if (!hint.empty() && !parse_img_size(hint, &size)) {
@@ -94,11 +96,7 @@ Result<qcow2::CreateOptions> parse_create_options(const std::string& format,
     return Error{EINVAL,
                  "Parameter 'preallocation' does not accept value '" + get("preallocation") + "'"};
   }
-  if (!get("compression_type").empty() && get("compression_type") != "zlib") {
-    return Error{ENOTSUP, "Compression type '" + get("compression_type") + "' is not supported"};
-  }
-  STRATA_TRY_ASSIGN(bool ext_l2, parse_bool_opt(opts, "extended_l2", false));
-  if (ext_l2) return Error{ENOTSUP, "Extended L2 entries are not supported"};
+  STRATA_TRY(qcow2::parse_feature_options(opts, &o));
   o.backing_file = get("backing_file");
   o.backing_format = get("backing_fmt");
   return o;

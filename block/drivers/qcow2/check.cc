@@ -150,18 +150,21 @@ Task<Result<void>> co_check_l2_copied(Qcow2Driver& d, uint64_t l2, bool repair, 
     co_return r;
   }
   int64_t dirty = 0;
-  for (uint64_t j = 0; j < cs / 8; j++) {
-    uint64_t e = load_be64(&table[j * 8]);
-    uint64_t off = e & kOffsetMask;
-    if ((e & kCompressed) || !off) continue;  // only normal and preallocated zero clusters
-    auto refcount = co_await d.refcounts().co_get(off >> d.cluster_bits());
+  const L2Format& fmt = d.l2_format();
+  for (uint64_t j = 0; j < fmt.entries_per_table(); j++) {
+    uint64_t e = fmt.load(table.data(), j).entry;
+    ClusterType type = fmt.cluster_type(e);
+    if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
+    // Clusters of an external data file have no refcounts: 1, as QEMU.
+    Result<uint64_t> refcount = uint64_t{1};
+    if (!fmt.data_file) refcount = co_await d.refcounts().co_get((e & kOffsetMask) >> d.cluster_bits());
     if (!refcount || (*refcount == 1) == bool(e & kCopied)) continue;
     res.corruptions++;
     res.messages.push_back(check_format("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
                                         " refcount=%" PRIu64,
                                         repair ? "Repairing" : "ERROR", e, *refcount));
     if (!repair) continue;
-    store_be64(&table[j * 8], *refcount == 1 ? (e | kCopied) : (e & ~kCopied));
+    store_be64(&table[j * fmt.entry_bytes()], *refcount == 1 ? (e | kCopied) : (e & ~kCopied));
     dirty++;
   }
   if (dirty == 0) co_return Result<void>{};

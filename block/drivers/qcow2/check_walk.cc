@@ -16,11 +16,6 @@ constexpr uint64_t kMaxTrackedClusters = 1ull << 26;
 // Reads at or past this offset fail as QEMU's requests do.
 constexpr uint64_t kMaxOffset = uint64_t(INT64_MAX) & ~uint64_t(511);
 
-ClusterType type_of(uint64_t e) {
-  if (e & kCompressed) return ClusterType::kCompressed;
-  if (e & kZeroFlag) return (e & kOffsetMask) ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
-  return (e & kOffsetMask) ? ClusterType::kNormal : ClusterType::kUnallocated;
-}
 
 }  // namespace
 
@@ -77,23 +72,24 @@ Task<Result<void>> ReferenceWalk::co_read(uint64_t offset, std::vector<uint8_t>&
   co_return r;
 }
 
-void ReferenceWalk::check_reserved_l2_bits(uint64_t e) {
-  if (!(e & kL2ReservedMask)) return;
-  message(check_format("ERROR found l2 entry with reserved bits set: %" PRIx64, e));
+void ReferenceWalk::report(const EntryCheck& check) {
+  for (const auto& m : check.errors) message(m);
+  res_.corruptions += int64_t(check.errors.size());
+}
+
+uint64_t ReferenceWalk::check_compressed_copied(uint64_t e) {
+  if (!(e & kCopied)) return e;
+  uint64_t offset_mask = (uint64_t(1) << (62 - (bits_ - 8))) - 1;
+  message(check_format("ERROR: coffset=0x%" PRIx64
+                       ": copied flag must never be set for compressed clusters",
+                       e & offset_mask));
   res_.corruptions++;
+  return e & ~kCopied;
 }
 
 void ReferenceWalk::count_compressed(uint64_t e, bool active) {
   uint32_t shift = 62 - (bits_ - 8);
-  uint64_t offset_mask = (uint64_t(1) << shift) - 1;
-  if (e & kCopied) {
-    message(check_format("ERROR: coffset=0x%" PRIx64
-                         ": copied flag must never be set for compressed clusters",
-                         e & offset_mask));
-    res_.corruptions++;
-    e &= ~kCopied;
-  }
-  uint64_t coffset = e & offset_mask;
+  uint64_t coffset = e & ((uint64_t(1) << shift) - 1);
   uint64_t sectors = ((e >> shift) & ((uint64_t(1) << (bits_ - 8)) - 1)) + 1;
   add(coffset, sectors * 512 - (coffset & 511));
   if (active) {
@@ -111,7 +107,7 @@ void ReferenceWalk::count_data(uint64_t offset, bool active) {
     if (next_contiguous_ && offset != next_contiguous_) res_.fragmented_clusters++;
     next_contiguous_ = offset + cs_;
   }
-  add(offset, cs_);
+  if (!d_.l2_format().data_file) add(offset, cs_);  // data file clusters have no refcounts
 }
 
 // QEMU's fix_l2_entry_by_zero: the entry becomes a plain zero cluster.
@@ -119,15 +115,20 @@ void ReferenceWalk::count_data(uint64_t offset, bool active) {
 // false: it failed otherwise (the entry is counted as it is).
 Task<Result<bool>> ReferenceWalk::co_fix_entry_by_zero(uint64_t l2_offset, uint64_t i,
                                                        bool active) {
-  uint64_t at = l2_offset + i * 8;
-  if (auto r = d_.check_metadata_write(at, 8, active ? kMetaActiveL2 : kMetaInactiveL2); !r) {
+  const L2Format& fmt = d_.l2_format();
+  uint64_t at = l2_offset + i * fmt.entry_bytes();
+  if (auto r = d_.check_metadata_write(at, fmt.entry_bytes(), active ? kMetaActiveL2 : kMetaInactiveL2);
+      !r) {
     message("ERROR: Overlap check failed");
     res_.check_errors++;
     co_return std::move(r).error();
   }
-  uint8_t entry[8];
-  store_be64(entry, kZeroFlag);
-  auto r = co_await d_.file()->co_pwrite(at, {entry, sizeof entry});
+  // With subclusters, a zero cluster is an all-zero bitmap (QEMU's
+  // QCOW_L2_BITMAP_ALL_ZEROES).
+  uint8_t entry[16] = {};
+  L2Entry zero{fmt.extended ? 0 : kZeroFlag, fmt.extended ? kBitmapAllZeroes : 0};
+  fmt.store(entry, 0, zero);
+  auto r = co_await d_.file()->co_pwrite(at, {entry, fmt.entry_bytes()});
   if (r) r = co_await d_.file()->co_flush();
   if (!r) {
     message(std::string("ERROR: Failed to overwrite L2 table entry: ") +
@@ -163,15 +164,20 @@ Task<Result<void>> ReferenceWalk::co_walk_l2(uint64_t l2_offset, bool active) {
   std::vector<uint8_t> table(cs_);
   STRATA_CO_TRY(co_await co_read(l2_offset, table, "check_refcounts_l2"));
   next_contiguous_ = 0;  // as QEMU: fragmentation is counted within one L2 table
-  for (uint64_t i = 0; i < cs_ / 8; i++) {
-    uint64_t e = load_be64(&table[i * 8]);
-    ClusterType type = type_of(e);
-    if (type != ClusterType::kCompressed) check_reserved_l2_bits(e);
+  const L2Format& fmt = d_.l2_format();
+  for (uint64_t i = 0; i < fmt.entries_per_table(); i++) {
+    L2Entry le = fmt.load(table.data(), i);
+    ClusterType type = fmt.cluster_type(le.entry);
+    EntryCheck entry_check = check_l2_entry(fmt, i, le);
     if (type == ClusterType::kCompressed) {
-      count_compressed(e, active);
+      uint64_t e = check_compressed_copied(le.entry);
+      report(entry_check);
+      if (entry_check.counted) count_compressed(e, active);
       continue;
     }
+    report(entry_check);
     if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
+    uint64_t e = le.entry;
     if ((e & kOffsetMask) % cs_) {
       STRATA_CO_TRY_ASSIGN(bool fixed, co_await co_unaligned_entry(l2_offset, i, e, active));
       if (fixed) continue;  // a plain zero cluster now: nothing to count

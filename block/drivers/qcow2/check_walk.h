@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "block/drivers/qcow2/check.h"
+#include "block/drivers/qcow2/check_l2.h"
 
 namespace strata::qcow2 {
 
@@ -43,7 +44,9 @@ class ReferenceWalk {
   Task<Result<void>> co_walk_snapshots();
   Task<Result<void>> co_walk_l1(uint64_t l1_offset, uint32_t l1_size, bool active);
   Task<Result<void>> co_walk_l2(uint64_t l2_offset, bool active);
-  void check_reserved_l2_bits(uint64_t entry);
+  void report(const EntryCheck& check);
+  // Reports a COPIED flag on a compressed entry; the entry without it.
+  uint64_t check_compressed_copied(uint64_t entry);
   void count_compressed(uint64_t entry, bool active);
   void count_data(uint64_t offset, bool active);
   // An allocated entry whose offset is not cluster aligned; true when it

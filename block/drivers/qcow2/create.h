@@ -7,11 +7,15 @@
 // emptying it (block/drivers/file_create.h), then writes a complete empty
 // image; the file is closed again on return. Option errors carry
 // qemu-img's messages; an option error or a refused lock leaves the file
-// untouched.
+// untouched. With an external data file, that file is created (or
+// emptied, under its image lock) with the image's size, under the name as
+// given (relative to the working directory, as qemu-img), and the name is
+// stored in the header.
 // Thread rules: loop-thread only.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "block/core/types.h"
@@ -33,7 +37,16 @@ struct CreateOptions {
   // (blockdev-create on an existing `file` node): its own locks would
   // conflict with the ones creating takes.
   bool lock_file = true;
+  bool extended_l2 = false;
+  uint8_t compression_type = 0;  // 0 zlib, 1 zstd
+  std::string data_file;         // external data file (empty: none)
+  bool data_file_raw = false;
 };
+
+// Reads the options `compression_type`, `extended_l2`, `data_file` and
+// `data_file_raw` of a qemu-img -o option map into `o` (create_options.cc).
+Result<void> parse_feature_options(const std::map<std::string, std::string>& opts,
+                                   CreateOptions* o);
 
 // Parses a qemu-img compat value ("0.10", "v2", "1.1", "v3").
 Result<uint32_t> parse_compat(const std::string& s);

@@ -34,14 +34,23 @@ constexpr uint64_t kIncompatCorrupt = 1ull << 1;
 constexpr uint64_t kIncompatDataFile = 1ull << 2;
 constexpr uint64_t kIncompatCompression = 1ull << 3;
 constexpr uint64_t kIncompatExtendedL2 = 1ull << 4;
-constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt;
+constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt | kIncompatDataFile |
+                                    kIncompatCompression | kIncompatExtendedL2;
 // Compatible feature bits.
 constexpr uint64_t kCompatLazyRefcounts = 1ull << 0;
 // Autoclear feature bits.
 constexpr uint64_t kAutoclearBitmaps = 1ull << 0;
 constexpr uint64_t kAutoclearDataFileRaw = 1ull << 1;
 // The autoclear bits Strata keeps on a writable open (others are cleared).
-constexpr uint64_t kAutoclearKept = kAutoclearBitmaps;
+constexpr uint64_t kAutoclearKept = kAutoclearBitmaps | kAutoclearDataFileRaw;
+
+// Compression types (header byte 104).
+constexpr uint8_t kCompressionZlib = 0;
+constexpr uint8_t kCompressionZstd = 1;
+
+// Extended L2 entries: 32 subclusters per cluster.
+constexpr uint32_t kSubclusterBits = 5;
+constexpr uint32_t kSubclustersPerCluster = 1u << kSubclusterBits;
 
 // Header extension types.
 constexpr uint32_t kExtEnd = 0;
@@ -95,7 +104,7 @@ struct FeatureName {
   std::string name;
 };
 
-// A header extension kept as raw bytes (bitmaps, data file, unknown ones).
+// A header extension kept as raw bytes (bitmaps, unknown ones).
 struct HeaderExtension {
   uint32_t type = 0;
   std::vector<uint8_t> data;
@@ -125,12 +134,19 @@ struct Header {
   std::string backing_file;
   std::string backing_format;
   bool has_backing_format = false;
+  std::string data_file;  // the external data file extension's name (may be empty)
   std::vector<FeatureName> feature_names;
   bool had_feature_table = false;
   std::vector<HeaderExtension> extensions;  // preserved as read, in order
 
   uint64_t cluster_size() const { return 1ull << cluster_bits; }
   uint32_t refcount_bits() const { return 1u << refcount_order; }
+  bool extended_l2() const { return incompatible_features & kIncompatExtendedL2; }
+  bool has_data_file() const { return incompatible_features & kIncompatDataFile; }
+  bool data_file_raw() const { return autoclear_features & kAutoclearDataFileRaw; }
+  // Bits of guest address an L2 table maps: a cluster's worth of 8-byte
+  // (16-byte with extended L2) entries, each mapping one cluster.
+  uint32_t l2_bits() const { return cluster_bits - (extended_l2() ? 4 : 3); }
   const HeaderExtension* find_extension(uint32_t type) const;
 };
 

@@ -58,20 +58,28 @@ Result<void> parse_fixed_fields(std::span<const uint8_t> d, Header& h) {
   return {};
 }
 
+// As QEMU's validate_compression_type.
+Result<void> check_compression_type(const Header& h) {
+  if (h.compression_type != kCompressionZlib && h.compression_type != kCompressionZstd) {
+    return Error{ENOTSUP, "qcow2: unknown compression type: " + std::to_string(h.compression_type)};
+  }
+  bool bit = h.incompatible_features & kIncompatCompression;
+  if (h.compression_type == kCompressionZlib && bit) {
+    return invalid("qcow2: Compression type incompatible feature bit must not be set");
+  }
+  if (h.compression_type != kCompressionZlib && !bit) {
+    return invalid("qcow2: Compression type incompatible feature bit must be set");
+  }
+  return {};
+}
+
 Result<void> check_values(const Header& h) {
   uint64_t cs = h.cluster_size();
   if (h.crypt_method != 0) return Error{ENOTSUP, "Encrypted qcow2 images are not supported"};
-  if ((h.incompatible_features & kIncompatCompression) != 0 || h.compression_type != 0) {
-    if (h.compression_type == 0) {
-      return invalid("compression_type field is 0 but the compression type feature bit is set");
-    }
-    if (!(h.incompatible_features & kIncompatCompression)) {
-      return invalid("compression_type field is not 0 but the feature bit is not set");
-    }
-    if (h.compression_type != 1) {
-      return Error{ENOTSUP, "Unknown compression type " + std::to_string(h.compression_type)};
-    }
+  if (h.extended_l2() && (cs >> kSubclusterBits) < 512) {
+    return invalid("Unsupported subcluster size: " + std::to_string(cs >> kSubclusterBits));
   }
+  STRATA_TRY(check_compression_type(h));
   if (h.refcount_table_clusters == 0)
     return invalid("Image does not contain a reference count table");
   if (uint64_t(h.refcount_table_clusters) * cs > kMaxRefcountTableBytes) {
@@ -81,8 +89,7 @@ Result<void> check_values(const Header& h) {
   if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return Error{EFBIG, "Active L1 table too large"};
   if (h.l1_table_offset % cs) return invalid("Active L1 table offset invalid");
   // The L1 must cover the virtual size.
-  uint64_t l2_bits = h.cluster_bits - 3;
-  uint64_t shift = h.cluster_bits + l2_bits;
+  uint64_t shift = h.cluster_bits + h.l2_bits();
   if (h.size > (uint64_t(1) << 62)) return invalid("Image is too big");
   uint64_t needed = div_round_up(h.size, uint64_t(1) << shift);
   if (h.l1_size < needed) return invalid("L1 table is too small");
@@ -117,6 +124,9 @@ Result<void> parse_extensions(std::span<const uint8_t> d, Header& h) {
         return invalid("ERROR: ext_backing_format: len=" + std::to_string(len) + " too large");
       h.backing_format.assign(reinterpret_cast<const char*>(p), len);
       h.has_backing_format = true;
+    } else if (type == kExtDataFile) {
+      h.data_file.assign(reinterpret_cast<const char*>(p), len);
+      h.data_file.resize(strnlen(h.data_file.c_str(), len));
     } else if (type == kExtFeatureTable) {
       h.had_feature_table = true;
       for (uint32_t i = 0; i + 48 <= len; i += 48) {
@@ -234,14 +244,17 @@ Result<std::vector<uint8_t>> serialize_header(const Header& h) {
         out, kExtBackingFormat,
         {reinterpret_cast<const uint8_t*>(h.backing_format.data()), h.backing_format.size()});
   }
-  for (uint32_t type : {kExtDataFile, kExtCryptoHeader}) {
-    if (const auto* e = h.find_extension(type)) put_extension(out, type, e->data);
+  if (!h.data_file.empty()) {
+    put_extension(out, kExtDataFile,
+                  {reinterpret_cast<const uint8_t*>(h.data_file.data()), h.data_file.size()});
   }
+  if (const auto* e = h.find_extension(kExtCryptoHeader))
+    put_extension(out, kExtCryptoHeader, e->data);
   if (v3 && cs > 4096)
     put_extension(out, kExtFeatureTable, feature_table_bytes(default_feature_names()));
   if (const auto* e = h.find_extension(kExtBitmaps)) put_extension(out, kExtBitmaps, e->data);
   for (const auto& e : h.extensions) {
-    if (e.type != kExtDataFile && e.type != kExtCryptoHeader && e.type != kExtBitmaps) {
+    if (e.type != kExtCryptoHeader && e.type != kExtBitmaps) {
       put_extension(out, e.type, e.data);
     }
   }

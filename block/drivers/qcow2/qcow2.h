@@ -13,6 +13,9 @@
 // extensions (and the bitmaps extension) are preserved on header rewrites;
 // unknown autoclear bits are cleared on a writable open. Detected metadata
 // corruption sets the corrupt bit (writable nodes) and fails the request.
+// Extended L2 entries (subclusters), zstd compression and an external data
+// file (the `data-file` child; guest data at the guest offset, no
+// refcounts) are supported as QEMU writes them.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -26,6 +29,7 @@
 #include "block/core/image_ops.h"
 #include "block/drivers/qcow2/cache.h"
 #include "block/drivers/qcow2/format.h"
+#include "block/drivers/qcow2/l2_entry.h"
 #include "block/drivers/qcow2/refcount.h"
 #include "block/drivers/qcow2/refcount_rebuild.h"
 #include "block/drivers/qcow2/snapshot.h"
@@ -58,13 +62,12 @@ constexpr unsigned kOverlapAll = kOverlapCached | kMetaInactiveL2;
 // object with `template` and per-kind booleans); cached when absent.
 Result<unsigned> parse_overlap_checks(const nlohmann::json& options);
 
-enum class ClusterType { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
-
-// Where a run of guest bytes lives.
+// Where a run of guest bytes lives: subclusters of one type, contiguous in
+// the data file where they have host clusters.
 struct Mapping {
   ClusterType type = ClusterType::kUnallocated;
   uint64_t entry = 0;        // raw L2 entry of the first cluster
-  uint64_t host_offset = 0;  // host byte of the first guest byte (normal/zero-alloc)
+  uint64_t host_offset = 0;  // host byte of the first guest byte (types with a host cluster)
   uint64_t bytes = 0;        // length of the run sharing this mapping
 };
 
@@ -78,15 +81,22 @@ struct InflightAlloc {
   CoQueue done;
 };
 
-// An allocating write's copy-on-write: the guest clusters it covers, the
-// bytes before the data in the first one and after it in the last one, and
-// their old L2 entries.
+// A write that changes L2 entries (QEMU's QCowL2Meta): the guest clusters it
+// covers and their host clusters, the region of them it writes (from byte
+// `start` of the first cluster: `head` bytes copied from the old content,
+// the data, `tail` bytes copied), whether it keeps the clusters (allocated
+// and owned; only subclusters change) or links new ones, and whether the
+// copied parts read as zeroes (they are then zeroed by the file).
 struct CowPlan {
-  uint64_t first_cluster;
-  uint64_t clusters;
-  uint64_t head;
-  uint64_t tail;
-  const std::vector<uint64_t>* old;
+  uint64_t first_cluster = 0;
+  uint64_t clusters = 0;
+  uint64_t host = 0;  // host offset of the first cluster
+  uint64_t start = 0;
+  uint64_t head = 0;
+  uint64_t tail = 0;
+  bool keep_old = false;
+  bool zero_cow = false;
+  std::vector<L2Entry> old;  // entries before the write (new allocations free them)
 };
 
 // What strata-img amend may change; unset fields keep their value.
@@ -94,6 +104,8 @@ struct AmendOptions {
   std::optional<uint32_t> version;  // 2 (compat=0.10) or 3 (compat=1.1)
   std::optional<bool> lazy_refcounts;
   std::optional<uint32_t> refcount_bits;
+  std::optional<std::string> data_file;  // a new name ("" drops it); data file images only
+  std::optional<bool> data_file_raw;     // may be turned off, not on
 };
 
 class Qcow2Driver final : public Driver, public ImageOps {
@@ -137,6 +149,9 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_flush_all_metadata() { return co_flush_metadata(); }
   Task<Result<void>> co_set_l1_entry(uint64_t index, uint64_t entry);
   uint32_t cluster_bits() const { return cluster_bits_; }
+  const L2Format& l2_format() const { return l2fmt_; }
+  // The child holding guest data: the external data file, or `file`.
+  Child* data_file() const { return data_file_; }
   // Internal snapshots (snapshot_ops.cc); the node must be drained.
   Task<Result<void>> co_snapshot_create(std::string name) override;
   Task<Result<void>> co_snapshot_apply(std::string name_or_id) override;
@@ -194,22 +209,44 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_prepare_read_only();
   Task<Result<void>> co_flush_and_mark_clean();
 
+  // External data file (data_file.cc).
+  Task<Result<void>> co_open_data_file(OpenContext& ctx);
+  bool external_data() const { return header_.has_data_file(); }
+
   // Mapping (qcow2_map.cc).
   uint64_t cluster_size() const { return uint64_t(1) << cluster_bits_; }
+  uint64_t subcluster_size() const { return l2fmt_.subcluster_size(); }
   uint64_t l1_index(uint64_t off) const { return off >> (cluster_bits_ + l2_bits_); }
   uint64_t l2_index(uint64_t off) const {
     return (off >> cluster_bits_) & ((1ull << l2_bits_) - 1);
   }
-  ClusterType classify(uint64_t entry) const;
+  unsigned sc_index(uint64_t off) const {
+    return unsigned(off >> l2fmt_.subcluster_bits()) & (l2fmt_.subclusters() - 1);
+  }
+  // The host cluster of an entry with one, checked (aligned; with an
+  // external data file, at the guest offset of `guest_cluster`).
   Result<uint64_t> checked_host_offset(uint64_t entry);
+  Result<uint64_t> checked_host_cluster(uint64_t entry, uint64_t guest_cluster);
+  Error invalid_entry(uint64_t l1_idx, uint64_t l2_idx);
   Task<Result<std::shared_ptr<Table>>> co_l2_table(uint64_t l1_idx);
   Task<Result<std::shared_ptr<Table>>> co_writable_l2(uint64_t l1_idx);
   Task<Result<void>> co_write_l1_entry(uint64_t l1_idx);
   Task<Result<void>> co_grow_l1(uint64_t min_size);
   Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);
+  Result<void> count_run(uint64_t offset, uint64_t max_bytes, const Table& table, Mapping& m);
   void free_cluster_entry(uint64_t entry);
   Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
-  Task<Result<void>> co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
+
+  // Write-zeroes and discard (qcow2_zero.cc), under the metadata lock.
+  Task<Result<bool>> co_reads_zero(uint64_t offset, uint64_t bytes);
+  Task<Result<void>> co_zeroize(uint64_t offset, uint64_t bytes, uint32_t flags);
+  Task<Result<void>> co_zero_clusters(uint64_t offset, uint64_t clusters, uint32_t flags);
+  Task<Result<void>> co_zero_subclusters(uint64_t offset, unsigned count);
+  // Whole clusters: a full discard makes them unallocated (reads go to the
+  // backing file), otherwise they read as zeroes (v3).
+  Task<Result<void>> co_discard_clusters(uint64_t offset, uint64_t bytes, bool full);
+  // Discards guest ranges in the external data file (their mapping is gone).
+  Task<Result<void>> co_discard_data(const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
 
   // Overlap checks (qcow2_overlap.cc): the metadata structure a write to
   // [offset, offset + bytes) would hit, or null, leaving out the kinds in
@@ -228,8 +265,10 @@ class Qcow2Driver final : public Driver, public ImageOps {
   // Amend helpers (qcow2_amend.cc).
   Task<Result<void>> co_downgrade();
   Task<Result<void>> co_expand_zero_clusters();
+  Task<Result<bool>> co_find_entry(bool active, bool (*match)(uint64_t));
   Task<Result<bool>> co_snapshots_have_zero_clusters();
   Task<Result<void>> co_change_refcount_width(uint32_t bits);
+  Result<void> check_amend_data_file(const AmendOptions& o) const;
 
   // Snapshot helpers (snapshot_ops.cc).
   Task<Result<std::vector<uint64_t>>> co_read_l1_table(uint64_t offset, uint32_t size);
@@ -243,6 +282,8 @@ class Qcow2Driver final : public Driver, public ImageOps {
   // How many of the `bytes` at `offset` the backing file holds (0 without
   // one); the rest of an unallocated range reads as zeroes.
   uint64_t backing_bytes(uint64_t offset, uint64_t bytes) const;
+  // Guest data, mapped run by run (co_preadv without its checks).
+  Task<Result<void>> co_read_guest(uint64_t offset, const IoVec& iov);
   Task<Result<void>> co_read_run(uint64_t offset, const Mapping& m, const IoVec& iov);
   Task<Result<void>> co_read_backing(uint64_t offset, const IoVec& iov);
   Task<Result<void>> co_read_compressed(uint64_t entry, uint64_t in_cluster, const IoVec& iov);
@@ -252,15 +293,21 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_splice_copied(uint64_t offset, const Mapping& m, Pipe& pipe);
   Task<Result<void>> co_write_compressed(uint64_t offset, const IoVec& iov);
   Task<Result<bool>> co_store_compressed(uint64_t offset, const uint8_t* data, size_t len);
+  // Writes (qcow2_write.cc).
   Task<Result<uint64_t>> co_write_step(uint64_t offset, const IoVec& iov);
-  Task<Result<uint64_t>> co_write_allocating(uint64_t offset, const IoVec& iov, uint64_t nclusters,
-                                             std::vector<uint64_t> old_entries);
-  bool cow_reads_zero(uint64_t guest_cluster, uint64_t entry, uint64_t from) const;
-  Task<Result<void>> co_write_new_clusters(uint64_t host, const CowPlan& cow, const IoVec& iov);
-  Task<Result<void>> co_read_old_cluster(uint64_t guest_cluster, uint64_t entry, uint64_t from,
-                                         const IoVec& iov);
+  Task<Result<uint64_t>> co_write_in_place(uint64_t offset, const IoVec& iov, const Table& table);
+  Task<Result<uint64_t>> co_write_allocating(uint64_t offset, const IoVec& iov, const Table& table);
+  Result<bool> plan_cow(uint64_t offset, uint64_t bytes, CowPlan& plan);
+  uint64_t cow_start(uint64_t offset, const CowPlan& plan) const;
+  uint64_t cow_end(uint64_t end, const CowPlan& plan) const;
+  Task<Result<bool>> co_cow_reads_zero(const CowPlan& plan, uint64_t bytes);
+  Task<Result<uint64_t>> co_write_planned(uint64_t offset, const IoVec& iov, CowPlan plan);
+  Task<Result<void>> co_write_cow_data(uint64_t offset, const CowPlan& cow, const IoVec& iov);
+  Task<Result<void>> co_link_l2(uint64_t offset, uint64_t bytes, const CowPlan& cow);
 
   Child* file_ = nullptr;
+  Child* data_file_ = nullptr;  // the external data file, or file_
+  L2Format l2fmt_;
   Loop* loop_ = nullptr;
   // The header writes signal_corruption starts without waiting for them;
   // joined by co_close and after a failed open, before `file_` goes away.
@@ -271,13 +318,13 @@ class Qcow2Driver final : public Driver, public ImageOps {
   bool writable_ = false;
   bool lazy_refcounts_ = false;
   bool corrupt_ = false;
-  bool check_mode_ = false;
+  bool check_mode_ = false;    // opened for check/repair: corrupt images open writable
+  bool no_data_file_ = false;  // x-no-data-file: metadata only (info), no guest data
   unsigned overlap_checks_ = kOverlapCached;  // MetadataKind bits overlap-check selects
   std::vector<uint64_t> inactive_l2_;         // sorted; only when kMetaInactiveL2 is checked
   // The read-only change a blockdev-reopen has prepared, until it finishes.
   enum class ReopenChange { kNone, kToReadOnly, kToReadWrite } reopen_change_ = ReopenChange::kNone;
-  uint64_t snapshot_table_bytes_ = 0;  // size of the snapshot table on disk  // opened for
-                                       // check/repair: corrupt images open writable
+  uint64_t snapshot_table_bytes_ = 0;  // size of the snapshot table on disk
   std::vector<uint64_t> l1_;
   std::vector<Snapshot> snapshots_;
   std::unique_ptr<MetadataCache> l2_cache_;

@@ -18,12 +18,11 @@ Task<Result<void>> Qcow2Driver::co_make_empty() {
     if (!(l1_[l1i] & kOffsetMask)) continue;
     STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
     for (uint64_t j = 0; j < (uint64_t(1) << l2_bits_); j++) {
-      uint8_t* slot = table->bytes() + j * 8;
-      uint64_t e = load_be64(slot);
-      if (e == 0) continue;
-      store_be64(slot, 0);
+      L2Entry e = l2fmt_.load(table->bytes(), j);
+      if (e == L2Entry{}) continue;
+      l2fmt_.store(table->bytes(), j, {});
       l2_cache_->mark_dirty(*table);
-      free_cluster_entry(e);
+      free_cluster_entry(e.entry);
     }
   }
   STRATA_CO_TRY(co_await co_flush_metadata());
@@ -59,7 +58,7 @@ Task<Result<void>> Qcow2Driver::co_expand_zero_clusters() {
     for (uint64_t j = 0; j < (uint64_t(1) << l2_bits_); j++) {
       uint8_t* slot = table->bytes() + j * 8;
       uint64_t e = load_be64(slot);
-      ClusterType type = classify(e);
+      ClusterType type = l2fmt_.cluster_type(e);
       if (type != ClusterType::kZeroPlain && type != ClusterType::kZeroAlloc) continue;
       uint64_t fresh = 0;
       if (type == ClusterType::kZeroAlloc && (e & kCopied)) {
@@ -85,22 +84,33 @@ Task<Result<void>> Qcow2Driver::co_expand_zero_clusters() {
   co_return Result<void>{};
 }
 
-Task<Result<bool>> Qcow2Driver::co_snapshots_have_zero_clusters() {
+// Whether an L2 entry matching `match` exists in the active tables (when
+// `active`) or in a snapshot's.
+Task<Result<bool>> Qcow2Driver::co_find_entry(bool active, bool (*match)(uint64_t)) {
   uint64_t cs = cluster_size();
+  std::vector<std::vector<uint64_t>> tables;
+  if (active) tables.push_back(l1_);
   for (const auto& s : snapshots_) {
     STRATA_CO_TRY_ASSIGN(auto l1, co_await co_read_l1_table(s.l1_table_offset, s.l1_size));
+    tables.push_back(std::move(l1));
+  }
+  for (const auto& l1 : tables) {
     for (uint64_t l1e : l1) {
       uint64_t off = l1e & kOffsetMask;
       if (!off) continue;
-      if (off % cs) co_return signal_corruption("snapshot L2 table offset unaligned");
+      if (off % cs) co_return signal_corruption("L2 table offset unaligned");
       STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get(off));
-      for (uint64_t j = 0; j < cs / 8; j++) {
-        uint64_t e = load_be64(table->bytes() + j * 8);
-        if (!(e & kCompressed) && (e & kZeroFlag)) co_return true;
+      for (uint64_t j = 0; j < l2fmt_.entries_per_table(); j++) {
+        if (match(l2fmt_.load(table->bytes(), j).entry)) co_return true;
       }
     }
   }
   co_return false;
+}
+
+Task<Result<bool>> Qcow2Driver::co_snapshots_have_zero_clusters() {
+  co_return co_await co_find_entry(
+      false, [](uint64_t e) { return !(e & kCompressed) && (e & kZeroFlag); });
 }
 
 Task<Result<void>> Qcow2Driver::co_downgrade() {
@@ -111,9 +121,24 @@ Task<Result<void>> Qcow2Driver::co_downgrade() {
       header_.find_extension(kExtBitmaps) != nullptr) {
     co_return Error{ENOTSUP, "Cannot downgrade an image with persistent bitmaps"};
   }
-  if (header_.incompatible_features & ~(kIncompatDirty)) {
-    co_return Error{ENOTSUP, "Cannot downgrade an image with incompatible features 0x" +
-                                 std::to_string(header_.incompatible_features)};
+  if (external_data()) co_return Error{ENOTSUP, "Cannot downgrade an image with a data file"};
+  if (header_.incompatible_features & ~(kIncompatDirty | kIncompatCompression)) {
+    char hex[32];
+    snprintf(hex, sizeof hex, "%#llx",
+             static_cast<unsigned long long>(header_.incompatible_features & ~kIncompatDirty));
+    co_return Error{ENOTSUP, std::string("Cannot downgrade an image with incompatible features ") +
+                                 hex + " set"};
+  }
+  // Unlike QEMU, snapshots are searched too: they would become unreadable.
+  if (header_.compression_type != kCompressionZlib) {
+    STRATA_CO_TRY_ASSIGN(bool compressed, co_await co_find_entry(true, [](uint64_t e) {
+                           return (e & kCompressed) != 0;
+                         }));
+    if (compressed) {
+      co_return Error{EINVAL,
+                      "Cannot downgrade an image with zstd compression type and existing "
+                      "compressed clusters"};
+    }
   }
   STRATA_CO_TRY_ASSIGN(bool snap_zero, co_await co_snapshots_have_zero_clusters());
   if (snap_zero) {
@@ -175,8 +200,22 @@ Task<Result<void>> Qcow2Driver::co_change_refcount_width(uint32_t bits) {
   co_return co_await co_install_refcounts(fresh, order);
 }
 
+// The data file options of amend, checked before anything changes (QEMU's
+// messages).
+Result<void> Qcow2Driver::check_amend_data_file(const AmendOptions& o) const {
+  if (o.data_file && !external_data()) {
+    return Error{EINVAL, "data-file can only be set for images that use an external data file"};
+  }
+  if (o.data_file && o.data_file->size() > 1023) return Error{EINVAL, "Data file name too long"};
+  if (o.data_file_raw && *o.data_file_raw && !header_.data_file_raw()) {
+    return Error{EINVAL, "data-file-raw cannot be set on existing images"};
+  }
+  return {};
+}
+
 Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
   if (!writable_) co_return Error{EPERM, "qcow2: image is read-only"};
+  STRATA_CO_TRY(check_amend_data_file(o));
   uint32_t version = o.version ? *o.version : header_.version;
   // A downgrade drops lazy refcounts unless they are asked for explicitly.
   bool lazy = o.lazy_refcounts
@@ -209,6 +248,8 @@ Task<Result<void>> Qcow2Driver::co_amend(AmendOptions o) {
     header_.header_length = kV3HeaderLength;
     header_.refcount_order = 4;
   }
+  if (o.data_file) header_.data_file = *o.data_file;
+  if (o.data_file_raw && !*o.data_file_raw) header_.autoclear_features &= ~kAutoclearDataFileRaw;
   if (lazy) {
     header_.compatible_features |= kCompatLazyRefcounts;
   } else {

@@ -8,15 +8,6 @@
 
 namespace strata::qcow2 {
 
-ClusterType Qcow2Driver::classify(uint64_t entry) const {
-  if (entry & kCompressed) return ClusterType::kCompressed;
-  bool has_offset = (entry & kOffsetMask) != 0;
-  if ((entry & kZeroFlag) && header_.version >= 3) {
-    return has_offset ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
-  }
-  return has_offset ? ClusterType::kNormal : ClusterType::kUnallocated;
-}
-
 Result<uint64_t> Qcow2Driver::checked_host_offset(uint64_t entry) {
   uint64_t off = entry & kOffsetMask;
   if (off % cluster_size()) {
@@ -25,6 +16,28 @@ Result<uint64_t> Qcow2Driver::checked_host_offset(uint64_t entry) {
     return signal_corruption(std::string("Cluster allocation offset 0x") + hex + " unaligned");
   }
   return off;
+}
+
+Result<uint64_t> Qcow2Driver::checked_host_cluster(uint64_t entry, uint64_t guest_cluster) {
+  STRATA_TRY_ASSIGN(uint64_t off, checked_host_offset(entry));
+  uint64_t guest = guest_cluster << cluster_bits_;
+  if (external_data() && off != guest) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "External data file host cluster offset %#llx does not match guest cluster offset: "
+             "%#llx",
+             static_cast<unsigned long long>(off), static_cast<unsigned long long>(guest));
+    return signal_corruption(msg);
+  }
+  return off;
+}
+
+Error Qcow2Driver::invalid_entry(uint64_t l1_idx, uint64_t l2_idx) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "Invalid cluster entry found  (L2 offset: %#llx, L2 index: %#llx)",
+           static_cast<unsigned long long>(l1_[l1_idx] & kOffsetMask),
+           static_cast<unsigned long long>(l2_idx));
+  return signal_corruption(msg);
 }
 
 Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_l2_table(uint64_t l1_idx) {
@@ -104,9 +117,11 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx
   co_return table;
 }
 
+// The run of guest bytes from `offset` (at most `bytes`, within one L2
+// table) that shares one subcluster type and, where it has host clusters,
+// continues contiguously in the data file (QEMU's qcow2_get_host_offset).
 Task<Result<Mapping>> Qcow2Driver::co_map(uint64_t offset, uint64_t bytes) {
   uint64_t cs = cluster_size();
-  uint64_t in_cluster = offset & (cs - 1);
   uint64_t l2_span = cs << l2_bits_;
   uint64_t max_bytes = std::min(bytes, l2_span - (offset & (l2_span - 1)));
   Mapping m;
@@ -115,45 +130,73 @@ Task<Result<Mapping>> Qcow2Driver::co_map(uint64_t offset, uint64_t bytes) {
   if (l1i >= l1_.size()) co_return m;
   STRATA_CO_TRY_ASSIGN(auto table, co_await co_l2_table(l1i));
   if (!table) co_return m;
-  uint64_t first = l2_index(offset);
-  uint64_t nclusters = div_round_up(in_cluster + max_bytes, cs);
-  const uint8_t* t = table->bytes();
-  m.entry = load_be64(t + first * 8);
-  m.type = classify(m.entry);
-  if (m.entry & (m.type == ClusterType::kCompressed ? 0 : kL2ReservedMask)) {
-    co_return signal_corruption("L2 entry with reserved bits set");
-  }
-  uint64_t base = 0;
-  if (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) {
-    STRATA_CO_TRY_ASSIGN(base, checked_host_offset(m.entry));
-    m.host_offset = base + in_cluster;
-  }
-  uint64_t count = 1;
-  if (m.type != ClusterType::kCompressed) {
-    for (; count < nclusters; count++) {
-      uint64_t e = load_be64(t + (first + count) * 8);
-      if (classify(e) != m.type) break;
-      if (base && (e & kOffsetMask) != base + count * cs) break;
-      if ((e ^ m.entry) & kCopied) break;
-    }
-  }
-  m.bytes = std::min(max_bytes, count * cs - in_cluster);
+  STRATA_CO_TRY(count_run(offset, max_bytes, *table, m));
   co_return m;
 }
 
+Result<void> Qcow2Driver::count_run(uint64_t offset, uint64_t max_bytes, const Table& table,
+                                    Mapping& m) {
+  uint64_t cs = cluster_size();
+  uint64_t in_cluster = offset & (cs - 1);
+  uint64_t first = l2_index(offset);
+  unsigned sc = sc_index(offset);
+  L2Entry e0 = l2fmt_.load(table.bytes(), first);
+  m.entry = e0.entry;
+  m.type = l2fmt_.subcluster_type(e0, sc);
+  bool zero = m.type == ClusterType::kZeroPlain || m.type == ClusterType::kZeroAlloc;
+  if (zero && !l2fmt_.v3) {
+    return signal_corruption(
+        "Zero cluster entry found in pre-v3 image (L2 index: " + std::to_string(first) + ")");
+  }
+  if (m.type == ClusterType::kCompressed && external_data()) {
+    return signal_corruption(
+        "Compressed cluster entry found in image with external data file (L2 index: " +
+        std::to_string(first) + ")");
+  }
+  if (m.type != ClusterType::kCompressed && (e0.entry & kL2ReservedMask)) {
+    return signal_corruption("L2 entry with reserved bits set");
+  }
+  bool has_host = m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc ||
+                  m.type == ClusterType::kUnallocatedAlloc;
+  uint64_t base = 0;
+  if (has_host) {
+    STRATA_TRY_ASSIGN(base, checked_host_cluster(e0.entry, offset >> cluster_bits_));
+    m.host_offset = base + in_cluster;
+  }
+  uint64_t nclusters = div_round_up(in_cluster + max_bytes, cs);
+  uint64_t count = 0;  // subclusters from `sc` of the first cluster
+  for (uint64_t i = 0; i < nclusters; i++) {
+    unsigned from = i == 0 ? sc : 0;
+    L2Entry e = l2fmt_.load(table.bytes(), first + i);
+    ClusterType type;
+    unsigned run = l2fmt_.same_type_run(e, from, &type);
+    if (run == 0) return invalid_entry(l1_index(offset), first + i);
+    if (i == 0 && type == ClusterType::kCompressed) {
+      count = run;
+      break;
+    }
+    if (i > 0 && (type != m.type || (has_host && (e.entry & kOffsetMask) != base + i * cs))) break;
+    count += run;
+    if (from + run < l2fmt_.subclusters()) break;
+  }
+  uint64_t available = (count + sc) << l2fmt_.subcluster_bits();
+  m.bytes = std::min(in_cluster + max_bytes, available) - in_cluster;
+  return {};
+}
+
+// Drops this entry's reference to its host clusters (compressed data may
+// share them). Data in an external data file has no refcounts.
 void Qcow2Driver::free_cluster_entry(uint64_t entry) {
   uint64_t cs = cluster_size();
-  if (entry & kCompressed) {
-    uint32_t shift = 62 - (cluster_bits_ - 8);
-    uint64_t off = entry & ((uint64_t(1) << shift) - 1);
-    uint64_t sectors = ((entry >> shift) & ((uint64_t(1) << (cluster_bits_ - 8)) - 1)) + 1;
-    uint64_t start = off & ~uint64_t(511);
-    uint64_t end = start + sectors * 512;
-    refcounts_->free_later(start / cs * cs, div_round_up(end, cs) - start / cs);
+  ClusterType type = l2fmt_.cluster_type(entry);
+  if (type == ClusterType::kCompressed) {
+    CompressedExtent c = l2fmt_.compressed_extent(entry);
+    uint64_t first = c.offset / cs;
+    refcounts_->free_later(first * cs, div_round_up(c.offset + c.bytes, cs) - first);
     return;
   }
   uint64_t off = entry & kOffsetMask;
-  if (off) refcounts_->free_later(off, 1);
+  if (off && !external_data() && type != ClusterType::kUnallocated) refcounts_->free_later(off, 1);
 }
 
 Task<void> Qcow2Driver::co_wait_inflight(uint64_t offset, uint64_t bytes) {
@@ -174,62 +217,6 @@ Task<void> Qcow2Driver::co_wait_inflight(uint64_t offset, uint64_t bytes) {
   }
 }
 
-Task<Result<void>> Qcow2Driver::co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard,
-                                                   bool unmap) {
-  uint64_t cs = cluster_size();
-  bool v3 = header_.version >= 3;
-  if (!v3 && backing()) {
-    co_return Error{ENOTSUP, discard ? "Discard is not supported on v2 images with a backing file"
-                                     : "Zero clusters need a qcow2 v3 image"};
-  }
-  uint64_t end = std::min(offset + bytes, round_up(header_.size, cs));
-  if (offset % cs || (end % cs && end != header_.size)) {
-    co_return Error{ENOTSUP, "qcow2: unaligned zero/discard"};
-  }
-  co_await lock_->co_lock();
-  CoMutex::Guard guard(lock_.get());
-  co_await co_wait_inflight(offset, end - offset);
-  for (uint64_t pos = offset; pos < end;) {
-    uint64_t l1i = l1_index(pos);
-    uint64_t l2_end = std::min(end, (l1i + 1) * (cs << l2_bits_));
-    if ((l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) && !backing()) {
-      pos = l2_end;  // already reads as zeroes
-      continue;
-    }
-    STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
-    for (; pos < l2_end; pos += cs) {
-      uint8_t* slot = table->bytes() + l2_index(pos) * 8;
-      uint64_t e = load_be64(slot);
-      ClusterType type = classify(e);
-      uint64_t fresh;
-      if (discard) {
-        fresh = (v3 && (type != ClusterType::kUnallocated || backing())) ? kZeroFlag : 0;
-      } else if (!v3) {
-        fresh = 0;
-      } else if ((type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) &&
-                 (e & kCopied) && !unmap) {
-        fresh = e | kZeroFlag;
-      } else {
-        fresh = kZeroFlag;
-      }
-      if (fresh == e) continue;
-      store_be64(slot, fresh);
-      l2_cache_->mark_dirty(*table);
-      if ((fresh & kOffsetMask) == 0) free_cluster_entry(e);
-    }
-  }
-  co_return Result<void>{};
-}
-
-Task<Result<void>> Qcow2Driver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
-  if (header_.version < 3 && backing()) co_return Error{ENOTSUP, "zero clusters need qcow2 v3"};
-  co_return co_await co_zero_or_discard(offset, bytes, false, flags & kReqMayUnmap);
-}
-
-Task<Result<void>> Qcow2Driver::co_pdiscard(uint64_t offset, uint64_t bytes) {
-  co_return co_await co_zero_or_discard(offset, bytes, true, true);
-}
-
 Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t bytes) {
   Mapping m;
   {
@@ -241,6 +228,10 @@ Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t
   st.bytes = m.bytes;
   switch (m.type) {
     case ClusterType::kUnallocated:
+    case ClusterType::kInvalid:
+      break;
+    case ClusterType::kUnallocatedAlloc:  // reads from the backing file
+      st.flags = kStatusOffsetValid;
       break;
     case ClusterType::kZeroPlain:
       st.flags = kStatusZero;
@@ -255,9 +246,11 @@ Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t
       st.flags = kStatusData;
       break;
   }
-  if (st.flags & kStatusOffsetValid) {
+  if ((st.flags & kStatusOffsetValid) && data_file_) {
     st.map_offset = m.host_offset;
-    st.map_node = file_->node();
+    st.map_node = data_file_->node();
+  } else {
+    st.flags &= ~kStatusOffsetValid;
   }
   co_return st;
 }
@@ -267,28 +260,22 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Prealloca
   if (prealloc != Preallocation::kOff && size < old_size) {
     co_return Error{ENOTSUP, "Preallocation can't be used for shrinking an image"};
   }
+  // As QEMU: a raw data file stays a complete raw image.
+  if (header_.data_file_raw() && prealloc == Preallocation::kOff && size > old_size) {
+    prealloc = Preallocation::kMetadata;
+  }
   uint64_t cs = cluster_size();
   if (size % 512) co_return Error{EINVAL, "The new size must be a multiple of 512"};
+  if (external_data() && !data_file_) co_return Error{EIO, "qcow2: the data file is not open"};
   STRATA_CO_TRY(co_await co_check_qcow2_bitmaps_resizable(node()));
   if (size < header_.size) {
     if (header_.nb_snapshots) co_return Error{ENOTSUP, "Can't resize an image which has snapshots"};
     uint64_t from = round_up(size, cs);
     if (from < header_.size) {
-      // A full discard: the entries become unallocated.
       co_await lock_->co_lock();
       CoMutex::Guard guard(lock_.get());
       co_await co_wait_inflight(from, header_.size - from);
-      for (uint64_t pos = from; pos < header_.size; pos += cs) {
-        uint64_t l1i = l1_index(pos);
-        if (l1i >= l1_.size() || !(l1_[l1i] & kOffsetMask)) continue;
-        STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
-        uint8_t* slot = table->bytes() + l2_index(pos) * 8;
-        uint64_t e = load_be64(slot);
-        if (e == 0) continue;
-        store_be64(slot, 0);
-        l2_cache_->mark_dirty(*table);
-        if (e & kOffsetMask) free_cluster_entry(e);
-      }
+      STRATA_CO_TRY(co_await co_discard_clusters(from, header_.size - from, true));
     }
   }
   {
@@ -297,6 +284,9 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Prealloca
     uint64_t needed = div_round_up(size, cs << l2_bits_);
     STRATA_CO_TRY(co_await co_grow_l1(needed));
     STRATA_CO_TRY(co_await co_flush_metadata());
+    if (external_data() && prealloc == Preallocation::kOff) {
+      STRATA_CO_TRY(co_await data_file_->co_truncate(size, exact, Preallocation::kOff));
+    }
     uint8_t b[8];
     store_be64(b, size);
     STRATA_CO_TRY(co_await file_->co_pwrite(24, {b, 8}));

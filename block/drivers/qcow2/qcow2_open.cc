@@ -53,7 +53,9 @@ Task<Result<void>> Qcow2Driver::co_read_header() {
     co_return Error{ENOTSUP,
                     "Unsupported qcow2 feature(s): " + describe_unknown_incompat(header_, unknown)};
   cluster_bits_ = header_.cluster_bits;
-  l2_bits_ = cluster_bits_ - 3;
+  l2_bits_ = header_.l2_bits();
+  l2fmt_ =
+      L2Format{cluster_bits_, header_.extended_l2(), header_.has_data_file(), header_.version >= 3};
   co_return Result<void>{};
 }
 
@@ -104,7 +106,7 @@ Task<Result<void>> Qcow2Driver::co_load_snapshots() {
 
 Result<void> Qcow2Driver::apply_cache_options(const nlohmann::json& o) {
   uint64_t cs = cluster_size();
-  uint64_t coverage = cs * (cs / 8);
+  uint64_t coverage = cs * l2fmt_.entries_per_table();
   uint64_t needed = std::max<uint64_t>(div_round_up(header_.size, coverage), 1) * cs;
   uint64_t l2_bytes = std::min(needed, std::max(kMaxDefaultL2Cache, cs * 2));
   uint64_t rc_bytes = std::max<uint64_t>(4 * cs, 256 * 1024);
@@ -177,6 +179,7 @@ Task<Result<void>> Qcow2Driver::co_open_image(OpenContext& ctx) {
   STRATA_CO_TRY(co_await co_read_header());
   writable_ = !node().read_only();
   check_mode_ = opt_bool(ctx.options(), "x-check", false);
+  no_data_file_ = opt_bool(ctx.options(), "x-no-data-file", false);
   STRATA_CO_TRY_ASSIGN(overlap_checks_, parse_overlap_checks(ctx.options()));
   if (header_.incompatible_features & kIncompatCorrupt && writable_ && !check_mode_) {
     co_return Error{EACCES, "qcow2: Image is corrupt; cannot be opened read/write"};
@@ -201,6 +204,7 @@ Task<Result<void>> Qcow2Driver::co_open_image(OpenContext& ctx) {
           "Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"};
     }
   }
+  STRATA_CO_TRY(co_await co_open_data_file(ctx));
   STRATA_CO_TRY(co_await co_open_backing(ctx));
   if ((header_.incompatible_features & kIncompatDirty) && writable_ && !check_mode_) {
     STRATA_CO_TRY(co_await co_repair_dirty());
@@ -279,6 +283,7 @@ Error Qcow2Driver::signal_corruption(const std::string& what) {
 // them, and so does copy-on-write data.
 Task<Result<void>> Qcow2Driver::co_l2_barrier() {
   STRATA_CO_TRY(co_await refcounts_->co_flush());
+  if (data_file_ && data_file_ != file_) STRATA_CO_TRY(co_await data_file_->co_flush());
   co_return co_await file_->co_flush();
 }
 
@@ -315,7 +320,11 @@ Task<void> Qcow2Driver::co_close() {
 Limits Qcow2Driver::limits() const {
   Limits l;
   l.request_alignment = 1;
-  l.zeroes_alignment = uint32_t(cluster_size());
+  // As QEMU: zeroes by subcluster (the unaligned head and tail of a request
+  // are offered first: they become zero subclusters when the rest of theirs
+  // already reads as zeroes), discards by cluster.
+  l.zeroes_alignment = uint32_t(subcluster_size());
+  l.try_unaligned_zeroes = true;
   l.discard_alignment = uint32_t(cluster_size());
   l.opt_transfer = cluster_size();
   return l;
@@ -329,9 +338,11 @@ nlohmann::json Qcow2Driver::format_specific() const {
     if (auto bitmaps = qcow2_bitmaps_info(node()); !bitmaps.is_null()) data["bitmaps"] = bitmaps;
   }
   data["refcount-bits"] = header_.refcount_bits();
+  if (!header_.data_file.empty()) data["data-file"] = header_.data_file;
+  if (external_data()) data["data-file-raw"] = header_.data_file_raw();
   if (header_.version >= 3) {
     data["corrupt"] = bool(header_.incompatible_features & kIncompatCorrupt);
-    data["extended-l2"] = bool(header_.incompatible_features & kIncompatExtendedL2);
+    data["extended-l2"] = header_.extended_l2();
   }
   return {{"type", "qcow2"}, {"data", data}};
 }
@@ -356,7 +367,8 @@ void register_qcow2_driver(DriverRegistry& registry) {
                            {"refcount-cache-size", OptType::kInt},
                            {"cache-clean-interval", OptType::kInt},
                            {"data-file", OptType::kChild},
-                           {"x-check", OptType::kBool}},
+                           {"x-check", OptType::kBool},
+                           {"x-no-data-file", OptType::kBool}},
                           [] { return std::make_unique<qcow2::Qcow2Driver>(); }});
 }
 

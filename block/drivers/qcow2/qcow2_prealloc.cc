@@ -1,7 +1,10 @@
 // qcow2: preallocation (create and resize with preallocation=metadata,
 // falloc or full), as QEMU: every cluster of the range gets an L2 entry
 // pointing at its own host cluster; falloc reserves the host space and full
-// writes zeroes to it.
+// writes zeroes to it. With extended L2 the subcluster bits are left as they
+// were, so the clusters still read from the backing file (or as zeroes)
+// until written. With an external data file the host cluster is the guest
+// offset and the data file is extended to cover the range.
 #include <algorithm>
 #include <cstring>
 
@@ -54,26 +57,40 @@ Task<Result<void>> Qcow2Driver::co_preallocate(uint64_t from, uint64_t to, Preal
     STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
     std::vector<uint64_t> slots;
     for (uint64_t k = c; k < stop; k++) {
-      if (load_be64(table->bytes() + (k % per_l2) * 8) == 0) slots.push_back(k % per_l2);
+      if (l2fmt_.load(table->bytes(), k % per_l2).entry == 0) slots.push_back(k % per_l2);
     }
+    uint64_t first_guest = (c - c % per_l2) * cs;
     c = stop;
     if (slots.empty()) continue;
-    STRATA_CO_TRY_ASSIGN(uint64_t host, co_await refcounts_->co_alloc(slots.size()));
-    HostRun run{host, slots.size() * cs};
-    STRATA_CO_TRY(co_await co_fill_run(file_, run, mode));
+    std::vector<uint64_t> hosts;
+    if (external_data()) {
+      for (uint64_t slot : slots) {
+        hosts.push_back(first_guest + slot * cs);
+        HostRun run{hosts.back(), cs};
+        STRATA_CO_TRY(co_await co_fill_run(data_file_, run, mode));
+      }
+    } else {
+      STRATA_CO_TRY_ASSIGN(uint64_t host, co_await refcounts_->co_alloc(slots.size()));
+      for (size_t i = 0; i < slots.size(); i++) hosts.push_back(host + i * cs);
+      STRATA_CO_TRY(co_await co_fill_run(file_, HostRun{host, slots.size() * cs}, mode));
+    }
     // The table may have left the cache meanwhile: look it up again.
     STRATA_CO_TRY_ASSIGN(table, co_await co_writable_l2(l1i));
     for (size_t i = 0; i < slots.size(); i++) {
-      store_be64(table->bytes() + slots[i] * 8, (host + i * cs) | kCopied);
+      L2Entry e = l2fmt_.load(table->bytes(), slots[i]);
+      e.entry = hosts[i] | kCopied;
+      l2fmt_.store(table->bytes(), slots[i], e);
     }
     l2_cache_->mark_dirty(*table);
-    host_end = std::max(host_end, run.offset + run.bytes);
+    host_end = std::max(host_end, hosts.back() + cs);
   }
   STRATA_CO_TRY(co_await co_flush_metadata());
-  if (host_end > file_->node()->size()) {
-    STRATA_CO_TRY(co_await file_->co_truncate(host_end, false, Preallocation::kOff));
+  Child* data = external_data() ? data_file_ : file_;
+  if (external_data()) host_end = to;  // the data file covers the guest range
+  if (host_end > data->node()->size()) {
+    STRATA_CO_TRY(co_await data->co_truncate(host_end, false, Preallocation::kOff));
   }
-  co_return co_await file_->co_flush();
+  co_return co_await data->co_flush();
 }
 
 }  // namespace strata::qcow2

@@ -3,14 +3,15 @@
 // pipe: data clusters are spliced from the file child (no copy where the
 // file allows it), zero clusters and the part past the backing file's end
 // are zero fills, unallocated runs are spliced from the backing child, and
-// compressed clusters are decoded into a buffer that is copied in.
+// compressed clusters are decoded into a buffer that is copied in. With an
+// external data file, data runs come from it.
 //
 // A run's host bytes sit at the same offset within their pages as its guest
 // bytes (clusters are whole pages), so the runs take the pipe slots of the
 // guest range's pages, plus one when a run written by copy starts a new
 // slot after a partial first page. Ranges that may not fit, and images
-// whose clusters are smaller than a page (a run, and a slot, per cluster),
-// answer ENOTSUP before anything is appended.
+// whose subclusters are smaller than a page (a run, and a slot, per
+// subcluster), answer ENOTSUP before anything is appended.
 #include "base/fs.h"
 #include "base/pipe.h"
 #include "block/drivers/qcow2/qcow2.h"
@@ -18,7 +19,7 @@
 namespace strata::qcow2 {
 
 Task<Result<void>> Qcow2Driver::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe) {
-  if (cluster_size() < fs::page_size() || !fs::pipe_fits_pages(pipe, offset, bytes, 1)) {
+  if (subcluster_size() < fs::page_size() || !fs::pipe_fits_pages(pipe, offset, bytes, 1)) {
     co_return Error{ENOTSUP, "the pipe may have no room for the range's pages"};
   }
   const size_t start = pipe.buffered();
@@ -46,16 +47,20 @@ Task<Result<void>> Qcow2Driver::co_splice_read(uint64_t offset, uint64_t bytes, 
 Task<Result<void>> Qcow2Driver::co_splice_run(uint64_t offset, const Mapping& m, Pipe& pipe) {
   switch (m.type) {
     case ClusterType::kUnallocated:
+    case ClusterType::kUnallocatedAlloc:
       co_return co_await co_splice_backing(offset, m.bytes, pipe);
     case ClusterType::kZeroPlain:
     case ClusterType::kZeroAlloc:
       co_return pipe.fill_zeroes(m.bytes);
     case ClusterType::kNormal:
-      co_return co_await file_->co_splice_read(m.host_offset, m.bytes, pipe);
+      if (!data_file_) break;
+      co_return co_await data_file_->co_splice_read(m.host_offset, m.bytes, pipe);
     case ClusterType::kCompressed:
       co_return co_await co_splice_copied(offset, m, pipe);
+    case ClusterType::kInvalid:
+      break;
   }
-  co_return Result<void>{};
+  co_return Error{EIO, "qcow2: the data file is not open"};
 }
 
 // As co_read_backing: the backing child's data, zeroes past its end or

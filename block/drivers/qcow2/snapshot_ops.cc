@@ -36,16 +36,14 @@ Task<Result<void>> Qcow2Driver::co_update_tree_refcounts(std::vector<uint64_t> l
     if (!l2) continue;
     if (l2 % cs) co_return signal_corruption("L2 table offset unaligned");
     STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get(l2));
-    std::vector<uint64_t> entries(cs / 8);
-    for (uint64_t j = 0; j < cs / 8; j++) entries[j] = load_be64(table->bytes() + j * 8);
+    std::vector<uint64_t> entries(l2fmt_.entries_per_table());
+    for (uint64_t j = 0; j < entries.size(); j++) entries[j] = l2fmt_.load(table->bytes(), j).entry;
     table.reset();
     for (uint64_t e : entries) {
       if (e & kCompressed) {
-        uint32_t shift = 62 - (cluster_bits_ - 8);
-        uint64_t off = e & ((uint64_t(1) << shift) - 1);
-        uint64_t sectors = ((e >> shift) & ((uint64_t(1) << (cluster_bits_ - 8)) - 1)) + 1;
-        uint64_t start = (off & ~uint64_t(511)) / cs;
-        uint64_t end = div_round_up((off & ~uint64_t(511)) + sectors * 512, cs);
+        CompressedExtent c = l2fmt_.compressed_extent(e);
+        uint64_t start = c.offset / cs;
+        uint64_t end = div_round_up(c.offset + c.bytes, cs);
         STRATA_CO_TRY(co_await refcounts_->co_update(start * cs, end - start, delta));
       } else if (e & kOffsetMask) {
         STRATA_CO_TRY(co_await refcounts_->co_update(e & kOffsetMask, 1, delta));
@@ -74,8 +72,8 @@ Task<Result<void>> Qcow2Driver::co_rebuild_copied() {
     STRATA_CO_TRY_ASSIGN(uint64_t rc, co_await refcounts_->co_get(l2 / cs));
     l1e = rc == 1 ? (l1e | kCopied) : (l1e & ~kCopied);
     STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get(l2));
-    for (uint64_t j = 0; j < cs / 8; j++) {
-      uint8_t* slot = table->bytes() + j * 8;
+    for (uint64_t j = 0; j < l2fmt_.entries_per_table(); j++) {
+      uint8_t* slot = table->bytes() + j * l2fmt_.entry_bytes();
       uint64_t e = load_be64(slot);
       if ((e & kCompressed) || !(e & kOffsetMask)) continue;
       STRATA_CO_TRY_ASSIGN(uint64_t drc, co_await refcounts_->co_get((e & kOffsetMask) / cs));
@@ -136,6 +134,8 @@ std::vector<SnapshotEntry> Qcow2Driver::list_snapshots() const {
 
 Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   if (!writable_) co_return Error{EROFS, "Image is read-only"};
+  // As QEMU: the data file has no refcounts to share clusters with.
+  if (external_data()) co_return Error{ENOTSUP, "Operation not supported"};
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
   if (find_snapshot(name) >= 0)
@@ -175,6 +175,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
 
 Task<Result<void>> Qcow2Driver::co_snapshot_apply(std::string key) {
   if (!writable_) co_return Error{EROFS, "Image is read-only"};
+  if (external_data()) co_return Error{ENOTSUP, "Operation not supported"};
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
   int idx = find_snapshot(key);

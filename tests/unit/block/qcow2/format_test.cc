@@ -77,6 +77,62 @@ TEST(Qcow2Header, V2HasNoFeatureFields) {
   EXPECT_EQ(parsed.refcount_order, 4u);
 }
 
+TEST(Qcow2Header, DataFileNameRoundTripsInQemuOrder) {
+  Header h = sample_header();
+  h.incompatible_features |= kIncompatDataFile;
+  h.autoclear_features |= kAutoclearDataFileRaw;
+  h.data_file = "disk.data";
+  auto bytes = *serialize_header(h);
+  // Backing format, then the data file, then the feature table (as QEMU).
+  uint64_t pos = kV3HeaderLength;
+  EXPECT_EQ(load_be32(&bytes[pos]), kExtBackingFormat);
+  pos += 8 + round_up(load_be32(&bytes[pos + 4]), 8);
+  EXPECT_EQ(load_be32(&bytes[pos]), kExtDataFile);
+  EXPECT_EQ(load_be32(&bytes[pos + 4]), 9u);
+  pos += 8 + 16;
+  EXPECT_EQ(load_be32(&bytes[pos]), kExtFeatureTable);
+  auto parsed = *parse_header(bytes);
+  EXPECT_EQ(parsed.data_file, "disk.data");
+  EXPECT_TRUE(parsed.has_data_file());
+  EXPECT_TRUE(parsed.data_file_raw());
+  EXPECT_EQ(*serialize_header(parsed), bytes);
+}
+
+TEST(Qcow2Header, CompressionTypeMustAgreeWithItsBit) {
+  Header h = sample_header();
+  h.compression_type = kCompressionZstd;
+  EXPECT_FALSE(parse_header(*serialize_header(h)).ok());  // bit clear
+  h.incompatible_features |= kIncompatCompression;
+  auto zstd = parse_header(*serialize_header(h));
+  ASSERT_TRUE(zstd.ok());
+  EXPECT_EQ(zstd->compression_type, kCompressionZstd);
+  h.compression_type = kCompressionZlib;  // bit set, type zlib
+  auto bad = parse_header(*serialize_header(h));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message,
+            "qcow2: Compression type incompatible feature bit must not be set");
+  h.compression_type = 7;
+  bad = parse_header(*serialize_header(h));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "qcow2: unknown compression type: 7");
+}
+
+TEST(Qcow2Header, ExtendedL2TablesMapHalfAsMuch) {
+  Header h = sample_header();
+  h.incompatible_features |= kIncompatExtendedL2;
+  EXPECT_EQ(h.l2_bits(), 12u);
+  // 1 GiB at 64 KiB clusters: 4 L1 entries with extended L2 (2 without).
+  h.l1_size = 2;
+  EXPECT_FALSE(parse_header(*serialize_header(h)).ok());
+  h.l1_size = 4;
+  EXPECT_TRUE(parse_header(*serialize_header(h)).ok());
+  h.cluster_bits = 13;  // 256-byte subclusters
+  h.l1_size = 4096;
+  auto bad = parse_header(*serialize_header(h));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "Unsupported subcluster size: 256");
+}
+
 TEST(Qcow2Refcount, EveryWidthRoundTrips) {
   std::mt19937_64 rng(1);
   for (uint32_t order = 0; order <= 6; order++) {
