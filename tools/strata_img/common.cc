@@ -3,9 +3,9 @@
 #include <cmath>
 #include <cstdio>
 
+#include "block/core/filename.h"
 #include "block/core/graph.h"
 #include "block/core/options.h"
-#include "block/drivers/qcow2/probe.h"
 #include "qmp/block_schema.h"
 
 namespace strata::img {
@@ -71,18 +71,9 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   nlohmann::json opts;
   if (spec.image_opts) {
     STRATA_CO_TRY_ASSIGN(opts, qmp::parse_image_options(engine.graph().drivers(), spec.filename));
-  } else if (spec.filename.rfind("json:", 0) == 0) {
-    opts = nlohmann::json::parse(spec.filename.substr(5), nullptr, false);
-    if (opts.is_discarded() || !opts.is_object()) {
-      co_return Error{EINVAL, "Could not parse the image options '" + spec.filename + "'"};
-    }
   } else {
-    nlohmann::json file = engine.graph().drivers().protocol_options(spec.filename);
-    std::string fmt = spec.format.empty() && file["driver"] != "file" ? "raw" : spec.format;
-    if (fmt.empty()) {
-      STRATA_CO_TRY_ASSIGN(fmt, co_await qcow2::co_probe_format(engine.loop(), spec.filename));
-    }
-    opts = {{"driver", fmt}, {"file", file}};
+    STRATA_CO_TRY_ASSIGN(opts, co_await co_filename_options(engine.loop(), engine.graph().drivers(),
+                                                            spec.filename, spec.format));
   }
   if (spec.no_backing && opts.value("driver", "") == "qcow2") opts["backing"] = nullptr;
   if (spec.force_share) opts["force-share"] = true;

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "base/fs.h"
+#include "block/core/filename.h"
 #include "block/drivers/qcow2/create.h"
 #include "strata_img/common.h"
 
@@ -34,12 +35,8 @@ Result<bool> parse_bool_opt(const std::map<std::string, std::string>& o, const c
 
 Task<Result<uint64_t>> co_backing_size(Engine& engine, std::string path, std::string fmt,
                                        std::string image) {
-  if (!path.empty() && path[0] != '/' && path.find("://") == std::string::npos) {
-    auto slash = image.rfind('/');
-    if (slash != std::string::npos) path = image.substr(0, slash + 1) + path;
-  }
   OpenSpec spec;
-  spec.filename = path;
+  STRATA_CO_TRY_ASSIGN(spec.filename, backing_filename(image, path));
   spec.format = fmt;
   spec.force_share = true;
   STRATA_CO_TRY_ASSIGN(auto drive, co_await co_open_image(engine, spec));

@@ -14,6 +14,7 @@
 
 #include "base/fs.h"
 #include "base/log.h"
+#include "block/core/filename.h"
 #include "block/core/graph.h"
 #include "nbd/server.h"
 #include "strata/engine.h"
@@ -23,32 +24,28 @@ namespace strata::tools::nbd_tool {
 namespace {
 constexpr const char* kNodeName = "strata-nbd-export";
 
-// qcow2 by its magic, raw otherwise (as qemu-nbd's probe for these formats).
-std::string probe_format(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  if (in.read(magic, 4) && std::memcmp(magic, "QFI\xfb", 4) == 0) return "qcow2";
-  return "raw";
-}
-
-Result<nlohmann::json> node_options(const Options& o) {
-  nlohmann::json file = {{"driver", "file"}, {"filename", o.image}};
-  nlohmann::json opts = {{"driver", o.format.empty() ? probe_format(o.image) : o.format},
-                         {"node-name", kNodeName},
-                         {"read-only", o.read_only}};
+Task<Result<nlohmann::json>> co_node_options(Engine& engine, const Options& o) {
+  auto opened =
+      co_await co_filename_options(engine.loop(), engine.graph().drivers(), o.image, o.format);
+  if (!opened) {
+    co_return Error{opened.error().code,
+                    "Failed to blk_new_open '" + o.image + "': " + opened.error().message};
+  }
+  nlohmann::json opts = std::move(*opened);
+  opts["node-name"] = kNodeName;
+  opts["read-only"] = o.read_only;
   if (!o.cache.empty()) {
     bool direct = o.cache == "none" || o.cache == "directsync";
     bool no_flush = o.cache == "unsafe";
     if (o.cache != "none" && o.cache != "directsync" && o.cache != "writeback" &&
         o.cache != "writethrough" && o.cache != "unsafe") {
-      return Error{EINVAL, "Invalid cache mode '" + o.cache + "'"};
+      co_return Error{EINVAL, "Invalid cache mode '" + o.cache + "'"};
     }
     opts["cache"] = {{"direct", direct}, {"no-flush", no_flush}};
   }
   if (!o.discard.empty()) opts["discard"] = o.discard;
   if (!o.detect_zeroes.empty()) opts["detect-zeroes"] = o.detect_zeroes;
-  opts["file"] = file;
-  return opts;
+  co_return opts;
 }
 
 bool truthy(const std::string& v) {
@@ -107,7 +104,7 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
     std::fprintf(stderr, "strata-nbd: %s\n", tls.error().message.c_str());
     co_return 1;
   }
-  auto opts = node_options(o);
+  auto opts = co_await co_node_options(engine, o);
   if (!opts) {
     std::fprintf(stderr, "strata-nbd: %s\n", opts.error().message.c_str());
     co_return 1;
