@@ -8,6 +8,7 @@ void register_file_driver(DriverRegistry& registry);
 void register_raw_driver(DriverRegistry& registry);
 void register_null_driver(DriverRegistry& registry);
 void register_fault_filter(DriverRegistry& registry);
+void register_copy_on_read_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
 void register_nbd_driver(DriverRegistry& registry);
 
@@ -16,6 +17,7 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_raw_driver(registry);
   register_null_driver(registry);
   register_fault_filter(registry);
+  register_copy_on_read_filter(registry);
   register_qcow2_driver(registry);
   register_nbd_driver(registry);
 }
