@@ -87,13 +87,22 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   co_return opts;
 }
 
-Task<Result<std::unique_ptr<Drive>>> co_open_image(Engine& engine, OpenSpec spec) {
+namespace {
+
+// The name's options (file name rules, probing) and the node, one error.
+Task<Result<std::unique_ptr<Drive>>> co_open_drive(Engine& engine, OpenSpec spec) {
   STRATA_CO_TRY_ASSIGN(auto opts, co_await co_image_options(engine, spec));
   DriveOptions d;
   d.writable = spec.writable;
   d.share_rw = spec.force_share;
   d.user = "strata-img";
-  auto drive = co_await Drive::co_open(engine, opts, d);
+  co_return co_await Drive::co_open(engine, opts, d);
+}
+
+}  // namespace
+
+Task<Result<std::unique_ptr<Drive>>> co_open_image(Engine& engine, OpenSpec spec) {
+  auto drive = co_await co_open_drive(engine, spec);
   if (!drive) {
     co_return Error{drive.error().code,
                     "Could not open '" + spec.filename + "': " + drive.error().message};
