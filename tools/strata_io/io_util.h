@@ -18,9 +18,11 @@ class Session;
 struct ReadSpec {
   int64_t offset = 0;
   int64_t count = 0;
-  int pattern = -1;  // -P: verify; -1 none
-  int64_t pattern_offset = 0;
-  int64_t pattern_count = 0;
+  int pattern = -1;            // -P: verify; -1 none
+  int64_t pattern_offset = 0;  // -s
+  int64_t pattern_count = 0;   // -l
+  bool has_pattern_offset = false;
+  bool has_pattern_count = false;
   bool machine = false;  // -C
   bool quiet = false;    // -q
   bool verbose = false;  // -v

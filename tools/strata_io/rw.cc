@@ -58,53 +58,63 @@ Task<int> co_do_read(Session& s, ReadSpec r, const char* verb) {
   co_return finish_read(r, buf, ns);
 }
 
+// One flag of read, readv or aio_read (each passes the ones it takes).
+int parse_read_flag(int c, const Getopt& g, ReadSpec* r, const char* command) {
+  switch (c) {
+    case 'b':
+      r->vmstate = true;
+      return 0;
+    case 'C':
+      r->machine = true;
+      return 0;
+    case 'p':
+      return 0;  // ignored, as by qemu-io
+    case 'q':
+      r->quiet = true;
+      return 0;
+    case 'v':
+      r->verbose = true;
+      return 0;
+    case 'l':
+      r->has_pattern_count = true;
+      return parse_number(g.arg(), &r->pattern_count) ? 0 : -EINVAL;
+    case 's':
+      r->has_pattern_offset = true;
+      return parse_number(g.arg(), &r->pattern_offset) ? 0 : -EINVAL;
+    case 'P':
+      r->pattern = parse_pattern(g.arg());
+      return r->pattern < 0 ? -EINVAL : 0;
+    default:
+      return command_usage(cmd(command));
+  }
+}
+
+// read's checks after its flags, in qemu-io's order.
+int check_read(const Getopt& g, ReadSpec* r) {
+  if (g.index() != g.argc() - 2) return command_usage(cmd("read"));
+  if (!parse_number(g.word(g.index()), &r->offset)) return -EINVAL;
+  if (!parse_length(g.word(g.index() + 1), &r->count, "length cannot exceed %lld, given %s\n")) {
+    return -EINVAL;
+  }
+  if (r->pattern < 0 && (r->has_pattern_count || r->has_pattern_offset)) {
+    return command_usage(cmd("read"));
+  }
+  if (!r->has_pattern_count) r->pattern_count = r->count - r->pattern_offset;
+  if (r->pattern_count < 0 || r->pattern_count + r->pattern_offset > r->count) {
+    std::printf("pattern verification range exceeds end of read data\n");
+    return -EINVAL;
+  }
+  if (r->vmstate && !sector_aligned(r->offset, r->count)) return -EINVAL;
+  return 0;
+}
+
 Task<int> co_read_cmd(Session& s, Argv argv) {
   Getopt g(argv);
   ReadSpec r;
-  bool has_s = false, has_l = false;
   for (int c; (c = g.next("bCl:pP:qs:v")) != -1;) {
-    switch (c) {
-      case 'b':
-        r.vmstate = true;
-        break;
-      case 'C':
-        r.machine = true;
-        break;
-      case 'p':
-        break;  // ignored, as in qemu-io
-      case 'q':
-        r.quiet = true;
-        break;
-      case 'v':
-        r.verbose = true;
-        break;
-      case 'l':
-        has_l = true;
-        if (!parse_number(g.arg(), &r.pattern_count)) co_return -EINVAL;
-        break;
-      case 's':
-        has_s = true;
-        if (!parse_number(g.arg(), &r.pattern_offset)) co_return -EINVAL;
-        break;
-      case 'P':
-        if ((r.pattern = parse_pattern(g.arg())) < 0) co_return -EINVAL;
-        break;
-      default:
-        co_return command_usage(cmd("read"));
-    }
+    if (int e = parse_read_flag(c, g, &r, "read"); e < 0) co_return e;
   }
-  if (g.index() != g.argc() - 2) co_return command_usage(cmd("read"));
-  if (!parse_number(g.word(g.index()), &r.offset)) co_return -EINVAL;
-  if (!parse_length(g.word(g.index() + 1), &r.count, "length cannot exceed %lld, given %s\n")) {
-    co_return -EINVAL;
-  }
-  if (r.pattern < 0 && (has_l || has_s)) co_return command_usage(cmd("read"));
-  if (!has_l) r.pattern_count = r.count - r.pattern_offset;
-  if (r.pattern_count < 0 || r.pattern_count + r.pattern_offset > r.count) {
-    std::printf("pattern verification range exceeds end of read data\n");
-    co_return -EINVAL;
-  }
-  if (r.vmstate && !sector_aligned(r.offset, r.count)) co_return -EINVAL;
+  if (int e = check_read(g, &r); e < 0) co_return e;
   co_return co_await co_do_read(s, r, "read");
 }
 
@@ -125,22 +135,7 @@ Task<int> co_readv_cmd(Session& s, Argv argv) {
   Getopt g(argv);
   ReadSpec r;
   for (int c; (c = g.next("CP:qv")) != -1;) {
-    switch (c) {
-      case 'C':
-        r.machine = true;
-        break;
-      case 'q':
-        r.quiet = true;
-        break;
-      case 'v':
-        r.verbose = true;
-        break;
-      case 'P':
-        if ((r.pattern = parse_pattern(g.arg())) < 0) co_return -EINVAL;
-        break;
-      default:
-        co_return command_usage(cmd("readv"));
-    }
+    if (int e = parse_read_flag(c, g, &r, "readv"); e < 0) co_return e;
   }
   if (g.index() > g.argc() - 2) co_return command_usage(cmd("readv"));
   if (int e = parse_vector(g, &r); e < 0) co_return e;
@@ -155,24 +150,8 @@ Task<int> co_aio_read_cmd(Session& s, Argv argv) {
   Getopt g(argv);
   ReadSpec r;
   for (int c; (c = g.next("CP:iqv")) != -1;) {
-    switch (c) {
-      case 'C':
-        r.machine = true;
-        break;
-      case 'q':
-        r.quiet = true;
-        break;
-      case 'v':
-        r.verbose = true;
-        break;
-      case 'i':
-        co_return inject_invalid(s, false);
-      case 'P':
-        if ((r.pattern = parse_pattern(g.arg())) < 0) co_return -EINVAL;
-        break;
-      default:
-        co_return command_usage(cmd("aio_read"));
-    }
+    if (c == 'i') co_return inject_invalid(s, false);
+    if (int e = parse_read_flag(c, g, &r, "aio_read"); e < 0) co_return e;
   }
   if (g.index() > g.argc() - 2) co_return command_usage(cmd("aio_read"));
   if (int e = parse_vector(g, &r); e < 0) co_return e;
