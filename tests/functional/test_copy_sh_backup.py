@@ -235,3 +235,31 @@ def normalise(text):
                   "T sec (R/sec and R ops/sec)", text)
     text = re.sub(r"^(\d+),1,0:00:\d\d\.\d\d,[0-9.]+,[0-9.]+$", r"\1,1,T,R,R", text, flags=re.M)
     return text
+
+
+def test_copy_on_read_allocates_what_qemu_io_allocates(workdir):
+    """qemu-io -C and strata-io -C on copies of one overlay: the same reads
+    (unaligned, across clusters, the image's partial last cluster, zeroes of
+    the backing file, readv, aio_read) leave identical qemu-img maps."""
+    d = str(workdir)
+    base = os.path.join(d, "base.raw")
+    size = MiB + 512
+    run(["qemu-img", "create", "-q", "-f", "raw", base, str(size)])
+    run(["qemu-io", "-f", "raw", "-c", f"write -P 0x33 0 {size}", "-c", "write -z 640k 128k",
+         base])
+    cmds = ["r 1048900 100", "r 100 70000", "r -P 0x33 200000 1", "readv 300000 512 512",
+            "aio_read 500000 4096", "aio_flush", "r -P 0 660000 70000"]
+    maps = {}
+    for name, tool in (("qemu", "qemu-io"), ("strata", strata_binary("strata-io"))):
+        top = os.path.join(d, f"top-{name}.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top])
+        args = [tool, "-C", "-f", "qcow2"]
+        for c in cmds:
+            args += ["-c", c]
+        out = run(args + [top]).stdout
+        assert "Pattern verification failed" not in out
+        assert run(["qemu-img", "check", top], check=False).returncode == 0
+        run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", base, top])
+        maps[name] = json.loads(run(["qemu-img", "map", "--output=json", top]).stdout)
+    assert [e for e in maps["strata"] if e["depth"] == 0]  # something was copied
+    assert maps["strata"] == maps["qemu"]
