@@ -1,7 +1,5 @@
 #include "strata_io/session.h"
 
-#include <getopt.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
