@@ -6,6 +6,7 @@
 #include "qmp/snapshot.h"
 
 #include "base/log.h"
+#include "block/core/filename.h"
 #include "block/core/graph_change.h"
 #include "qmp/block_lookup.h"
 #include "qmp/commands.h"
@@ -60,9 +61,9 @@ Task<Result<Node*>> ExternalSnapshot::co_open_overlay() {
   if (data_.value("mode", "absolute-paths") != "existing") {
     STRATA_CO_TRY(co_await co_create_overlay_image(ctx_.engine(), file, format, *old_));
   }
-  json options = {{"driver", format},
-                  {"node-name", snap_name},
-                  {"file", {{"driver", "file"}, {"filename", file}}}};
+  // The file name as QEMU's bdrv_open reads it (nbd://..., json:, file:).
+  STRATA_CO_TRY_ASSIGN(json file_options, filename_node_options(graph_.drivers(), file));
+  json options = {{"driver", format}, {"node-name", snap_name}, {"file", file_options}};
   const DriverSpec* spec = graph_.drivers().find(format);
   if (!spec) co_return Error{EINVAL, "Unknown driver '" + format + "'"};
   for (const auto& o : spec->options) {

@@ -1,16 +1,23 @@
-"""The seed talk's incremental backup, against a live stratad.
+"""The seed talk's walk-through with Strata's tools in QEMU's places.
 
-    demo_backup.py QMP_SOCKET NBD_SOCKET VAR_DIR STRATA_IMG
+    demo_backup.py QMP_SOCKET NBD_SOCKET VAR_DIR TOOLS_DIR
 
-A "guest" writes through the NBD export `demo`; a full backup is taken
-with a persistent dirty bitmap started at the same moment; the guest writes
-more; the bitmap is frozen (a transaction disables it and starts the next
-one), exported read-only with its dirty-bitmap context, and a pull-mode
-client copies only the dirty extents into a qcow2 overlay backed by the full
-backup. qemu-img compare then shows that full + incremental equal the disk.
+Part 1 (offline, the "qemu-img bitmap" and "qemu-nbd -B" slides): an image
+with a persistent bitmap, written to, served by strata-nbd, its dirty
+extents listed by nbdinfo.
+
+Part 2 (live, the "copy.sh" slide): stratad serves the disk `demo`; a guest
+writes; a full backup is taken while a bitmap starts; the guest writes again;
+a transaction freezes the bitmap and the disk is exported with it; then the
+slide's copy.sh runs with strata-img and strata-io: an overlay whose backing
+file is the NBD export, one copy-on-read `strata-io -C -c "r OFF LEN"` per
+dirty extent, a rebase onto the full backup, and strata-img compare.
+
+Every command is printed as a user would type it (in VAR_DIR), with its
+output shortened.
 """
-import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -18,117 +25,130 @@ import time
 import nbd  # python3-libnbd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "functional"))
-from nbd_extents import flagged_extents  # noqa: E402
 from qmp_client import QmpClient  # noqa: E402
 
 MiB = 1 << 20
-qmp_sock, nbd_sock, var, strata_img = sys.argv[1:5]
+qmp_sock, nbd_sock, var, tools = sys.argv[1:5]
+os.chdir(var)
+env = dict(os.environ, PATH=tools + os.pathsep + os.environ["PATH"])
+NBD_SOCK = os.path.relpath(nbd_sock)
 
 
-def connect(path):
-    # The socket file appears at bind(), a moment before listen().
+def say(text):
+    print(f"\n# {text}")
+
+
+def sh(*cmd, lines=6, background=False):
+    """Prints `$ cmd`, runs it, prints the first `lines` lines of its output."""
+    print("$ " + shlex.join(cmd) + (" &" if background else ""))
+    if background:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out = (res.stdout + res.stderr).splitlines()
+    for line in out[:lines]:
+        print("  " + line)
+    if len(out) > lines:
+        print(f"  ... ({len(out) - lines} more lines)")
+    if res.returncode != 0:
+        raise SystemExit(f"demo: {cmd[0]} failed with exit status {res.returncode}")
+    return res.stdout
+
+
+def fresh(*names):
+    for name in names:
+        if os.path.exists(name):
+            os.unlink(name)
+
+
+def wait_for_socket(path):
     for _ in range(200):
-        try:
-            return QmpClient(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            time.sleep(0.05)
-    return QmpClient(path)
+        if os.path.exists(path):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"demo: {path} did not appear")
 
 
-c = connect(qmp_sock)
+def offline_part():
+    say("Part 1, offline: a qcow2 image with a persistent dirty bitmap, as in the slides")
+    fresh("Base2.qcow2", "base2.sock")
+    sh("strata-img", "create", "-f", "qcow2", "Base2.qcow2", "100M")
+    sh("strata-img", "bitmap", "-f", "qcow2", "--add", "Base2.qcow2", "bmap0")
+    say("a 'guest' writes three ranges (strata-io takes qemu-io's commands)")
+    sh("strata-io", "-f", "qcow2", "-c", "w -P 0x61 0 64k", "-c", "w -P 0x62 256k 64k",
+       "-c", "w -q -P 0x63 448k 128k", "Base2.qcow2", lines=4)
+    say("strata-nbd serves it as qemu-nbd would; nbdinfo lists what the bitmap marked")
+    server = sh("strata-nbd", "-f", "qcow2", "-B", "bmap0", "-k", "base2.sock", "Base2.qcow2",
+                background=True)
+    wait_for_socket("base2.sock")
+    sh("nbdinfo", "--map=qemu:dirty-bitmap:bmap0", "nbd+unix:///?socket=base2.sock")
+    server.wait(timeout=20)  # without -t it stops after its last client
 
 
-def step(title, value=None):
-    print(f"\n== {title}")
-    if value is not None:
-        print(value if isinstance(value, str) else json.dumps(value, indent=2)[:1500])
-
-
-def uri(export):
-    return f"nbd+unix:///{export}?socket={nbd_sock}"
-
-
-def run(*cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def guest_writes(pattern_offsets):
+def guest_writes(writes):
     h = nbd.NBD()
-    h.connect_uri(uri("demo"))
-    for byte, offset, length in pattern_offsets:
+    h.connect_uri(f"nbd+unix:///demo?socket={nbd_sock}")
+    for byte, offset, length in writes:
         h.pwrite(bytes([byte]) * length, offset)
     h.flush()
     h.shutdown()
 
 
-def demo_bitmaps():
+def reset_bitmaps(c):
     node = next(n for n in c.execute("query-named-block-nodes") if n["node-name"] == "demo")
-    return node.get("dirty-bitmaps", [])
+    for b in node.get("dirty-bitmaps", []):  # a previous run's
+        c.execute("block-dirty-bitmap-remove", node="demo", name=b["name"])
 
 
-def fresh(path):
-    if os.path.exists(path):
-        os.unlink(path)
-    return path
+def full_backup(c, live):
+    say("Part 2, live: stratad serves the disk 'demo'; a guest writes through NBD")
+    guest_writes([(0x11, 0, 4 * MiB), (0x22, 300 * MiB, 2 * MiB)])
+    say("full backup while bitmap bmap0 starts recording (QMP block-dirty-bitmap-add)")
+    c.execute("block-dirty-bitmap-add", node="demo", name="bmap0", persistent=True)
+    fresh("Full.qcow2")
+    sh("strata-img", "convert", "-f", "raw", "-O", "qcow2", live, "Full.qcow2")
+    say("the guest writes again: 64 KiB at 1 MiB, 1 MiB at 512 MiB, 4 KiB at 900 MiB")
+    guest_writes([(0x33, 1 * MiB, 64 * 1024), (0x44, 512 * MiB, 1 * MiB),
+                  (0x55, 900 * MiB, 4096)])
+    say("a transaction freezes bmap0 and starts bmap1; the disk is exported with bmap0")
+    c.execute("transaction", actions=[
+        {"type": "block-dirty-bitmap-add", "data": {"node": "demo", "name": "bmap1",
+                                                    "persistent": True}},
+        {"type": "block-dirty-bitmap-disable", "data": {"node": "demo", "name": "bmap0"}}])
+    c.execute("block-export-add", type="nbd", id="vda", **{"node-name": "demo"}, name="vda",
+              bitmaps=["bmap0"])
 
 
-step("query-version", c.execute("query-version"))
-for b in demo_bitmaps():  # a previous run's bitmaps
-    c.execute("block-dirty-bitmap-remove", node="demo", name=b["name"])
+def copy_sh(source):
+    say("the slide's copy.sh, with strata-img and strata-io in qemu-img's and qemu-io's places")
+    fresh("IncBack.qcow2")
+    sh("strata-img", "create", "-f", "qcow2", "-b", source, "-F", "raw", "IncBack.qcow2")
+    out = sh("nbdinfo", "--map=qemu:dirty-bitmap:bmap0", source, lines=8)
+    say("one copy-on-read per dirty extent: each read pulls its clusters into IncBack.qcow2")
+    for line in out.splitlines():
+        offset, length, _, kind = line.split()
+        if kind == "dirty":
+            sh("strata-io", "-C", "-c", f"r {offset} {length}", "-f", "qcow2", "IncBack.qcow2")
+    sh("strata-img", "rebase", "-u", "-f", "qcow2", "-b", "Full.qcow2", "-F", "qcow2",
+       "IncBack.qcow2")
+    say("IncBack.qcow2 holds only what changed, and Full.qcow2 is its backing file")
+    sh("strata-img", "info", "IncBack.qcow2", lines=8)
+    sh("strata-img", "map", "IncBack.qcow2", lines=8)
+    say("the disk (over NBD) equals full + incremental")
+    sh("strata-img", "compare", "-f", "raw", "-F", "qcow2", source, "IncBack.qcow2")
 
-guest_writes([(0x11, 0, 4 * MiB), (0x22, 300 * MiB, 2 * MiB)])
-full = fresh(os.path.join(var, "backup-full.qcow2"))
-c.execute("block-dirty-bitmap-add", node="demo", name="bmap0", persistent=True)
-run(strata_img, "convert", "-O", "qcow2", uri("demo"), full)
-step("full backup (strata-img convert from the NBD export) with bitmap bmap0 started",
-     run("qemu-img", "info", full).splitlines()[:3])
 
-guest_writes([(0x33, 1 * MiB, 64 * 1024), (0x44, 512 * MiB, 1 * MiB), (0x55, 900 * MiB, 4096)])
-step("guest wrote 3 ranges; bitmaps", demo_bitmaps())
+def main():
+    offline_part()
+    c = QmpClient(qmp_sock)
+    reset_bitmaps(c)
+    live = f"nbd+unix:///demo?socket={NBD_SOCK}"
+    full_backup(c, live)
+    copy_sh(f"nbd+unix:///vda?socket={NBD_SOCK}")
+    c.execute("block-export-del", id="vda")
+    c.execute("block-dirty-bitmap-remove", node="demo", name="bmap0")
+    say("stratad quits (QMP quit); bmap1 stays in demo.qcow2 for the next backup")
+    c.execute("quit")
 
-reply = c.execute("transaction", actions=[
-    {"type": "block-dirty-bitmap-add", "data": {"node": "demo", "name": "bmap1",
-                                                "persistent": True}},
-    {"type": "block-dirty-bitmap-disable", "data": {"node": "demo", "name": "bmap0"}}])
-step("transaction: bmap0 frozen, bmap1 records from now on", demo_bitmaps())
 
-c.execute("block-export-add", type="nbd", id="frozen", **{"node-name": "demo"}, name="frozen",
-          bitmaps=["bmap0"])
-step("nbdinfo --map=qemu:dirty-bitmap:bmap0",
-     run("nbdinfo", "--map=qemu:dirty-bitmap:bmap0", uri("frozen")))
-
-inc = fresh(os.path.join(var, "backup-inc.qcow2"))
-run(strata_img, "create", "-f", "qcow2", "-b", full, "-F", "qcow2", inc)
-c.execute("blockdev-add", driver="qcow2", **{"node-name": "inc"},
-          file={"driver": "file", "filename": inc})
-c.execute("block-export-add", type="nbd", id="inc", **{"node-name": "inc"}, name="inc",
-          writable=True)
-
-src = nbd.NBD()
-src.add_meta_context("qemu:dirty-bitmap:bmap0")
-src.connect_uri(uri("frozen"))
-dst = nbd.NBD()
-dst.connect_uri(uri("inc"))
-dirty = flagged_extents(src, "qemu:dirty-bitmap:bmap0")
-size = src.get_size()
-copied = 0
-for offset, length in dirty:
-    for pos in range(offset, offset + length, 4 * MiB):
-        n = min(4 * MiB, offset + length - pos)
-        dst.pwrite(src.pread(n, pos), pos)
-        copied += n
-dst.flush()
-src.shutdown()
-dst.shutdown()
-step("pull-mode copy of the dirty extents",
-     f"{len(dirty)} extents, {copied} bytes copied out of a {size}-byte disk")
-
-c.execute("block-export-del", id="frozen")
-c.execute("block-export-del", id="inc")
-c.execute("blockdev-del", **{"node-name": "inc"})
-c.execute("block-dirty-bitmap-remove", node="demo", name="bmap0")
-step("qemu-img compare (disk over NBD) against full + incremental",
-     run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", uri("demo"), inc))
-step("bad input is answered, the connection goes on", c.request("no-such-command"))
-step("quit (bitmap bmap1 is stored in demo.qcow2)")
-c.execute("quit")
+main()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/serve-demo.sh        start stratad on the demo disk (Ctrl-C stops it)
-# scripts/serve-demo.sh demo   start stratad, run the incremental-backup walk-through
-#                              (scripts/demo_backup.py), stop it
+# scripts/serve-demo.sh demo   start stratad, run the walk-through (scripts/demo_backup.py:
+#                              strata-img, strata-io and strata-nbd used as qemu-img,
+#                              qemu-io and qemu-nbd in the seed talk), stop it
 #
 # The demo disk is created under var/ on first run (qcow2, with strata-img
 # when it is built, qemu-img otherwise). The QMP socket is var/qmp.sock; the
@@ -49,7 +50,7 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -S "$qmp" ] && break; sleep 0.05; done
 echo "stratad (pid $pid) serves $disk; QMP socket: $qmp; NBD export: $nbd_uri"
-/usr/bin/python3 "$here/scripts/demo_backup.py" "$qmp" "$nbd_sock" "$var" "$build/tools/strata-img"
+/usr/bin/python3 "$here/scripts/demo_backup.py" "$qmp" "$nbd_sock" "$var" "$build/tools"
 wait $pid
 trap - EXIT
 echo "stratad exited cleanly."

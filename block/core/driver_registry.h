@@ -21,9 +21,13 @@ struct DriverSpec {
   DriverKind kind = DriverKind::kFormat;
   std::vector<OptionSpec> options;  // driver-specific options
   std::function<std::unique_ptr<Driver>()> create;
-  // Protocol drivers: file-name prefixes they claim ("nbd+unix:", ...); such
-  // a file name opens with this driver, the name passed as `filename`.
-  std::vector<std::string> filename_prefixes = {};
+  // Protocol drivers: QEMU's protocol names this driver claims ("nbd",
+  // "nbd+unix", ...); a file name "NAME:..." opens with it
+  // (block/core/filename.h).
+  std::vector<std::string> protocols = {};
+  // QEMU's bdrv_parse_filename: the driver's options for a file name it
+  // claims, without "driver". Unset: {"filename": name}.
+  std::function<Result<nlohmann::json>(const std::string& filename)> parse_filename = {};
   // Opened by jobs only (Graph::co_add_internal): blockdev-add and inline
   // children refuse it as an unknown driver, as QEMU does for mirror_top.
   bool internal = false;
@@ -36,20 +40,14 @@ class DriverRegistry {
     auto it = specs_.find(name);
     return it == specs_.end() ? nullptr : &it->second;
   }
-  // The protocol driver claiming `filename` by one of its prefixes, or null.
-  const DriverSpec* find_by_filename(const std::string& filename) const {
-    for (const auto& [name, spec] : specs_) {
-      for (const auto& prefix : spec.filename_prefixes) {
-        if (filename.rfind(prefix, 0) == 0) return &spec;
+  // The protocol driver registered for protocol `name`, or null.
+  const DriverSpec* find_protocol(const std::string& name) const {
+    for (const auto& [driver, spec] : specs_) {
+      for (const auto& p : spec.protocols) {
+        if (p == name) return &spec;
       }
     }
     return nullptr;
-  }
-  // Options of the protocol node for a plain file name (QEMU's protocol
-  // lookup): the driver claiming its prefix, else "file".
-  nlohmann::json protocol_options(const std::string& filename) const {
-    const DriverSpec* spec = find_by_filename(filename);
-    return {{"driver", spec ? spec->name : "file"}, {"filename", filename}};
   }
   // Drivers users may name (internal ones left out).
   std::vector<std::string> names() const {

@@ -12,7 +12,8 @@
 namespace strata {
 
 namespace {
-constexpr uint64_t kZeroChunk = 1 << 20;  // zero buffer size for emulated write-zeroes
+constexpr uint64_t kZeroChunk = 1 << 20;      // zero buffer size for emulated write-zeroes
+constexpr uint64_t kMaxCopyOnRead = 1 << 20;  // bounce buffer of a copy-on-read
 
 uint64_t align_down(uint64_t v, uint64_t a) {
   return v / a * a;
@@ -102,6 +103,13 @@ Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t f
     co_return r;
   }
   if (iov.size() == 0) co_return Result<void>{};
+  if ((flags & kReqCopyOnRead) && !read_only()) {
+    uint64_t t0 = Loop::now_ns();
+    auto r = co_await co_copy_on_read(offset, iov, flags & ~kReqCopyOnRead);
+    account_read(r.ok(), iov.size(), t0);
+    co_return r;
+  }
+  flags &= ~kReqCopyOnRead;
   RequestScope scope(*this, offset, iov.size(), false);
   if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   uint64_t t0 = Loop::now_ns();
@@ -114,6 +122,58 @@ Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t f
   }
   account_read(r.ok(), iov.size(), t0);
   co_return r;
+}
+
+// Copy-on-read, as QEMU's bdrv_co_do_copy_on_readv: the request is
+// serialising over its cluster-aligned range (nothing overlapping runs
+// between the read and the write back); what this node allocates is read
+// into the caller's buffers directly, the rest is read whole clusters at a
+// time, written back and then copied out. A failed status query counts as
+// unallocated (the read will say what is wrong).
+Task<Result<void>> Node::co_copy_on_read(uint64_t offset, const IoVec& iov, uint32_t flags) {
+  uint64_t grain = std::max<uint64_t>(driver_->cluster_size(), limits().request_alignment);
+  uint64_t chunk = std::max<uint64_t>(align_down(kMaxCopyOnRead, grain), grain);
+  uint64_t start = align_down(offset, grain);
+  uint64_t end =
+      std::max(std::min(align_up(offset + iov.size(), grain), size()), offset + iov.size());
+  RequestScope scope(*this, start, end - start, true);
+  if (scope.entry().must_wait()) co_await scope.entry().co_wait();
+  for (uint64_t pos = start; pos < end;) {
+    auto st = co_await co_resolve_status(pos, std::min(chunk, end - pos));
+    uint64_t n = st ? std::min(st->bytes, chunk) : std::min(chunk, end - pos);
+    Result<void> r;
+    if (st && (st->flags & kStatusAllocated)) {
+      uint64_t a = std::max(pos, offset), b = std::min(pos + n, offset + iov.size());
+      if (a < b) r = co_await co_read_aligned(a, iov.slice(a - offset, b - a), flags);
+    } else {
+      r = co_await co_copy_in(pos, n, offset, iov);
+    }
+    if (!r) co_return r;
+    pos += n;
+  }
+  co_return Result<void>{};
+}
+
+// Reads [pos, pos + bytes) through the driver, writes it back unchanged and
+// copies the part the caller asked for (at `offset`) into `iov`.
+Task<Result<void>> Node::co_copy_in(uint64_t pos, uint64_t bytes, uint64_t offset,
+                                    const IoVec& iov) {
+  AlignedBuffer bounce(bytes);
+  STRATA_CO_TRY(co_await co_read_aligned(pos, bounce.iov(), 0));
+  STRATA_CO_TRY(co_await co_write_unchanged(pos, bounce.iov()));
+  uint64_t a = std::max(pos, offset), b = std::min(pos + bytes, offset + iov.size());
+  if (a < b) iov.copy_from(a - offset, bounce.data() + (a - pos), b - a);
+  co_return Result<void>{};
+}
+
+// A copy-on-read write: straight to the driver, as QEMU's
+// bdrv_driver_pwritev (the guest-visible data does not change, so no hook
+// runs and no dirty bitmap is marked); zeroes become write-zeroes.
+Task<Result<void>> Node::co_write_unchanged(uint64_t pos, const IoVec& data) {
+  if (data.is_zero()) co_return co_await co_do_zeroes(pos, data.size(), 0);
+  uint64_t align = limits().request_alignment;
+  if (pos % align || data.size() % align) co_return co_await co_write_rmw(pos, data, 0);
+  co_return co_await co_write_aligned(pos, data, 0);
 }
 
 Task<Result<void>> Node::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe,

@@ -254,6 +254,10 @@ class Node {
   // bitmaps.
   void mark_written(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
+  // Copy-on-read (kReqCopyOnRead), in io.cc.
+  Task<Result<void>> co_copy_on_read(uint64_t offset, const IoVec& iov, uint32_t flags);
+  Task<Result<void>> co_copy_in(uint64_t pos, uint64_t bytes, uint64_t offset, const IoVec& iov);
+  Task<Result<void>> co_write_unchanged(uint64_t pos, const IoVec& data);
   void account_read(bool ok, uint64_t bytes, uint64_t start_ns);
   Task<Result<void>> co_write_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
   Task<Result<void>> co_write_rmw(uint64_t offset, const IoVec& iov, uint32_t flags);

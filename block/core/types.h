@@ -15,6 +15,9 @@ enum RequestFlag : uint32_t {
   kReqMayUnmap = 1u << 1,         // write-zeroes: may deallocate
   kReqNoFallback = 1u << 2,       // write-zeroes: fail with ENOTSUP instead of writing zeroes
   kReqWriteCompressed = 1u << 3,  // write: store compressed (formats that can; whole clusters)
+  // read: what this node does not allocate is written into it, unchanged,
+  // as it is read (QEMU's BDRV_REQ_COPY_ON_READ; the copy-on-read filter).
+  kReqCopyOnRead = 1u << 4,
 };
 
 // Block status flags (as QEMU's BDRV_BLOCK_*).

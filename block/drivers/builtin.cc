@@ -10,6 +10,7 @@ void register_null_driver(DriverRegistry& registry);
 void register_fault_filter(DriverRegistry& registry);
 void register_mirror_top_filter(DriverRegistry& registry);
 void register_commit_top_filter(DriverRegistry& registry);
+void register_copy_on_read_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
 void register_nbd_driver(DriverRegistry& registry);
 void register_vdi_driver(DriverRegistry& registry);
@@ -23,6 +24,7 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_fault_filter(registry);
   register_mirror_top_filter(registry);
   register_commit_top_filter(registry);
+  register_copy_on_read_filter(registry);
   register_qcow2_driver(registry);
   register_nbd_driver(registry);
   register_vdi_driver(registry);

@@ -345,6 +345,12 @@ void FileDriver::reopen_abort() {
   if (reopen_fd_ >= 0) ::close(std::exchange(reopen_fd_, -1));
 }
 
+// "file:NAME" is the file NAME (QEMU's raw_parse_filename).
+Result<nlohmann::json> parse_file_filename(const std::string& filename) {
+  std::string name = filename.rfind("file:", 0) == 0 ? filename.substr(5) : filename;
+  return nlohmann::json{{"filename", name}};
+}
+
 }  // namespace
 
 void register_file_driver(DriverRegistry& registry) {
@@ -357,7 +363,9 @@ void register_file_driver(DriverRegistry& registry) {
                            {"drop-cache", OptType::kBool},
                            {"pr-manager", OptType::kString},
                            {"x-check-cache-dropped", OptType::kBool}},
-                          [] { return std::make_unique<FileDriver>(); }});
+                          [] { return std::make_unique<FileDriver>(); },
+                          {"file"},
+                          parse_file_filename});
 }
 
 }  // namespace strata

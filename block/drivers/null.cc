@@ -73,7 +73,14 @@ void register_null_driver(DriverRegistry& registry) {
       "null-co",
       DriverKind::kProtocol,
       {{"size", OptType::kInt}, {"latency-ns", OptType::kInt}, {"read-zeroes", OptType::kBool}},
-      [] { return std::make_unique<NullDriver>(); }});
+      [] { return std::make_unique<NullDriver>(); },
+      {"null-co"},
+      [](const std::string& filename) -> Result<nlohmann::json> {
+        if (filename != "null-co://") {
+          return Error{EINVAL, "The only allowed filename for this driver is 'null-co://'"};
+        }
+        return nlohmann::json::object();
+      }});
 }
 
 }  // namespace strata

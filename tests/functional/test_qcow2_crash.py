@@ -24,7 +24,7 @@ def writer(image):
 
 def wait_for(proc, marker):
     for line in proc.stdout:
-        if line.strip() == marker:
+        if line.replace("strata-io> ", "").strip() == marker:
             return
     raise AssertionError(f"writer ended before {marker}")
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "block/core/filename.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "strata_img/common.h"
 
@@ -49,8 +50,10 @@ Task<Result<nlohmann::json>> co_chain_options(
     size_t writable_depth) {
   nlohmann::json below;
   for (size_t i = writable_depth + 1; i-- > 1;) {
-    nlohmann::json layer = {{"driver", files[i].second},
-                            {"file", {{"driver", "file"}, {"filename", files[i].first}}}};
+    // The layer's own name again: nbd://... opens over NBD, as it did.
+    STRATA_CO_TRY_ASSIGN(nlohmann::json file,
+                         filename_node_options(engine.graph().drivers(), files[i].first));
+    nlohmann::json layer = {{"driver", files[i].second}, {"file", file}};
     layer["read-only"] = i != writable_depth;
     if (!below.is_null()) layer["backing"] = below;
     below = layer;

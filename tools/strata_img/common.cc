@@ -4,9 +4,9 @@
 #include <cstdio>
 
 #include "block/core/block_status.h"
+#include "block/core/filename.h"
 #include "block/core/graph.h"
 #include "block/core/options.h"
-#include "block/drivers/probe/probe.h"
 #include "qmp/block_schema.h"
 
 namespace strata::img {
@@ -99,20 +99,9 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   nlohmann::json opts;
   if (spec.image_opts) {
     STRATA_CO_TRY_ASSIGN(opts, qmp::parse_image_options(engine.graph().drivers(), spec.filename));
-  } else if (spec.filename.rfind("json:", 0) == 0) {
-    opts = nlohmann::json::parse(spec.filename.substr(5), nullptr, false);
-    if (opts.is_discarded() || !opts.is_object()) {
-      co_return Error{EINVAL, "Could not parse the image options '" + spec.filename + "'"};
-    }
   } else {
-    nlohmann::json file = engine.graph().drivers().protocol_options(spec.filename);
-    std::string fmt = spec.format.empty() && file["driver"] != "file" ? "raw" : spec.format;
-    if (fmt.empty()) {
-      STRATA_CO_TRY_ASSIGN(fmt, co_await probe::co_probe_driver(
-                                    engine.loop(), engine.graph().drivers(), spec.filename));
-    }
-    opts = {{"driver", fmt}, {"file", file}};
-    if (spec.format.empty() && fmt == "raw") opts["x-probed"] = true;
+    STRATA_CO_TRY_ASSIGN(opts, co_await co_filename_options(engine.loop(), engine.graph().drivers(),
+                                                            spec.filename, spec.format));
   }
   if (spec.no_backing && has_backing_option(engine, opts.value("driver", ""))) {
     opts["backing"] = nullptr;
@@ -129,13 +118,22 @@ Task<Result<nlohmann::json>> co_image_options(Engine& engine, OpenSpec spec) {
   co_return opts;
 }
 
-Task<Result<std::unique_ptr<Drive>>> co_open_image(Engine& engine, OpenSpec spec) {
+namespace {
+
+// The name's options (file name rules, probing) and the node, one error.
+Task<Result<std::unique_ptr<Drive>>> co_open_drive(Engine& engine, OpenSpec spec) {
   STRATA_CO_TRY_ASSIGN(auto opts, co_await co_image_options(engine, spec));
   DriveOptions d;
   d.writable = spec.writable;
   d.share_rw = spec.force_share;
   d.user = "strata-img";
-  auto drive = co_await Drive::co_open(engine, opts, d);
+  co_return co_await Drive::co_open(engine, opts, d);
+}
+
+}  // namespace
+
+Task<Result<std::unique_ptr<Drive>>> co_open_image(Engine& engine, OpenSpec spec) {
+  auto drive = co_await co_open_drive(engine, spec);
   if (!drive) {
     co_return Error{drive.error().code,
                     "Could not open '" + spec.filename + "': " + drive.error().message};

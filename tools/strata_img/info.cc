@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "block/core/filename.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "block/drivers/vmdk/vmdk.h"
 #include "strata_img/common.h"
@@ -22,10 +23,8 @@ uint64_t allocated_bytes(const std::string& path) {
 }
 
 std::string join_backing(const std::string& image, const std::string& backing) {
-  if (backing.empty() || backing[0] == '/' || backing.find("://") != std::string::npos)
-    return backing;
-  auto slash = image.rfind('/');
-  return slash == std::string::npos ? backing : image.substr(0, slash + 1) + backing;
+  auto full = backing_filename(image, backing);
+  return full ? *full : backing;
 }
 
 ojson snapshot_json(const qcow2::Snapshot& s) {

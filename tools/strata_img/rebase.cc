@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "block/core/filename.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "strata_img/common.h"
 
@@ -28,9 +29,8 @@ struct RebaseArgs {
 };
 
 std::string relative_to_image(const std::string& path, const std::string& image) {
-  if (path.empty() || path[0] == '/' || path.find("://") != std::string::npos) return path;
-  auto slash = image.rfind('/');
-  return slash == std::string::npos ? path : image.substr(0, slash + 1) + path;
+  auto full = backing_filename(image, path);
+  return full ? *full : path;
 }
 
 // Reads [off, off + len) of `drive`, zeroes past its end.

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "block/core/filename.h"
 #include "block/core/options.h"
 #include "block/drivers/file_create.h"
 
@@ -104,12 +105,10 @@ Result<qcow2::CreateOptions> parse_create_options(const std::string& format,
 
 Task<Result<uint64_t>> co_backing_size(Engine& engine, std::string path, std::string format,
                                        const std::string& image) {
-  if (!path.empty() && path[0] != '/' && path.find("://") == std::string::npos) {
-    auto slash = image.rfind('/');
-    if (slash != std::string::npos) path = image.substr(0, slash + 1) + path;
-  }
+  // As QEMU: relative to the image's directory unless absolute or a
+  // protocol name (nbd://..., json:{...}).
   OpenSpec spec;
-  spec.filename = path;
+  STRATA_CO_TRY_ASSIGN(spec.filename, backing_filename(image, path));
   spec.format = format;
   spec.force_share = true;
   STRATA_CO_TRY_ASSIGN(auto opts, co_await co_image_options(engine, spec));

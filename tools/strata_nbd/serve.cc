@@ -15,8 +15,8 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/pidfile.h"
+#include "block/core/filename.h"
 #include "block/core/graph.h"
-#include "block/drivers/probe/probe.h"
 #include "nbd/server.h"
 #include "strata/engine.h"
 
@@ -25,24 +25,28 @@ namespace strata::tools::nbd_tool {
 namespace {
 constexpr const char* kNodeName = "strata-nbd-export";
 
-// `format`: -f, or what the image was probed as.
-Result<nlohmann::json> node_options(const Options& o, const std::string& format) {
-  nlohmann::json file = {{"driver", "file"}, {"filename", o.image}};
-  nlohmann::json opts = {{"driver", format}, {"node-name", kNodeName}, {"read-only", o.read_only}};
+Task<Result<nlohmann::json>> co_node_options(Engine& engine, const Options& o) {
+  auto opened =
+      co_await co_filename_options(engine.loop(), engine.graph().drivers(), o.image, o.format);
+  if (!opened) {
+    co_return Error{opened.error().code,
+                    "Failed to blk_new_open '" + o.image + "': " + opened.error().message};
+  }
+  nlohmann::json opts = std::move(*opened);
+  opts["node-name"] = kNodeName;
+  opts["read-only"] = o.read_only;
   if (!o.cache.empty()) {
     bool direct = o.cache == "none" || o.cache == "directsync";
     bool no_flush = o.cache == "unsafe";
     if (o.cache != "none" && o.cache != "directsync" && o.cache != "writeback" &&
         o.cache != "writethrough" && o.cache != "unsafe") {
-      return Error{EINVAL, "Invalid cache mode '" + o.cache + "'"};
+      co_return Error{EINVAL, "Invalid cache mode '" + o.cache + "'"};
     }
     opts["cache"] = {{"direct", direct}, {"no-flush", no_flush}};
   }
   if (!o.discard.empty()) opts["discard"] = o.discard;
   if (!o.detect_zeroes.empty()) opts["detect-zeroes"] = o.detect_zeroes;
-  opts["file"] = file;
-  if (o.format.empty() && format == "raw") opts["x-probed"] = true;
-  return opts;
+  co_return opts;
 }
 
 bool truthy(const std::string& v) {
@@ -101,17 +105,7 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
     std::fprintf(stderr, "strata-nbd: %s\n", tls.error().message.c_str());
     co_return 1;
   }
-  std::string format = o.format;
-  if (format.empty()) {
-    auto probed = co_await probe::co_probe_driver(engine.loop(), engine.graph().drivers(), o.image);
-    if (!probed) {
-      std::fprintf(stderr, "strata-nbd: Failed to blk_new_open '%s': %s\n", o.image.c_str(),
-                   probed.error().message.c_str());
-      co_return 1;
-    }
-    format = *probed;
-  }
-  auto opts = node_options(o, format);
+  auto opts = co_await co_node_options(engine, o);
   if (!opts) {
     std::fprintf(stderr, "strata-nbd: %s\n", opts.error().message.c_str());
     co_return 1;

@@ -78,15 +78,8 @@ Result<uint64_t> seconds_option(const nlohmann::json& o, const char* name) {
 
 Result<void> NbdDriver::parse_options(OpenContext& ctx) {
   const auto& o = ctx.options();
-  std::string filename = opt_string(o, "filename");
-  if (!filename.empty()) {
-    if (o.contains("server")) return Error{EINVAL, "Cannot use 'server' with 'filename'"};
-    STRATA_TRY_ASSIGN(address_, parse_nbd_filename(filename));
-    if (o.contains("export")) address_.export_name = opt_string(o, "export");
-  } else {
-    if (!o.contains("server")) return Error{EINVAL, "Parameter 'server' is missing"};
-    STRATA_TRY_ASSIGN(address_, parse_server_option(o["server"], opt_string(o, "export")));
-  }
+  if (!o.contains("server")) return Error{EINVAL, "Parameter 'server' is missing"};
+  STRATA_TRY_ASSIGN(address_, parse_server_option(o["server"], opt_string(o, "export")));
   params_.export_name = address_.export_name;
   bitmap_ = opt_string(o, "x-dirty-bitmap");
   params_.meta_context = bitmap_.empty() ? "base:allocation" : "qemu:dirty-bitmap:" + bitmap_;
@@ -372,14 +365,14 @@ void register_nbd_driver(DriverRegistry& registry) {
                           DriverKind::kProtocol,
                           {{"server", OptType::kObject},
                            {"export", OptType::kString},
-                           {"filename", OptType::kString},
                            {"tls-creds", OptType::kString},
                            {"tls-hostname", OptType::kString},
                            {"reconnect-delay", OptType::kUint},
                            {"open-timeout", OptType::kUint},
                            {"x-dirty-bitmap", OptType::kString}},
                           [] { return std::make_unique<NbdDriver>(); },
-                          {"nbd:", "nbd+unix:", "nbd+tcp:"}});
+                          {"nbd", "nbd+tcp", "nbd+unix"},
+                          nbd_filename_options});
 }
 
 }  // namespace strata

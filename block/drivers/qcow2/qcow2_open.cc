@@ -5,7 +5,7 @@
 
 #include "base/fs.h"
 #include "block/core/driver_registry.h"
-#include "block/drivers/probe/probe.h"
+#include "block/core/filename.h"
 #include "block/drivers/qcow2/bitmap_load.h"
 #include "block/drivers/qcow2/bitmap_store.h"
 #include "block/drivers/qcow2/check.h"
@@ -19,11 +19,6 @@ constexpr uint64_t kMaxDefaultL2Cache = 128ull << 20;  // the whole L2 of 1 TiB 
 Task<void> co_write_incompat_bits(Child* file, std::array<uint8_t, 8> bytes) {
   (void)co_await file->co_pwrite(72, {bytes.data(), 8});
   (void)co_await file->co_flush();
-}
-
-std::string dirname_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  return slash == std::string::npos ? "" : path.substr(0, slash + 1);
 }
 }  // namespace
 
@@ -145,21 +140,16 @@ Task<Result<void>> Qcow2Driver::co_open_backing(OpenContext& ctx) {
     co_return Result<void>{};
   }
   if (header_.backing_file.empty()) co_return Result<void>{};
-  std::string path = header_.backing_file;
-  if (path[0] != '/' && path.find("://") == std::string::npos) {
-    path = dirname_of(file_->node()->driver().filename()) + path;
-  }
-  std::string fmt = header_.backing_format;
-  if (fmt.empty()) {
-    auto probed = co_await probe::co_probe_driver(*loop_, ctx.graph().drivers(), path);
-    if (!probed) {
-      co_return Error{probed.error().code,
-                      "Could not open backing file: " + probed.error().message};
-    }
-    fmt = *probed;
-  }
-  nlohmann::json opts = {{"driver", fmt}, {"file", {{"driver", "file"}, {"filename", path}}}};
-  auto child = co_await ctx.co_open_child_with("backing", opts, kRoleCow);
+  // The name as QEMU resolves it (relative to this image's directory unless
+  // it is absolute or names a protocol: nbd://..., json:{...}).
+  auto path = backing_filename(file_->node()->driver().filename(), header_.backing_file);
+  if (!path)
+    co_return Error{path.error().code, "Could not open backing file: " + path.error().message};
+  auto opts =
+      co_await co_filename_options(*loop_, ctx.graph().drivers(), *path, header_.backing_format);
+  if (!opts)
+    co_return Error{opts.error().code, "Could not open backing file: " + opts.error().message};
+  auto child = co_await ctx.co_open_child_with("backing", *opts, kRoleCow);
   if (!child) {
     co_return Error{child.error().code, "Could not open backing file: " + child.error().message};
   }
