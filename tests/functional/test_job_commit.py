@@ -23,12 +23,24 @@ def chain(workdir):
     return make_chain(os.path.join(str(workdir), "orig"))
 
 
-def start(kind, workdir, chain):
-    paths = copy_files(chain, os.path.join(str(workdir), kind))
-    d = JobDaemon(kind, os.path.join(str(workdir), kind))
-    for cmd, args in chain_commands(paths):
-        d.ok(cmd, **args)
-    return d, paths
+@pytest.fixture
+def start(workdir, chain):
+    """start(kind) -> (daemon, paths): a daemon over its own copy of the
+    chain; daemons a failed test leaves running are killed afterwards."""
+    daemons = []
+
+    def _start(kind):
+        paths = copy_files(chain, os.path.join(str(workdir), kind))
+        d = JobDaemon(kind, os.path.join(str(workdir), kind))
+        daemons.append(d)
+        for cmd, args in chain_commands(paths):
+            d.ok(cmd, **args)
+        return d, paths
+
+    yield _start
+    for d in daemons:
+        if d.daemon.proc.poll() is None:
+            d.kill()
 
 
 def backing_chain(path):
@@ -45,11 +57,11 @@ def check(path):
     run(["qemu-img", "check", path])
 
 
-def run_both(workdir, chain, body):
+def run_both(start, body):
     """Runs body(daemon, paths) on both daemons; returns {kind: result}."""
     out = {}
     for kind in KINDS:
-        d, paths = start(kind, workdir, chain)
+        d, paths = start(kind)
         try:
             out[kind] = body(d, paths)
         finally:
@@ -58,7 +70,7 @@ def run_both(workdir, chain, body):
     return out
 
 
-def test_intermediate_commit_matches_qemu(workdir, chain):
+def test_intermediate_commit_matches_qemu(workdir, chain, start):
     def body(d, paths):
         d.ok("block-commit", **{"job-id": "c1", "device": "top", "top-node": "mid",
                                 "base-node": "base"})
@@ -68,7 +80,7 @@ def test_intermediate_commit_matches_qemu(workdir, chain):
                        if not n["node-name"].startswith("#"))
         return d.job_events("c1"), jobs, nodes
 
-    res = run_both(workdir, chain, body)
+    res = run_both(start, body)
     (s_events, s_jobs, s_nodes), s_paths = res["strata"]
     (q_events, q_jobs, q_nodes), q_paths = res["qsd"]
     assert s_events == q_events
@@ -85,7 +97,7 @@ def test_intermediate_commit_matches_qemu(workdir, chain):
     run(["qemu-img", "compare", s_paths["base"], q_paths["base"]])
 
 
-def test_commit_argument_errors_match_qemu(workdir, chain):
+def test_commit_argument_errors_match_qemu(workdir, chain, start):
     cases = [
         {"device": "nosuch"},
         {"device": "mid"},
@@ -114,7 +126,7 @@ def test_commit_argument_errors_match_qemu(workdir, chain):
         events = [(e["event"], e.get("data", {}).get("status")) for e in d.qmp.events]
         return replies, events
 
-    res = run_both(workdir, chain, body)
+    res = run_both(start, body)
     (s_replies, s_events), _ = res["strata"]
     (q_replies, q_events), _ = res["qsd"]
     for args, s, q in zip(cases, s_replies, q_replies):
@@ -122,20 +134,20 @@ def test_commit_argument_errors_match_qemu(workdir, chain):
     assert s_events == q_events
 
 
-def test_active_commit_with_a_guest_writing(workdir, chain):
+def test_active_commit_with_a_guest_writing(workdir, chain, start):
     """Active commit of top into base while a guest writes through NBD; job
     events as QEMU's, and after job-complete the base holds exactly what
     the guest sees."""
     results = {}
     initial = read_image(chain["top"])
     for kind in KINDS:
-        d, paths = start(kind, workdir, chain)
+        d, paths = start(kind)
         sock = os.path.join(str(workdir), kind, "nbd.sock")
         model = bytearray(initial)
         d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
         d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
         guest = Guest(sock, "top", model, seed=7)
-        guest.start(pause=0.001)
+        guest.start(pause=0.005)  # ~200 writes/s: under the job's speed once dirty
         d.ok("block-commit", **{"job-id": "ac", "device": "top", "speed": 32 * MiB})
         d.wait_event("BLOCK_JOB_READY", "ac", timeout=180)
         guest.stop()
@@ -156,9 +168,9 @@ def test_active_commit_with_a_guest_writing(workdir, chain):
     assert results["strata"] == results["qsd"]
 
 
-def test_soft_and_hard_cancel_of_an_active_commit_in_ready(workdir, chain):
+def test_soft_and_hard_cancel_of_an_active_commit_in_ready(workdir, chain, start):
     for kind in KINDS:
-        d, paths = start(kind, workdir, chain)
+        d, paths = start(kind)
         d.ok("block-commit", **{"job-id": "s", "device": "top"})
         d.wait_event("BLOCK_JOB_READY", "s")
         d.ok("block-job-cancel", device="s")  # soft: completes without pivot
@@ -177,10 +189,10 @@ def test_soft_and_hard_cancel_of_an_active_commit_in_ready(workdir, chain):
         check(paths["base"])
 
 
-def test_manual_finalize_and_dismiss_and_pause_in_ready(workdir, chain):
+def test_manual_finalize_and_dismiss_and_pause_in_ready(workdir, chain, start):
     events = {}
     for kind in KINDS:
-        d, paths = start(kind, workdir, chain)
+        d, paths = start(kind)
         d.ok("block-commit", **{"job-id": "m", "device": "top", "top-node": "mid",
                                 "auto-finalize": False, "auto-dismiss": False})
         d.wait_event("BLOCK_JOB_PENDING", "m")
