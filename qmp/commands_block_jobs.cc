@@ -3,6 +3,7 @@
 // qmp_block_commit, qmp_block_stream), over the engine's job API
 // (jobs/commit.h, jobs/stream.h).
 #include "jobs/commit.h"
+#include "jobs/stream.h"
 #include "qmp/block_chain.h"
 #include "qmp/block_lookup.h"
 #include "qmp/commands.h"
@@ -120,6 +121,78 @@ Task<Result<json>> co_block_commit(QmpContext& ctx, json args) {
   co_return json::object();
 }
 
+// block-stream's `base`, `base-node` or `bottom` (at most one), checked as
+// qmp_block_stream checks them.
+Result<void> stream_layers(const Graph& graph, Node& bs, const json& args, StreamParams* p) {
+  const std::string device = args["device"].get<std::string>();
+  if (args.contains("base") && args.contains("base-node")) {
+    return Error{EINVAL, "'base' and 'base-node' cannot be specified at the same time"};
+  }
+  if (args.contains("base") && args.contains("bottom")) {
+    return Error{EINVAL, "'base' and 'bottom' cannot be specified at the same time"};
+  }
+  if (args.contains("bottom") && args.contains("base-node")) {
+    return Error{EINVAL, "'bottom' and 'base-node' cannot be specified at the same time"};
+  }
+  if (args.contains("base")) {
+    std::string name = args["base"].get<std::string>();
+    p->base = find_backing_image(bs, name);
+    if (!p->base) return Error{ENOENT, "Can't find '" + name + "' in the backing chain"};
+  }
+  if (args.contains("base-node")) {
+    std::string name = args["base-node"].get<std::string>();
+    STRATA_TRY_ASSIGN(p->base, lookup_bs(graph, "", name));
+    if (p->base == &bs || !chain_contains(bs, *p->base)) {
+      return Error{EINVAL, "Node '" + name + "' is not a backing image of '" + device + "'"};
+    }
+  }
+  if (args.contains("bottom")) {
+    std::string name = args["bottom"].get<std::string>();
+    STRATA_TRY_ASSIGN(p->bottom, lookup_bs(graph, "", name));
+    if (p->bottom->driver().filtered_child()) {
+      return Error{EINVAL, "Node '" + name + "' is a filter, use a non-filter node as 'bottom'"};
+    }
+    if (!chain_contains(bs, *p->bottom)) {
+      return Error{EINVAL, "Node '" + name + "' is not in a chain starting from '" + device + "'"};
+    }
+  }
+  return {};
+}
+
+// Every node from bs down to the base (or below bottom) must allow streaming.
+Result<void> check_stream_chain(Node& bs, const StreamParams& p) {
+  Node* end = p.base;
+  if (p.bottom) end = Graph::chain_child(*p.bottom) ? Graph::chain_child(*p.bottom)->node() : nullptr;
+  for (Node* n = &bs; n && n != end;) {
+    STRATA_TRY(n->check_op(BlockOp::kStream));
+    Child* c = Graph::chain_child(*n);
+    n = c ? c->node() : nullptr;
+  }
+  return {};
+}
+
+Task<Result<json>> co_block_stream(QmpContext& ctx, json args) {
+  Engine& engine = ctx.engine();
+  std::string device = args["device"].get<std::string>();
+  STRATA_CO_TRY_ASSIGN(Node * bs, lookup_bs(engine.graph(), device, device));
+  StreamParams p;
+  STRATA_CO_TRY(stream_layers(engine.graph(), *bs, args, &p));
+  STRATA_CO_TRY(check_stream_chain(*bs, p));
+  if (!p.base && args.contains("backing-file")) {
+    co_return Error{EINVAL, "backing file specified, but streaming the entire chain"};
+  }
+  p.job = job_options(args, device);
+  p.bs = bs;
+  p.backing_file = args.value("backing-file", "");
+  p.backing_mask_protocol = args.value("backing-mask-protocol", false);
+  p.speed = args.value("speed", int64_t{0});
+  p.on_error = on_error_of(args, "on-error");
+  p.filter_node_name = args.value("filter-node-name", "");
+  auto job = co_await StreamJob::co_start(engine, std::move(p));
+  if (!job) co_return std::move(job).error();
+  co_return json::object();
+}
+
 }  // namespace
 
 void register_block_job_commands(QmpContext& ctx) {
@@ -139,6 +212,20 @@ void register_block_job_commands(QmpContext& ctx) {
                   {"auto-dismiss", "bool", true},
                   {"x-merge-bitmaps", "bool", true}},
          .handler = co_block_commit});
+  r.add({.name = "block-stream",
+         .args = {{"job-id", "str", true},
+                  {"device", "str"},
+                  {"base", "str", true},
+                  {"base-node", "str", true},
+                  {"backing-file", "str", true},
+                  {"bottom", "str", true},
+                  {"backing-mask-protocol", "bool", true},
+                  {"speed", "int", true},
+                  {"on-error", "BlockdevOnError", true},
+                  {"filter-node-name", "str", true},
+                  {"auto-finalize", "bool", true},
+                  {"auto-dismiss", "bool", true}},
+         .handler = co_block_stream});
 }
 
 }  // namespace strata::qmp

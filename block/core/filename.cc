@@ -132,7 +132,9 @@ Task<Result<json>> co_filename_options(Loop& loop, const DriverRegistry& drivers
     co_return parse_with(*spec, filename);
   }
   bool probed = format.empty();
-  if (probed) STRATA_CO_TRY_ASSIGN(format, co_await co_default_format(loop, drivers, node));
+  if (probed) {
+    STRATA_CO_TRY_ASSIGN(format, co_await co_default_format(loop, drivers, node));
+  }
   json options = {{"driver", format}, {"file", std::move(node)}};
   // As QEMU's raw driver on a probed image: writes that would make it probe
   // as another format are refused, and a read-write open warns.

@@ -3,6 +3,7 @@
 // work (kReqCopyOnRead, block/core/io.cc).
 #include "block/filters/copy_on_read.h"
 
+#include "block/core/block_status.h"
 #include "block/core/filter.h"
 
 namespace strata {
@@ -14,8 +15,8 @@ namespace {
 constexpr uint64_t kPassThrough = kPermConsistentRead | kPermWrite | kPermResize;
 constexpr uint64_t kUnchanged = kPermAll & ~kPassThrough;
 
-// The next layer below `node`: its backing file, or a filter's child.
-Node* next_layer(const Node& node) {
+// The node below `node`: its backing file, or a filter's child.
+Node* below(const Node& node) {
   Child* c = node.backing();
   if (!c) c = node.filtered();
   return c ? c->node() : nullptr;
@@ -57,7 +58,7 @@ class CopyOnReadDriver final : public FilterDriver {
     if (bottom->driver().filtered_child()) {
       return Error{EINVAL, "Bottom node '" + bottom_ + "' is a filter"};
     }
-    for (Node* n = file_->node(); n; n = next_layer(*n)) {
+    for (Node* n = file_->node(); n; n = below(*n)) {
       if (n == bottom) return {};
     }
     return Error{EINVAL, "Bottom node '" + bottom_ + "' is not in the backing chain of '" +
@@ -85,23 +86,23 @@ class CopyOnReadDriver final : public FilterDriver {
   }
 
   // Whether a layer from the top's backing file down to `bottom` (included)
-  // allocates [pos, pos + bytes), and for how long the answer holds. Errors
-  // count as allocated (copying too much is harmless); a layer that ends
-  // before `pos` allocates nothing there. A bottom that left the chain
-  // (a graph change) means the whole chain.
+  // allocates [pos, pos + bytes), and for how long the answer holds
+  // (co_is_allocated_above). Errors count as allocated (copying too much is
+  // harmless). A bottom that left the chain (a graph change) means the
+  // whole chain.
   Task<std::pair<bool, uint64_t>> co_allocated_above(uint64_t pos, uint64_t bytes) {
     Node* top = file_->node();
-    if (top->name() == bottom_) co_return std::pair<bool, uint64_t>{false, bytes};
-    for (Node* n = next_layer(*top); n; n = next_layer(*n)) {
-      if (pos < n->size()) {
-        auto st = co_await n->co_block_status(pos, bytes, nullptr);
-        if (!st) co_return std::pair<bool, uint64_t>{true, bytes};
-        if (st->bytes) bytes = std::min(bytes, st->bytes);
-        if (st->flags & kStatusAllocated) co_return std::pair<bool, uint64_t>{true, bytes};
-      }
-      if (n->name() == bottom_) break;
+    Node* next = next_layer(*top);
+    if (!next || top->name() == bottom_ || pos >= next->size()) {
+      co_return std::pair<bool, uint64_t>{false, bytes};
     }
-    co_return std::pair<bool, uint64_t>{false, bytes};
+    Node* bottom = nullptr;
+    for (Node* n = next; n && !bottom; n = next_layer(*n)) {
+      if (n->name() == bottom_) bottom = n;
+    }
+    auto a = co_await co_is_allocated_above(*next, bottom, true, pos, bytes);
+    if (!a) co_return std::pair<bool, uint64_t>{true, bytes};
+    co_return std::pair<bool, uint64_t>{a->allocated, a->bytes ? std::min(a->bytes, bytes) : bytes};
   }
 
   Graph* graph_ = nullptr;

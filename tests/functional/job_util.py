@@ -2,6 +2,7 @@
 a daemon (stratad or qemu-storage-daemon) with the chain opened node by
 node, event collection, and a guest that writes through an NBD export while
 a job runs and keeps a model of what it wrote."""
+import json
 import os
 import random
 import shutil
@@ -10,11 +11,13 @@ import threading
 import time
 
 import nbd
+import pytest
 
-from conftest import run, strata_binary
+from conftest import require, run, strata_binary
 from qmp_client import Daemon
 
 QSD = "qemu-storage-daemon"
+KINDS = ["strata", "qsd"]
 MiB = 1 << 20
 
 
@@ -224,3 +227,61 @@ class Guest:
 
     def close(self):
         self.h.shutdown()
+
+
+# Fixtures and helpers of the differential job tests (import them into
+# the test module: `from job_util import chain, start`).
+
+@pytest.fixture
+def chain(workdir):
+    require("qemu-storage-daemon")
+    return make_chain(os.path.join(str(workdir), "orig"))
+
+
+@pytest.fixture
+def start(workdir, chain):
+    """start(kind) -> (daemon, paths): a daemon over its own copy of the
+    chain; daemons a failed test leaves running are killed afterwards."""
+    daemons = []
+
+    def _start(kind):
+        paths = copy_files(chain, os.path.join(str(workdir), kind))
+        d = JobDaemon(kind, os.path.join(str(workdir), kind))
+        daemons.append(d)
+        for cmd, args in chain_commands(paths):
+            d.ok(cmd, **args)
+        return d, paths
+
+    yield _start
+    for d in daemons:
+        if d.daemon.proc.poll() is None:
+            d.kill()
+
+
+def backing_chain(path):
+    info = json.loads(run(["qemu-img", "info", "--output=json", "--backing-chain",
+                           "-U", path]).stdout)
+    # Names are absolute on both sides (QEMU writes the base's file name):
+    # compare the file names within each run's directory.
+    return [(os.path.basename(i["filename"]),
+             i.get("backing-filename") and os.path.basename(i["backing-filename"]))
+            for i in info]
+
+
+def check(path):
+    run(["qemu-img", "check", path])
+
+
+def run_both(start, body):
+    """Runs body(daemon, paths) on both daemons; returns {kind: result}."""
+    out = {}
+    for kind in KINDS:
+        d, paths = start(kind)
+        try:
+            out[kind] = body(d, paths)
+        finally:
+            d.quit()
+        out[kind] = (out[kind], paths)
+    return out
+
+

@@ -5,69 +5,11 @@ job's events must match in order, and the images left behind must read the
 same (qemu-img compare), pass qemu-img check and show the same backing
 chain. With a guest writing through an NBD export while the job runs, the
 result must equal a model of what the guest wrote."""
-import json
 import os
 
-import pytest
-
-from conftest import require, run
-from job_util import (MiB, Guest, JobDaemon, chain_commands, copy_files, make_chain,
-                      read_image)
-
-KINDS = ["strata", "qsd"]
-
-
-@pytest.fixture
-def chain(workdir):
-    require("qemu-storage-daemon")
-    return make_chain(os.path.join(str(workdir), "orig"))
-
-
-@pytest.fixture
-def start(workdir, chain):
-    """start(kind) -> (daemon, paths): a daemon over its own copy of the
-    chain; daemons a failed test leaves running are killed afterwards."""
-    daemons = []
-
-    def _start(kind):
-        paths = copy_files(chain, os.path.join(str(workdir), kind))
-        d = JobDaemon(kind, os.path.join(str(workdir), kind))
-        daemons.append(d)
-        for cmd, args in chain_commands(paths):
-            d.ok(cmd, **args)
-        return d, paths
-
-    yield _start
-    for d in daemons:
-        if d.daemon.proc.poll() is None:
-            d.kill()
-
-
-def backing_chain(path):
-    info = json.loads(run(["qemu-img", "info", "--output=json", "--backing-chain",
-                           "-U", path]).stdout)
-    # Names are absolute on both sides (QEMU writes the base's file name):
-    # compare the file names within each run's directory.
-    return [(os.path.basename(i["filename"]),
-             i.get("backing-filename") and os.path.basename(i["backing-filename"]))
-            for i in info]
-
-
-def check(path):
-    run(["qemu-img", "check", path])
-
-
-def run_both(start, body):
-    """Runs body(daemon, paths) on both daemons; returns {kind: result}."""
-    out = {}
-    for kind in KINDS:
-        d, paths = start(kind)
-        try:
-            out[kind] = body(d, paths)
-        finally:
-            d.quit()
-        out[kind] = (out[kind], paths)
-    return out
+from conftest import run
+from job_util import (KINDS, MiB, Guest, backing_chain, chain, check,  # noqa: F401
+                      read_image, run_both, start)
 
 
 def test_intermediate_commit_matches_qemu(workdir, chain, start):

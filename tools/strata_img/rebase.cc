@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "block/core/filename.h"
-#include "block/drivers/qcow2/qcow2.h"
+#include "block/core/image_ops.h"
 #include "strata_img/common.h"
 
 namespace strata::img {
@@ -105,7 +105,7 @@ Task<Result<void>> co_rebase_open(Engine& engine, const RebaseArgs& a) {
   spec.writable = true;
   spec.no_backing = a.unsafe;
   STRATA_CO_TRY_ASSIGN(auto top, co_await co_open_image(engine, spec));
-  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&top->edge()->node()->driver());
+  ImageOps* q = top->edge()->node()->driver().image_ops();
   Result<void> r;
   if (!q) {
     r = Error{ENOTSUP,
