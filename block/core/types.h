@@ -11,9 +11,9 @@ class Node;
 
 // Flags on write, write-zeroes and read requests.
 enum RequestFlag : uint32_t {
-  kReqFua = 1u << 0,         // write: stable on completion
-  kReqMayUnmap = 1u << 1,    // write-zeroes: may deallocate
-  kReqNoFallback = 1u << 2,  // write-zeroes: fail with ENOTSUP instead of writing zeroes
+  kReqFua = 1u << 0,              // write: stable on completion
+  kReqMayUnmap = 1u << 1,         // write-zeroes: may deallocate
+  kReqNoFallback = 1u << 2,       // write-zeroes: fail with ENOTSUP instead of writing zeroes
   kReqWriteCompressed = 1u << 3,  // write: store compressed (formats that can; whole clusters)
 };
 
@@ -25,6 +25,9 @@ enum StatusFlag : uint32_t {
   kStatusAllocated = 1u << 3,    // this layer decides the content (not the backing file)
   kStatusEof = 1u << 4,          // the range reaches the end of the node
   kStatusRecurse = 1u << 5,      // driver answer: ask `map_node` at `map_offset`
+  // Driver answer with kStatusData: whether the bytes read as zeroes is
+  // `map_node`'s answer at `map_offset` (QEMU's BDRV_BLOCK_RECURSE).
+  kStatusZeroFromMap = 1u << 6,
 };
 
 struct BlockStatus {
@@ -44,8 +47,8 @@ struct Limits {
   uint32_t discard_alignment = 1;
   uint64_t max_discard = 0;  // 0: unlimited
   uint32_t zeroes_alignment = 1;
-  uint64_t max_zeroes = 0;     // 0: unlimited
-  bool supports_fua = false;   // kReqFua handled by the driver itself
+  uint64_t max_zeroes = 0;    // 0: unlimited
+  bool supports_fua = false;  // kReqFua handled by the driver itself
   bool serialize_overlapping_writes = false;
 };
 

@@ -6,6 +6,7 @@
 
 #include "block/drivers/qcow2/check.h"
 #include "strata_img/common.h"
+#include "strata_img/json_out.h"
 
 namespace strata::img {
 
@@ -101,7 +102,7 @@ Task<int> co_check(Engine& engine, OpenSpec spec, bool json, int fix, bool quiet
   }
   for (const auto& m : res->messages) std::fprintf(stderr, "%s\n", m.c_str());
   if (json) {
-    std::printf("%s\n", check_json(spec.filename, format, *res).dump(4).c_str());
+    std::printf("%s\n", qemu_json_pretty(check_json(spec.filename, format, *res)).c_str());
   } else {
     print_human(*res, quiet);
   }
@@ -131,8 +132,7 @@ int cmd_check(Engine& engine, const Args& args) {
         } else if (p.arg == "all") {
           fix = qcow2::kFixLeaks | qcow2::kFixErrors;
         } else {
-          error_report("Unknown option value for -r (expecting 'leaks' or 'all'): " + p.arg);
-          return 1;
+          return usage_error("Unknown option value for -r (expecting 'leaks' or 'all'): " + p.arg);
         }
         break;
       case 'T':
@@ -146,8 +146,7 @@ int cmd_check(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   common.spec.filename = p.rest[0];
   return engine.run(co_check(engine, common.spec, common.json, fix, common.quiet));

@@ -21,6 +21,7 @@ struct CommitArgs {
   std::string base;
   bool drop = false;
   bool progress = false;
+  uint64_t rate_limit = 0;  // -r, bytes per second
 };
 
 std::string canonical(const std::string& path) {
@@ -49,9 +50,12 @@ Task<Result<nlohmann::json>> co_chain_options(
     size_t writable_depth) {
   nlohmann::json below;
   for (size_t i = writable_depth + 1; i-- > 1;) {
-    nlohmann::json layer = {{"driver", files[i].second},
-                            {"file", {{"driver", "file"}, {"filename", files[i].first}}}};
+    nlohmann::json layer = {
+        {"driver", files[i].second},
+        {"file", {{"driver", "file"}, {"filename", files[i].first}, {"discard", "unmap"}}}};
     layer["read-only"] = i != writable_depth;
+    // As qemu-img commit (BDRV_O_UNMAP): zeroes may free the base's clusters.
+    if (i == writable_depth) layer["discard"] = "unmap";
     if (!below.is_null()) layer["backing"] = below;
     below = layer;
   }
@@ -67,7 +71,8 @@ Node* node_at_depth(Node* top, size_t depth) {
 }
 
 // Copies every range that the layers above `base` decide into `base_drive`.
-Task<Result<void>> co_copy_down(Drive& top, Node* base, Drive& base_drive, Progress& progress) {
+Task<Result<void>> co_copy_down(Drive& top, Node* base, Drive& base_drive, Progress& progress,
+                                RateLimit& rate) {
   Node* top_node = top.edge()->node();
   uint64_t size = top.size();
   std::vector<uint8_t> buf(kChunk);
@@ -76,8 +81,12 @@ Task<Result<void>> co_copy_down(Drive& top, Node* base, Drive& base_drive, Progr
     STRATA_CO_TRY_ASSIGN(ChainStatus st, co_await co_chain_status(top_node, off, n, base));
     n = st.bytes;
     if (st.present && st.zero) {
-      STRATA_CO_TRY(co_await base_drive.co_write_zeroes(off, n, false));
+      // The clusters this frees are reusable once it is on disk, as in
+      // qemu-img, where they are reused by the copies that follow.
+      STRATA_CO_TRY(co_await base_drive.co_write_zeroes(off, n, true));
+      STRATA_CO_TRY(co_await base_drive.co_flush());
     } else if (st.present) {
+      co_await rate.co_account(n);
       STRATA_CO_TRY(co_await top.co_read(off, {buf.data(), n}));
       STRATA_CO_TRY(co_await base_drive.co_write(off, {buf.data(), n}));
     }
@@ -111,7 +120,8 @@ Task<Result<void>> co_commit_open(Engine& engine, const CommitArgs& a, size_t ba
   }
   Progress progress(a.progress && !a.common.quiet);
   progress.update(0);
-  if (r) r = co_await co_copy_down(**top, base, **base_drive, progress);
+  RateLimit rate(engine.loop(), a.rate_limit);
+  if (r) r = co_await co_copy_down(**top, base, **base_drive, progress, rate);
   if (r && !a.drop) {
     auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&(*top)->edge()->node()->driver());
     if (!q) {
@@ -121,6 +131,7 @@ Task<Result<void>> co_commit_open(Engine& engine, const CommitArgs& a, size_t ba
       r = co_await q->co_make_empty();
     }
   }
+  if (r) progress.update(100);
   progress.finish();
   if (base_drive) co_await (*base_drive)->co_close();
   co_await (*top)->co_close();
@@ -181,7 +192,8 @@ int cmd_commit(Engine& engine, const Args& args) {
         a.progress = true;
         break;
       case 'r':
-        break;  // rate limits do not apply offline
+        if (!cvtnum("rate limit", p.arg, &a.rate_limit)) return 1;
+        break;
       case 'h':
         std::printf("Usage: strata-img commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] file\n");
         return 0;
@@ -190,8 +202,7 @@ int cmd_commit(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   a.common.spec.filename = p.rest[0];
   return engine.run(co_commit(engine, a));

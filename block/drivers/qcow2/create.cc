@@ -119,12 +119,12 @@ Result<void> validate_create_options(const CreateOptions& o) {
   if (o.version < 3 && rb != 16) {
     return Error{EINVAL,
                  "Different refcount widths than 16 bits require compatibility level 1.1 or above "
-                 "(use compat=1.1 or greater)"};
+                 "(use version=v3 or greater)"};
   }
   if (o.version < 3 && o.lazy_refcounts) {
     return Error{EINVAL,
                  "Lazy refcounts only supported with compatibility level 1.1 and above (use "
-                 "compat=1.1 or greater)"};
+                 "version=v3 or greater)"};
   }
   if (!o.backing_format.empty() && o.backing_file.empty()) {
     return Error{EINVAL, "Backing format cannot be used without backing file"};
@@ -153,6 +153,7 @@ Task<Result<void>> co_create_image(Engine& engine, std::string path, CreateOptio
   Loop& loop = engine.loop();
   Layout layout = plan(options);
   STRATA_CO_TRY_ASSIGN(int fd, co_await fs::co_open(loop, path, O_RDWR | O_CREAT | O_TRUNC, 0644));
+  if (options.prepare_file) options.prepare_file(fd);
   auto r = co_await co_write_layout(loop, fd, layout);
   if (r) r = co_await fs::co_fdatasync(loop, fd);
   (void)co_await fs::co_close(loop, fd);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "block/core/types.h"
@@ -26,6 +27,9 @@ struct CreateOptions {
   Preallocation preallocation = Preallocation::kOff;
   std::string backing_file;
   std::string backing_format;
+  // Called with the new, empty file before anything is written to it (a
+  // tool's file hints, such as copy-on-write off); may be empty.
+  std::function<void(int fd)> prepare_file;
 };
 
 // Parses a qemu-img compat value ("0.10", "v2", "1.1", "v3").

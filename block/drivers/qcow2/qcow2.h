@@ -136,6 +136,11 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_snapshot_create(std::string name);
   Task<Result<void>> co_snapshot_apply(std::string name_or_id);
   Task<Result<void>> co_snapshot_delete(std::string name_or_id);
+  // Shows snapshot `id` and/or `name` (an empty one matches any) in place of
+  // the active layer, on a read-only node, until the node is closed (QEMU's
+  // bdrv_snapshot_load_tmp, for qemu-img convert -l). ENOENT when no
+  // snapshot matches.
+  Task<Result<void>> co_snapshot_load_tmp(std::string id, std::string name);
   // Whole-image changes (qcow2_amend.cc); the node must be drained.
   // Makes every cluster of the active layer unallocated (commit).
   Task<Result<void>> co_make_empty();
@@ -193,9 +198,11 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_write_l1_entry(uint64_t l1_idx);
   Task<Result<void>> co_grow_l1(uint64_t min_size);
   Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);
-  void free_cluster_entry(uint64_t entry);
+  void free_cluster_entry(uint64_t entry, bool discard = false);
   Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_zero_or_discard(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
+  Task<Result<bool>> co_detect_metadata_preallocation();
+  Task<Result<void>> co_release_tail(uint64_t size);
 
   // Overlap checks (qcow2_overlap.cc): the metadata structure a write to
   // [offset, offset + bytes) would hit, or null, leaving out the kinds in
@@ -212,6 +219,7 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> co_load_inactive_l2();
 
   // Amend helpers (qcow2_amend.cc).
+  Task<Result<void>> co_make_completely_empty();
   Task<Result<void>> co_downgrade();
   Task<Result<void>> co_expand_zero_clusters();
   Task<Result<bool>> co_snapshots_have_zero_clusters();
@@ -258,6 +266,10 @@ class Qcow2Driver final : public Driver {
   bool lazy_refcounts_ = false;
   bool corrupt_ = false;
   bool check_mode_ = false;
+  // Block status of data clusters asks the file which bytes read as zeroes
+  // (co_detect_metadata_preallocation, decided at the first query).
+  bool metadata_prealloc_checked_ = false;
+  bool metadata_prealloc_ = false;
   unsigned overlap_checks_ = kOverlapCached;  // MetadataKind bits overlap-check selects
   std::vector<uint64_t> inactive_l2_;         // sorted; only when kMetaInactiveL2 is checked
   // The read-only change a blockdev-reopen has prepared, until it finishes.

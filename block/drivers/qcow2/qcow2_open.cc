@@ -276,6 +276,7 @@ Task<Result<void>> Qcow2Driver::co_flush_metadata() {
     STRATA_CO_TRY(co_await refcounts_->co_apply_pending_frees());
     STRATA_CO_TRY(co_await refcounts_->co_flush());
   }
+  co_await refcounts_->co_discard_freed();
   co_return Result<void>{};
 }
 

@@ -30,6 +30,9 @@ Task<Result<std::vector<uint64_t>>> Qcow2Driver::co_read_l1_table(uint64_t offse
 }
 
 Task<Result<void>> Qcow2Driver::co_update_tree_refcounts(std::vector<uint64_t> l1, int64_t delta) {
+  // Clusters a decrement frees are discarded in the file afterwards, as
+  // QEMU does for snapshot operations (pass-discard-snapshot).
+  bool discard = delta < 0;
   uint64_t cs = cluster_size();
   for (uint64_t l1e : l1) {
     uint64_t l2 = l1e & kOffsetMask;
@@ -46,12 +49,12 @@ Task<Result<void>> Qcow2Driver::co_update_tree_refcounts(std::vector<uint64_t> l
         uint64_t sectors = ((e >> shift) & ((uint64_t(1) << (cluster_bits_ - 8)) - 1)) + 1;
         uint64_t start = (off & ~uint64_t(511)) / cs;
         uint64_t end = div_round_up((off & ~uint64_t(511)) + sectors * 512, cs);
-        STRATA_CO_TRY(co_await refcounts_->co_update(start * cs, end - start, delta));
+        STRATA_CO_TRY(co_await refcounts_->co_update(start * cs, end - start, delta, discard));
       } else if (e & kOffsetMask) {
-        STRATA_CO_TRY(co_await refcounts_->co_update(e & kOffsetMask, 1, delta));
+        STRATA_CO_TRY(co_await refcounts_->co_update(e & kOffsetMask, 1, delta, discard));
       }
     }
-    STRATA_CO_TRY(co_await refcounts_->co_update(l2, 1, delta));
+    STRATA_CO_TRY(co_await refcounts_->co_update(l2, 1, delta, discard));
   }
   co_return Result<void>{};
 }
@@ -114,7 +117,8 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
   snapshots_ = std::move(snaps);
   snapshot_table_bytes_ = bytes.size();
   if (old_offset && old_bytes) {
-    STRATA_CO_TRY(co_await refcounts_->co_update(old_offset, div_round_up(old_bytes, cs), -1));
+    STRATA_CO_TRY(
+        co_await refcounts_->co_update(old_offset, div_round_up(old_bytes, cs), -1, true));
   }
   co_return co_await co_load_inactive_l2();
 }
@@ -123,8 +127,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   if (!writable_) co_return Error{EROFS, "Image is read-only"};
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
-  if (find_snapshot(name) >= 0)
-    co_return Error{EEXIST, "Snapshot with name '" + name + "' already exists"};
+  // Names may repeat, as in QEMU: IDs are what identify snapshots.
   if (snapshots_.size() >= 65536) co_return Error{EFBIG, "Too many snapshots"};
   STRATA_CO_TRY(co_await co_flush_metadata());
   Snapshot s;
@@ -155,7 +158,10 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   STRATA_CO_TRY(co_await co_rebuild_copied());
   auto snaps = snapshots_;
   snaps.push_back(s);
-  co_return co_await co_write_snapshot_table(std::move(snaps));
+  STRATA_CO_TRY(co_await co_write_snapshot_table(std::move(snaps)));
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  co_await refcounts_->co_discard_freed();
+  co_return Result<void>{};
 }
 
 Task<Result<void>> Qcow2Driver::co_snapshot_apply(std::string key) {
@@ -179,6 +185,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_apply(std::string key) {
   STRATA_CO_TRY(co_await co_write_whole_l1());
   STRATA_CO_TRY(co_await co_update_tree_refcounts(old, -1));
   STRATA_CO_TRY(co_await co_rebuild_copied());
+  co_await refcounts_->co_discard_freed();
   co_return Result<void>{};
 }
 
@@ -197,8 +204,32 @@ Task<Result<void>> Qcow2Driver::co_snapshot_delete(std::string key) {
   STRATA_CO_TRY(co_await co_update_tree_refcounts(snap_l1, -1));
   uint64_t l1_clusters =
       div_round_up(std::max<uint64_t>(uint64_t(s.l1_size) * 8, 8), cluster_size());
-  STRATA_CO_TRY(co_await refcounts_->co_update(s.l1_table_offset, l1_clusters, -1));
-  co_return co_await co_rebuild_copied();
+  STRATA_CO_TRY(co_await refcounts_->co_update(s.l1_table_offset, l1_clusters, -1, true));
+  STRATA_CO_TRY(co_await co_rebuild_copied());
+  co_await refcounts_->co_discard_freed();
+  co_return Result<void>{};
+}
+
+}  // namespace strata::qcow2
+
+namespace strata::qcow2 {
+
+Task<Result<void>> Qcow2Driver::co_snapshot_load_tmp(std::string id, std::string name) {
+  if (writable_) co_return Error{EINVAL, "Device is not readonly"};
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  int idx = -1;
+  for (size_t i = 0; i < snapshots_.size() && idx < 0; i++) {
+    if ((id.empty() || snapshots_[i].id == id) && (name.empty() || snapshots_[i].name == name)) {
+      idx = int(i);
+    }
+  }
+  if (idx < 0) co_return Error{ENOENT, "Can't find snapshot"};
+  const Snapshot& s = snapshots_[idx];
+  STRATA_CO_TRY_ASSIGN(auto snap_l1, co_await co_read_l1_table(s.l1_table_offset, s.l1_size));
+  l1_ = std::move(snap_l1);
+  if (s.has_disk_size) header_.size = s.disk_size;
+  co_return Result<void>{};
 }
 
 }  // namespace strata::qcow2
