@@ -41,11 +41,14 @@ Result<std::string> decode_hex(const std::string& hex) {
   return out;
 }
 
+void record_psk_identity(SSL* ssl, const char* identity);
+
 unsigned int psk_server_cb(SSL* ssl, const char* identity, unsigned char* psk,
                            unsigned int max_psk_len) {
   auto* creds = static_cast<const TlsCreds*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   std::string key;
   if (!creds || !identity || !creds->psk_key(identity, &key) || key.size() > max_psk_len) return 0;
+  record_psk_identity(ssl, identity);
   std::memcpy(psk, key.data(), key.size());
   return static_cast<unsigned int>(key.size());
 }
@@ -97,6 +100,7 @@ Result<std::shared_ptr<TlsCreds>> TlsCreds::load_x509(const std::string& dir, bo
   } else if (verify_peer) {
     return Error{ENOENT, "Unable to access credentials " + ca};
   }
+  creds->verify_peer_ = verify_peer;
   if (verify_peer) {
     SSL_CTX_set_verify(creds->ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   }
@@ -150,8 +154,13 @@ class TlsChannel final : public Channel {
     } else {
       SSL_set_accept_state(ssl_);
     }
+    SSL_set_app_data(ssl_, this);
   }
   SSL* ssl() const { return ssl_; }
+  // The PSK identity the client gave (the server's PSK callback records it:
+  // with TLS 1.3, SSL_get_psk_identity() does not return it).
+  const std::string& psk_identity() const { return psk_identity_; }
+  void set_psk_identity(std::string identity) { psk_identity_ = std::move(identity); }
   ~TlsChannel() override { SSL_free(ssl_); }
 
   Task<Result<void>> co_handshake();
@@ -163,6 +172,7 @@ class TlsChannel final : public Channel {
   bool is_tls() const override { return true; }
 
  private:
+  std::string psk_identity_;
   Task<Result<void>> co_flush_out();
   Task<Result<void>> co_fill_in();
 
@@ -173,6 +183,12 @@ class TlsChannel final : public Channel {
   BIO* out_ = nullptr;
   bool shut_ = false;
 };
+
+void record_psk_identity(SSL* ssl, const char* identity) {
+  if (auto* channel = static_cast<TlsChannel*>(SSL_get_app_data(ssl))) {
+    channel->set_psk_identity(identity);
+  }
+}
 
 // Moves pending ciphertext to the socket. The bytes are taken and queued
 // without suspending in between, so output stays in order.
@@ -269,16 +285,53 @@ void TlsChannel::close() {
 
 }  // namespace
 
+namespace {
+
+// The client's name for tls-authz: its certificate's subject in the
+// certificate's own attribute order ("C=GB,O=Example Org,CN=client", UTF-8
+// kept, RFC 4514 escapes), as the GnuTLS behind QEMU prints it; or its PSK
+// identity.
+std::string peer_name(SSL* ssl, bool psk) {
+  if (psk) {
+    auto* channel = static_cast<TlsChannel*>(SSL_get_app_data(ssl));
+    return channel ? channel->psk_identity() : "";
+  }
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (!cert) return "";
+  BIO* bio = BIO_new(BIO_s_mem());
+  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0,
+                     XN_FLAG_RFC2253 & ~XN_FLAG_DN_REV & ~ASN1_STRFLGS_ESC_MSB);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string name(data, size_t(std::max(len, 0L)));
+  BIO_free(bio);
+  X509_free(cert);
+  return name;
+}
+
+Result<void> authorize(const TlsCreds& creds, SSL* ssl) {
+  if (!creds.authorizer() || (!creds.is_psk() && !creds.verify_peer())) return {};
+  std::string peer = peer_name(ssl, creds.is_psk());
+  if (peer.empty()) return Error{EACCES, "Cannot check TLS authorization without a peer name"};
+  if (creds.authorizer()(peer)) return {};
+  return Error{EACCES, std::string("TLS ") + (creds.is_psk() ? "PSK" : "x509") +
+                           " authz check for " + peer + " is denied"};
+}
+
+}  // namespace
+
 Task<Result<void>> co_start_tls(std::shared_ptr<TlsCreds> creds, std::unique_ptr<Channel>& slot) {
   auto* plain = dynamic_cast<PlainChannel*>(slot.get());
   if (!plain) co_return Error{EPROTO, "STARTTLS on a channel that cannot be upgraded"};
   std::unique_ptr<Stream> stream = plain->release();
   if (!stream) co_return Error{EPIPE, "connection handed over"};
   SSL_CTX* ctx = creds->ctx();
+  const TlsCreds& held = *creds;
   auto owned = std::make_unique<TlsChannel>(ctx, std::move(creds), std::move(stream), false);
   TlsChannel* channel = owned.get();
   slot = std::move(owned);
   auto r = co_await channel->co_handshake();
+  if (r) r = authorize(held, channel->ssl());
   if (!r) channel->close();
   co_return r;
 }

@@ -16,6 +16,7 @@
 // by connections; a TLS channel is loop-thread only.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,10 +39,24 @@ class TlsCreds {
   // identity -> key bytes, for PSK credentials.
   bool psk_key(const std::string& identity, std::string* key) const;
 
+  // QEMU's tls-authz: once a server handshake is done, the client's name
+  // must be allowed: the subject of its certificate (X.509 with
+  // verify-peer, as "C=GB,O=...,CN=..." in the certificate's order, as the
+  // GnuTLS behind qemu-nbd prints it; without verify-peer nothing is
+  // checked, as in QEMU) or its PSK identity. Set before the credentials
+  // are shared.
+  using Authorizer = std::function<bool(const std::string& peer)>;
+  void set_authorizer(Authorizer authorizer) { authorizer_ = std::move(authorizer); }
+  const Authorizer& authorizer() const { return authorizer_; }
+  bool is_psk() const { return !psk_keys_.empty(); }
+  bool verify_peer() const { return verify_peer_; }
+
  private:
   TlsCreds() = default;
   SSL_CTX* ctx_ = nullptr;
   std::vector<std::pair<std::string, std::string>> psk_keys_;
+  Authorizer authorizer_;
+  bool verify_peer_ = false;
 };
 
 // `slot` must hold a PlainChannel; on return it holds the TLS channel.

@@ -4,7 +4,9 @@
 #include "qmp/block_schema.h"
 
 #include "block/core/driver_registry.h"
+#include "block/core/filename.h"
 #include "block/core/graph.h"
+#include "block/drivers/probe/probe.h"
 #include "qmp/keyval.h"
 
 namespace strata::qmp {
@@ -151,18 +153,74 @@ void add_block_types(Schema& s, const DriverRegistry& drivers) {
   add_create_types(s);
 }
 
-Result<nlohmann::json> parse_image_options(const DriverRegistry& drivers, const std::string& text) {
+namespace {
+
+// QEMU's inference for options given without a protocol: `filename` moves
+// into `file`, and `file.driver` follows from `file.filename` (the
+// protocol its name starts with, or `file`).
+Result<void> infer_protocol(const DriverRegistry& drivers, nlohmann::json& opts) {
+  if (opts.contains("filename") && !opts.contains("file") && opts["filename"].is_string()) {
+    STRATA_TRY_ASSIGN(opts["file"],
+                      filename_node_options(drivers, opts["filename"].get<std::string>()));
+    opts.erase("filename");
+  }
+  if (!opts.contains("file") || !opts["file"].is_object()) return {};
+  nlohmann::json& file = opts["file"];
+  if (!file.contains("driver") && file.contains("filename") && file["filename"].is_string()) {
+    STRATA_TRY_ASSIGN(nlohmann::json node,
+                      filename_node_options(drivers, file["filename"].get<std::string>()));
+    file["driver"] = node.value("driver", "file");
+  }
+  return {};
+}
+
+Result<nlohmann::json> typed(const DriverRegistry& drivers, nlohmann::json strings) {
+  Schema schema;
+  add_block_types(schema, drivers);
+  return keyval_to_typed(schema, "BlockdevOptions", std::move(strings));
+}
+
+Result<nlohmann::json> parse_untyped(const DriverRegistry& drivers, const std::string& text) {
   if (!text.empty() && text[0] == '{') {
     nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
     if (value.is_discarded() || !value.is_object()) {
       return Error{EINVAL, "Could not parse the image options '" + text + "'"};
     }
+    STRATA_TRY(infer_protocol(drivers, value));
     return value;
   }
-  Schema schema;
-  add_block_types(schema, drivers);
   STRATA_TRY_ASSIGN(nlohmann::json strings, parse_keyval(text));
-  return keyval_to_typed(schema, "BlockdevOptions", std::move(strings));
+  STRATA_TRY(infer_protocol(drivers, strings));
+  return strings;
+}
+
+}  // namespace
+
+Result<nlohmann::json> parse_image_options(const DriverRegistry& drivers, const std::string& text) {
+  STRATA_TRY_ASSIGN(nlohmann::json opts, parse_untyped(drivers, text));
+  if (!text.empty() && text[0] == '{') return opts;
+  return typed(drivers, std::move(opts));
+}
+
+Task<Result<nlohmann::json>> co_parse_image_options(Engine& engine, const std::string& text) {
+  const DriverRegistry& drivers = engine.graph().drivers();
+  STRATA_CO_TRY_ASSIGN(nlohmann::json opts, parse_untyped(drivers, text));
+  const nlohmann::json* file = opts.contains("file") ? &opts["file"] : nullptr;
+  bool probed_raw = false;
+  if (!opts.contains("driver") && file && file->is_object() &&
+      file->value("driver", "") == "file" && file->contains("filename") &&
+      (*file)["filename"].is_string()) {
+    STRATA_CO_TRY_ASSIGN(std::string fmt, co_await probe::co_probe_driver(engine.loop(), drivers,
+                                                                          (*file)["filename"]));
+    opts["driver"] = fmt;
+    probed_raw = fmt == "raw";
+  }
+  if (!text.empty() && text[0] != '{') {
+    STRATA_CO_TRY_ASSIGN(opts, typed(drivers, std::move(opts)));
+  }
+  // As a probed name on the command line (block/core/filename.h).
+  if (probed_raw) opts["x-probed"] = true;
+  co_return opts;
 }
 
 }  // namespace strata::qmp

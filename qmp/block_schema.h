@@ -5,6 +5,8 @@
 
 #include "qmp/schema.h"
 
+#include "strata/engine.h"
+
 namespace strata {
 class DriverRegistry;
 }
@@ -18,8 +20,13 @@ void add_block_types(Schema& schema, const DriverRegistry& drivers);
 
 // An --image-opts argument as qemu-img and qemu-io take it: keyval
 // (`driver=qcow2,file.filename=x,overlap-check.template=all`) converted to
-// the types of BlockdevOptions, or JSON when it starts with '{'. Not
+// the types of BlockdevOptions, or JSON when it starts with '{'. As QEMU, a
+// file named without a protocol driver gets the one its name calls for
+// (`file.driver`), and a top-level `filename` becomes the `file` child. Not
 // validated here: opening the node checks the options and reports them.
 Result<nlohmann::json> parse_image_options(const DriverRegistry& drivers, const std::string& text);
+// The same, and without `driver` the format is probed from the file, as
+// QEMU opens such options (qemu-img, qemu-nbd --image-opts).
+Task<Result<nlohmann::json>> co_parse_image_options(Engine& engine, const std::string& text);
 
 }  // namespace strata::qmp

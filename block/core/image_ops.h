@@ -4,7 +4,8 @@
 // driver class. A format that cannot do something does not offer ImageOps
 // (image_ops() is null) and callers give QEMU's "not supported" message.
 //
-// Contract: the node is drained and writable (except for the queries);
+// Contract: the node is drained and writable (except for the queries and
+// co_snapshot_load_tmp);
 // each operation is complete and on disk when it returns successfully, and
 // changes nothing when it fails.
 // Thread rules: loop-thread only.
@@ -48,6 +49,11 @@ class ImageOps {
   virtual Task<Result<void>> co_snapshot_create(std::string name) = 0;
   virtual Task<Result<void>> co_snapshot_delete(std::string id) = 0;
   virtual Task<Result<void>> co_snapshot_apply(std::string id) = 0;
+  // Shows snapshot `id` and/or `name` (an empty one matches any) in place
+  // of the active layer of a read-only node until it is closed (QEMU's
+  // bdrv_snapshot_load_tmp, for qemu-img convert -l); ENOENT when no
+  // snapshot matches, EINVAL on a writable node.
+  virtual Task<Result<void>> co_snapshot_load_tmp(std::string id, std::string name) = 0;
 };
 
 }  // namespace strata

@@ -484,7 +484,18 @@ Task<Result<BlockStatus>> Node::co_resolve_status(uint64_t offset, uint64_t byte
     inner->bytes = std::min(inner->bytes, st->bytes);
     inner->flags &= ~kStatusEof;
     st = inner;
+  } else if ((st->flags & kStatusZeroFromMap) && st->map_node) {
+    // Extra information only: an error below leaves the answer as it was.
+    auto below = co_await st->map_node->co_block_status(st->map_offset, st->bytes, nullptr);
+    if (below && (below->flags & kStatusEof) &&
+        (below->bytes == 0 || (below->flags & kStatusZero))) {
+      st->flags |= kStatusZero;
+    } else if (below && below->bytes) {
+      st->bytes = std::min(st->bytes, below->bytes);
+      st->flags |= below->flags & kStatusZero;
+    }
   }
+  st->flags &= ~kStatusZeroFromMap;
   if (st->flags & (kStatusData | kStatusZero)) st->flags |= kStatusAllocated;
   if (!(st->flags & kStatusAllocated) && driver_->supports_backing() && !backing()) {
     st->flags |= kStatusZero;

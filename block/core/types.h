@@ -28,6 +28,9 @@ enum StatusFlag : uint32_t {
   kStatusAllocated = 1u << 3,    // this layer decides the content (not the backing file)
   kStatusEof = 1u << 4,          // the range reaches the end of the node
   kStatusRecurse = 1u << 5,      // driver answer: ask `map_node` at `map_offset`
+  // Driver answer with kStatusData: whether the bytes read as zeroes is
+  // `map_node`'s answer at `map_offset` (QEMU's BDRV_BLOCK_RECURSE).
+  kStatusZeroFromMap = 1u << 6,
 };
 
 struct BlockStatus {
@@ -91,6 +94,8 @@ enum class BlockOp : uint32_t {
   kStream,
   kReplace,
 };
-constexpr uint32_t block_op_bit(BlockOp op) { return 1u << static_cast<uint32_t>(op); }
+constexpr uint32_t block_op_bit(BlockOp op) {
+  return 1u << static_cast<uint32_t>(op);
+}
 
 }  // namespace strata

@@ -43,7 +43,11 @@ class FileDriver final : public Driver {
   Task<Result<void>> co_flush() override;
   Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes) override;
   Task<Result<void>> co_truncate(uint64_t size, bool exact, Preallocation prealloc) override;
-  uint64_t size() const override { return size_; }
+  // A regular file's length rounded up to whole 512-byte sectors, as
+  // QEMU's block layer counts it (the tail past the end reads as zeroes).
+  uint64_t size() const override {
+    return is_block_device_ ? size_ : (size_ + 511) & ~uint64_t(511);
+  }
   Limits limits() const override;
   Result<void> check_perm(uint64_t perm, uint64_t shared) override;
   void set_perm(uint64_t perm, uint64_t shared) override;

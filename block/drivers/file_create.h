@@ -11,7 +11,9 @@
 // 'PATH': <strerror>" or "Failed to get "write" lock: Is another process
 // using the image [PATH]?" (block/core/image_lock.h). Closing the fd drops
 // the locks. co_create_file() does the whole file creation: open and lock,
-// empty, size with `prealloc` (off, falloc, full), close.
+// empty, the file hints, size with `prealloc` (off, falloc, full; the
+// first block of a new file written, as QEMU does for alignment probes),
+// close.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -25,8 +27,21 @@
 
 namespace strata {
 
+// QEMU's file protocol creation hints, set on the emptied file before any
+// data: copy-on-write off (btrfs) and an extent size hint (XFS). Failures
+// are ignored, except that an extent size hint given explicitly that
+// cannot be set is warned about on stderr.
+struct FileHints {
+  bool nocow = false;
+  uint64_t extent_size_hint = 1 << 20;
+  bool extent_size_hint_given = false;
+};
+
+// Sets `hints` on `fd` (an open, empty file).
+void apply_file_hints(int fd, const FileHints& hints);
+
 Task<Result<int>> co_open_for_create(Loop& loop, std::string path);
 Task<Result<void>> co_create_file(Loop& loop, std::string path, uint64_t size,
-                                  Preallocation prealloc);
+                                  Preallocation prealloc, const FileHints& hints = {});
 
 }  // namespace strata

@@ -9,6 +9,7 @@
 #include "block/drivers/qcow2/create.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "strata_img/common.h"
+#include "strata_img/create_opts.h"
 
 namespace strata::img {
 
@@ -16,10 +17,33 @@ namespace {
 
 struct AmendArgs {
   CommonOptions common;
-  std::map<std::string, std::string> opts;
-  bool has_opts = false;
+  std::string options;  // the -o lists, joined
   bool progress = false;
 };
+
+// The -o list checked against qcow2's amend options, as qemu-img does: an
+// option only creation takes gets a hint saying so.
+Result<std::map<std::string, std::string>> amend_values(const std::string& text) {
+  auto set = CreateOptionSet::for_amend("qcow2");
+  auto r = set->parse(text);
+  if (r) return set->values();
+  auto create = CreateOptionSet::for_create("qcow2");
+  std::string msg = r.error().message;
+  if (create->parse(text)) msg += "\nThis option is only supported for image creation";
+  return Error{EINVAL, msg};
+}
+
+int print_amend_help(const std::string& format) {
+  auto set = CreateOptionSet::for_amend(format);
+  if (!set) {
+    error_report(qemu_driver_name(format)
+                     ? "Format driver '" + format + "' does not support option amendment"
+                     : "Unknown file format '" + format + "'");
+    return 1;
+  }
+  std::printf("%s", set->help_text(false).c_str());
+  return 0;
+}
 
 Result<qcow2::AmendOptions> amend_options(const std::map<std::string, std::string>& opts) {
   static const char* creation_only[] = {"cluster_size",     "preallocation", "extended_l2",
@@ -50,7 +74,8 @@ Result<qcow2::AmendOptions> amend_options(const std::map<std::string, std::strin
       }
       o.data_file_raw = on;
     } else if (k == "backing_file" || k == "backing_fmt") {
-      return Error{EINVAL, "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead."};
+      return Error{EINVAL,
+                   "Cannot amend the backing file\nYou can use 'strata-img rebase' instead."};
     } else if (k == "size") {
       continue;  // handled by a resize
     } else {
@@ -71,15 +96,29 @@ Task<Result<void>> co_amend_image(Engine& engine, const AmendArgs& a) {
   Node* node = drive->edge()->node();
   auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
   Result<void> r;
+  if (has_help_option(a.options)) {
+    int rc = print_amend_help(node->driver_name());
+    co_await drive->co_close();
+    co_return rc ? Result<void>(Error{EINVAL, ""}) : Result<void>{};
+  }
   if (!q) {
     r = Error{ENOTSUP,
               "Format driver '" + node->driver_name() + "' does not support option amendment"};
   }
+  std::map<std::string, std::string> values;
+  if (r) {
+    auto checked = amend_values(a.options);
+    if (checked) {
+      values = std::move(*checked);
+    } else {
+      r = std::move(checked).error();
+    }
+  }
   Progress progress(a.progress && !a.common.quiet);
-  progress.update(0);
   qcow2::AmendOptions o;
   if (r) {
-    auto parsed = amend_options(a.opts);
+    progress.update(0);
+    auto parsed = amend_options(values);
     if (parsed) {
       o = *parsed;
     } else {
@@ -87,15 +126,16 @@ Task<Result<void>> co_amend_image(Engine& engine, const AmendArgs& a) {
     }
   }
   if (r) r = co_await q->co_amend(o);
-  if (r && a.opts.count("size")) {
-    uint64_t size = 0;
-    if (!parse_img_size(a.opts.at("size"), &size)) {
-      r = Error{EINVAL, "Parameter 'size' expects a size"};
-    } else if (size != drive->size()) {
-      r = co_await drive->co_resize(size);
+  if (r && values.count("size")) {
+    auto size = parse_size_option("size", values.at("size"));
+    if (!size) {
+      r = size.error();
+    } else if (*size != drive->size()) {
+      r = co_await drive->co_resize(*size);
     }
   }
   if (r) r = co_await drive->co_flush();
+  if (r) progress.update(100);
   progress.finish();
   co_await drive->co_close();
   co_return r;
@@ -104,7 +144,7 @@ Task<Result<void>> co_amend_image(Engine& engine, const AmendArgs& a) {
 Task<int> co_amend(Engine& engine, AmendArgs a) {
   auto r = co_await co_amend_image(engine, a);
   if (!r) {
-    error_report(r.error().message);
+    if (!r.error().message.empty()) error_report(r.error().message);
     co_return 1;
   }
   co_return 0;
@@ -124,14 +164,11 @@ int cmd_amend(Engine& engine, const Args& args) {
     if (use == OptionUse::kHandled) continue;
     switch (c) {
       case 'o':
-        if (p.arg == "help" || p.arg == "?") {
-          std::printf(
-              "Supported options:\n  compat, data_file, data_file_raw, lazy_refcounts, "
-              "refcount_bits, size\n");
-          return 0;
+        if (!valid_option_list(p.arg)) {
+          error_report("Invalid option list: " + p.arg);
+          return 1;
         }
-        parse_option_string(p.arg, &a.opts);
-        a.has_opts = true;
+        a.options += (a.options.empty() ? "" : ",") + p.arg;
         break;
       case 'p':
         a.progress = true;
@@ -145,9 +182,9 @@ int cmd_amend(Engine& engine, const Args& args) {
         return 1;
     }
   }
-  if (!a.has_opts) {
-    error_report("Must specify options (-o)");
-    return 1;
+  if (a.options.empty()) return usage_error("Must specify options (-o)");
+  if (!a.common.spec.format.empty() && has_help_option(a.options)) {
+    return print_amend_help(a.common.spec.format);
   }
   if (p.rest.size() != 1) {
     error_report("Expecting one image file name");

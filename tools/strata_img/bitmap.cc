@@ -172,13 +172,7 @@ int parse_bitmap_args(const Args& args, BitmapArgs* a) {
         a->source_format = p.arg;
         break;
       case 'g':
-        if (!parse_img_size(p.arg, &a->granularity)) {
-          error_report(
-              "Invalid granularity specified. You may use k, M, G, T, P or E suffixes "
-              "for");
-          error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-          return 1;
-        }
+        if (!cvtnum("granularity", p.arg, &a->granularity)) return 1;
         break;
       case kAdd:
       case kRemove:

@@ -9,6 +9,7 @@
 #include "block/drivers/vdi/check.h"
 #include "block/drivers/vmdk/check.h"
 #include "strata_img/common.h"
+#include "strata_img/json_out.h"
 
 namespace strata::img {
 
@@ -103,7 +104,7 @@ int report_simple(const std::string& filename, const std::string& format, const 
   qcow2::CheckResult res;
   res.corruptions = r.corruptions;
   if (json) {
-    std::printf("%s\n", check_json(filename, format, res).dump(4).c_str());
+    std::printf("%s\n", qemu_json_pretty(check_json(filename, format, res)).c_str());
   } else {
     print_human(res, quiet);
   }
@@ -130,7 +131,7 @@ int report(const qcow2::CheckResult& r, const std::string& filename, const std::
     return 1;
   }
   if (json) {
-    std::printf("%s\n", check_json(filename, format, r).dump(4).c_str());
+    std::printf("%s\n", qemu_json_pretty(check_json(filename, format, r)).c_str());
   } else {
     print_human(r, quiet);
   }
@@ -195,8 +196,7 @@ int cmd_check(Engine& engine, const Args& args) {
         } else if (p.arg == "all") {
           fix = qcow2::kFixLeaks | qcow2::kFixErrors;
         } else {
-          error_report("Unknown option value for -r (expecting 'leaks' or 'all'): " + p.arg);
-          return 1;
+          return usage_error("Unknown option value for -r (expecting 'leaks' or 'all'): " + p.arg);
         }
         break;
       case 'T':
@@ -210,8 +210,7 @@ int cmd_check(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   common.spec.filename = p.rest[0];
   return engine.run(co_check(engine, common.spec, common.json, fix, common.quiet));

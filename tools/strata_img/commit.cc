@@ -12,6 +12,7 @@
 #include "block/copy/block_copier.h"
 #include "block/copy/copy_engine.h"
 #include "block/core/filename.h"
+#include "block/core/graph.h"
 #include "block/core/image_ops.h"
 #include "strata_img/common.h"
 
@@ -29,6 +30,7 @@ struct CommitArgs {
   std::string base;
   bool drop = false;
   bool progress = false;
+  uint64_t rate_limit = 0;  // -r, bytes per second
 };
 
 std::string canonical(const std::string& path) {
@@ -60,8 +62,12 @@ Task<Result<nlohmann::json>> co_chain_options(
     // The layer's own name again: nbd://... opens over NBD, as it did.
     STRATA_CO_TRY_ASSIGN(nlohmann::json file,
                          filename_node_options(engine.graph().drivers(), files[i].first));
+    // As QEMU's default for the file under a format: discards pass down.
+    if (file.is_object() && !file.contains("discard")) file["discard"] = "unmap";
     nlohmann::json layer = {{"driver", files[i].second}, {"file", file}};
     layer["read-only"] = i != writable_depth;
+    // As qemu-img commit (BDRV_O_UNMAP): zeroes may free the base's clusters.
+    if (i == writable_depth) layer["discard"] = "unmap";
     if (!below.is_null()) layer["backing"] = below;
     below = layer;
   }
@@ -77,11 +83,23 @@ Node* node_at_depth(Node* top, size_t depth) {
 }
 
 // strata-img's side of the copy engine: no pauses, the first error stops
-// the copy, progress goes to -p.
+// the copy, progress goes to -p. Before a chunk starts, the base is
+// flushed when ranges went by that were not copied as data (zeroes that
+// may have freed the base's clusters), so that those clusters are free
+// again for the data that follows, as in qemu-img.
 class OfflineListener final : public CopyListener {
  public:
-  OfflineListener(Progress& progress, uint64_t size) : progress_(progress), size_(size) {}
-  Task<bool> co_before_chunk() override { co_return true; }
+  OfflineListener(Progress& progress, uint64_t size, const BlockCopier& copier, Drive& base)
+      : progress_(progress), size_(size), copier_(copier), base_(base) {}
+  Task<bool> co_before_chunk() override {
+    uint64_t not_copied = done_ - copier_.bytes_copied();
+    if (not_copied != flushed_at_) {
+      flushed_at_ = not_copied;
+      // A failure here shows again in the final flush.
+      (void)co_await base_.co_flush();
+    }
+    co_return true;
+  }
   Task<bool> co_on_error(Error, bool) override { co_return false; }
   void on_progress(uint64_t bytes) override {
     done_ += bytes;
@@ -91,19 +109,25 @@ class OfflineListener final : public CopyListener {
  private:
   Progress& progress_;
   uint64_t size_;
+  const BlockCopier& copier_;
+  Drive& base_;
   uint64_t done_ = 0;
+  uint64_t flushed_at_ = 0;
 };
 
 // Copies every range that the layers above `base` allocate into
 // `base_drive` with the copy engine the commit job uses (jobs/commit.h):
-// many chunks at once, zeroes as zeroes, unallocated ranges skipped.
+// many chunks at once, zeroes as zeroes (which may free the base's
+// clusters, as qemu-img opens the base with discard=unmap), unallocated
+// ranges skipped, -r's rate kept.
 Task<Result<void>> co_copy_down(Engine& engine, Drive& top, Node* base, Drive& base_drive,
-                                Progress& progress) {
+                                Progress& progress, RateLimit& rate) {
   uint64_t size = top.size();
-  BlockCopierOptions options{.base = base, .skip_unallocated = true, .max_chunk = kChunk};
+  BlockCopierOptions options{
+      .base = base, .skip_unallocated = true, .unmap = true, .max_chunk = kChunk};
   BlockCopier copier(*top.edge(), *base_drive.edge(), options,
-                     [](uint64_t) -> Task<void> { co_return; });
-  OfflineListener listener(progress, size);
+                     [&rate](uint64_t bytes) -> Task<void> { co_await rate.co_account(bytes); });
+  OfflineListener listener(progress, size, copier, base_drive);
   CopyEngine copy(engine.loop(), copier, listener,
                   CopyConfig{.max_chunk = kChunk, .max_workers = kWorkers});
   HBitmap work(size, __builtin_ctzll(kGranularity));
@@ -116,8 +140,8 @@ Task<Result<void>> co_copy_down(Engine& engine, Drive& top, Node* base, Drive& b
 Task<Result<void>> co_make_empty(Node& top) {
   ImageOps* ops = top.driver().image_ops();
   if (!ops) {
-    co_return Error{ENOTSUP, "Format driver '" + node_format(&top) +
-                                 "' does not support emptying the image"};
+    co_return Error{
+        ENOTSUP, "Format driver '" + node_format(&top) + "' does not support emptying the image"};
   }
   co_return co_await ops->co_make_empty();
 }
@@ -146,8 +170,10 @@ Task<Result<void>> co_commit_open(Engine& engine, const CommitArgs& a, size_t ba
   }
   Progress progress(a.progress && !a.common.quiet);
   progress.update(0);
-  if (r) r = co_await co_copy_down(engine, **top, base, **base_drive, progress);
+  RateLimit rate(engine.loop(), a.rate_limit);
+  if (r) r = co_await co_copy_down(engine, **top, base, **base_drive, progress, rate);
   if (r && !a.drop) r = co_await co_make_empty(*(*top)->edge()->node());
+  if (r) progress.update(100);
   progress.finish();
   if (base_drive) co_await (*base_drive)->co_close();
   co_await (*top)->co_close();
@@ -208,7 +234,8 @@ int cmd_commit(Engine& engine, const Args& args) {
         a.progress = true;
         break;
       case 'r':
-        break;  // rate limits do not apply offline
+        if (!cvtnum("rate limit", p.arg, &a.rate_limit)) return 1;
+        break;
       case 'h':
         std::printf("Usage: strata-img commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] file\n");
         return 0;
@@ -217,8 +244,7 @@ int cmd_commit(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   a.common.spec.filename = p.rest[0];
   return engine.run(co_commit(engine, a));

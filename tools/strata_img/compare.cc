@@ -1,5 +1,11 @@
 // strata-img compare [-f FMT] [-F FMT] [-T CACHE] [-p] [-q] [-s] [-U] FILE1 FILE2
-// Exit status as qemu-img: 0 identical, 1 different, 2 error.
+// qemu-img's algorithm: both chains are walked by block status; ranges
+// that both read as zeroes are skipped, ranges both allocate are read and
+// compared, a range only one allocates must read as zeroes there. With -s,
+// different sizes or block status are a mismatch. Images of different
+// sizes get "Warning: Image size mismatch!" and the longer one's tail
+// must read as zeroes. Exit status: 0 identical, 1 different, 2 open
+// error, 3 block status error, 4 read error.
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +18,8 @@ namespace {
 
 constexpr uint64_t kChunk = 2 << 20;
 constexpr uint64_t kSector = 512;
+constexpr uint32_t kCompared =
+    kStatusData | kStatusZero | kStatusOffsetValid | kStatusAllocated | kStatusEof;
 
 // Offset of the first differing 512-byte sector, or `len` when equal.
 uint64_t first_difference(const uint8_t* a, const uint8_t* b, uint64_t len) {
@@ -30,87 +38,150 @@ uint64_t first_nonzero(const uint8_t* buf, uint64_t len) {
   return len;
 }
 
-struct Pair {
-  Node* a;
-  Node* b;
+struct Image {
+  std::string name;
+  Node* node;
+  uint64_t size;
 };
 
-// Compares the common part; returns the mismatch offset or UINT64_MAX.
-Task<Result<uint64_t>> co_compare_common(Pair p, uint64_t size, Progress* progress,
-                                         uint64_t total) {
-  std::vector<uint8_t> ba(kChunk), bb(kChunk);
-  for (uint64_t off = 0; off < size;) {
-    uint64_t len = std::min(kChunk, size - off);
-    STRATA_CO_TRY_ASSIGN(ChainStatus sa, co_await co_chain_status(p.a, off, len));
-    STRATA_CO_TRY_ASSIGN(ChainStatus sb, co_await co_chain_status(p.b, off, sa.bytes));
-    len = sb.bytes;
-    if (!(sa.zero && sb.zero)) {
-      STRATA_CO_TRY(co_await p.a->co_preadv(off, IoVec(ba.data(), len), 0));
-      STRATA_CO_TRY(co_await p.b->co_preadv(off, IoVec(bb.data(), len), 0));
-      uint64_t d = first_difference(ba.data(), bb.data(), len);
-      if (d < len) co_return off + d;
-    }
-    off += len;
-    progress->update(double(off) * 100.0 / double(total));
-  }
-  co_return UINT64_MAX;
+struct Compare {
+  Image a, b;
+  bool strict = false;
+  bool quiet = false;
+  Progress* progress = nullptr;
+  std::vector<uint8_t> buf_a = std::vector<uint8_t>(kChunk), buf_b = std::vector<uint8_t>(kChunk);
+};
+
+void say(const Compare& c, const std::string& text) {
+  if (!c.quiet) std::printf("%s\n", text.c_str());
 }
 
-Task<Result<uint64_t>> co_check_zero_tail(Node* n, uint64_t from, uint64_t to) {
-  std::vector<uint8_t> buf(kChunk);
-  for (uint64_t off = from; off < to;) {
-    uint64_t len = std::min(kChunk, to - off);
-    STRATA_CO_TRY_ASSIGN(ChainStatus st, co_await co_chain_status(n, off, len));
-    len = st.bytes;
-    if (!st.zero) {
-      STRATA_CO_TRY(co_await n->co_preadv(off, IoVec(buf.data(), len), 0));
-      uint64_t d = first_nonzero(buf.data(), len);
-      if (d < len) co_return off + d;
+// Reads `len` bytes of `img` at `off` into `buf`; 4 after the message on error.
+Task<int> co_read(const Image& img, uint64_t off, uint64_t len, uint8_t* buf) {
+  auto r = co_await img.node->co_preadv(off, IoVec(buf, len), 0);
+  if (r) co_return 0;
+  error_report("Error while reading offset " + std::to_string(off) + " of " + img.name + ": " +
+               std::strerror(r.error().code));
+  co_return 4;
+}
+
+// A range only `img` allocates must read as zeroes (qemu-img's
+// check_empty_sectors): 0, 1 with the mismatch printed, or 4.
+Task<int> co_check_empty(Compare& c, const Image& img, uint64_t off, uint64_t len) {
+  if (int rc = co_await co_read(img, off, len, c.buf_a.data()); rc) co_return rc;
+  uint64_t at = first_nonzero(c.buf_a.data(), len);
+  if (at == len) co_return 0;
+  say(c, "Content mismatch at offset " + std::to_string(off + at) + "!");
+  co_return 1;
+}
+
+Task<int> co_compare_ranges(Compare& c, uint64_t off, uint64_t* chunk, const BlockStatus& sa,
+                            const BlockStatus& sb) {
+  bool alloc_a = sa.flags & kStatusAllocated, alloc_b = sb.flags & kStatusAllocated;
+  if ((sa.flags & kStatusZero) && (sb.flags & kStatusZero)) co_return 0;
+  *chunk = std::min(*chunk, kChunk);
+  if (alloc_a != alloc_b) co_return co_await co_check_empty(c, alloc_a ? c.a : c.b, off, *chunk);
+  if (!alloc_a) co_return 0;
+  if (int rc = co_await co_read(c.a, off, *chunk, c.buf_a.data()); rc) co_return rc;
+  if (int rc = co_await co_read(c.b, off, *chunk, c.buf_b.data()); rc) co_return rc;
+  uint64_t at = first_difference(c.buf_a.data(), c.buf_b.data(), *chunk);
+  if (at == *chunk) co_return 0;
+  say(c, "Content mismatch at offset " + std::to_string(off + at) + "!");
+  co_return 1;
+}
+
+Task<Result<BlockStatus>> co_status(const Image& img, uint64_t off) {
+  return co_status_above(img.node, off, img.size - off);
+}
+
+// The range both images have; 0 when it compares equal.
+Task<int> co_compare_common(Compare& c, uint64_t* offset, float base) {
+  uint64_t total = std::min(c.a.size, c.b.size);
+  for (uint64_t& off = *offset; off < total;) {
+    auto sa = co_await co_status(c.a, off);
+    if (!sa) {
+      error_report("Sector allocation test failed for " + c.a.name);
+      co_return 3;
     }
-    off += len;
+    auto sb = co_await co_status(c.b, off);
+    if (!sb) {
+      error_report("Sector allocation test failed for " + c.b.name);
+      co_return 3;
+    }
+    uint64_t chunk = std::min(sa->bytes, sb->bytes);
+    if (c.strict && (sa->flags & kCompared) != (sb->flags & kCompared)) {
+      say(c, "Strict mode: Offset " + std::to_string(off) + " block status mismatch!");
+      co_return 1;
+    }
+    if (int rc = co_await co_compare_ranges(c, off, &chunk, *sa, *sb); rc) co_return rc;
+    off += chunk;
+    c.progress->advance(float(chunk) / base * 100);
   }
-  co_return UINT64_MAX;
+  co_return 0;
+}
+
+// The tail of the longer image must read as zeroes.
+Task<int> co_compare_tail(Compare& c, uint64_t off, float base) {
+  const Image& over = c.a.size > c.b.size ? c.a : c.b;
+  while (off < over.size) {
+    auto st = co_await co_status(over, off);
+    if (!st) {
+      error_report("Sector allocation test failed for " + over.name);
+      co_return 3;
+    }
+    uint64_t chunk = st->bytes;
+    if ((st->flags & kStatusAllocated) && !(st->flags & kStatusZero)) {
+      chunk = std::min(chunk, kChunk);
+      if (int rc = co_await co_check_empty(c, over, off, chunk); rc) co_return rc;
+    }
+    off += chunk;
+    c.progress->advance(float(chunk) / base * 100);
+  }
+  co_return 0;
+}
+
+Task<int> co_compare_open(Compare& c) {
+  float base = float(std::max(c.a.size, c.b.size));
+  c.progress->update(0);
+  if (c.strict && c.a.size != c.b.size) {
+    say(c, "Strict mode: Image size mismatch!");
+    co_return 1;
+  }
+  uint64_t offset = 0;
+  if (int rc = co_await co_compare_common(c, &offset, base); rc) co_return rc;
+  if (c.a.size != c.b.size) {
+    say(c, "Warning: Image size mismatch!");
+    if (int rc = co_await co_compare_tail(c, offset, base); rc) co_return rc;
+  }
+  say(c, "Images are identical.");
+  co_return 0;
 }
 
 Task<int> co_compare(Engine& engine, OpenSpec s1, OpenSpec s2, bool strict, bool quiet, bool prog) {
+  Progress progress(prog && !quiet, 2.0f);
   auto d1 = co_await co_open_image(engine, s1);
   if (!d1) {
     error_report(d1.error().message);
+    progress.finish();
     co_return 2;
   }
   auto d2 = co_await co_open_image(engine, s2);
   if (!d2) {
     error_report(d2.error().message);
+    co_await (*d1)->co_close();
+    progress.finish();
     co_return 2;
   }
-  Pair p{(*d1)->edge()->node(), (*d2)->edge()->node()};
-  uint64_t size_a = p.a->size(), size_b = p.b->size();
-  Progress progress(prog && !quiet);
-  int rc = 0;
-  auto mismatch =
-      co_await co_compare_common(p, std::min(size_a, size_b), &progress, std::max(size_a, size_b));
-  if (mismatch && *mismatch == UINT64_MAX && size_a != size_b) {
-    if (strict) {
-      if (!quiet) std::printf("Strict mode: Image size mismatch!\n");
-      rc = 1;
-    } else {
-      Node* longer = size_a > size_b ? p.a : p.b;
-      mismatch =
-          co_await co_check_zero_tail(longer, std::min(size_a, size_b), std::max(size_a, size_b));
-    }
-  }
-  progress.finish();
-  if (!mismatch) {
-    error_report("Error while reading: " + mismatch.error().message);
-    rc = 2;
-  } else if (rc == 0 && *mismatch != UINT64_MAX) {
-    if (!quiet) std::printf("Content mismatch at offset %" PRIu64 "!\n", *mismatch);
-    rc = 1;
-  } else if (rc == 0 && !quiet) {
-    std::printf("Images are identical.\n");
-  }
-  co_await (*d1)->co_close();
+  Compare c;
+  c.a = {s1.filename, (*d1)->edge()->node(), (*d1)->size()};
+  c.b = {s2.filename, (*d2)->edge()->node(), (*d2)->size()};
+  c.strict = strict;
+  c.quiet = quiet;
+  c.progress = &progress;
+  int rc = co_await co_compare_open(c);
   co_await (*d2)->co_close();
+  co_await (*d1)->co_close();
+  progress.finish();
   co_return rc;
 }
 
@@ -126,7 +197,7 @@ int cmd_compare(Engine& engine, const Args& args) {
   bool strict = false, prog = false;
   for (int c; (c = p.next()) != -1;) {
     OptionUse use = handle_common_option(c, p.arg, &common);
-    if (use == OptionUse::kError) return 2;
+    if (use == OptionUse::kError) return 1;
     if (use == OptionUse::kHandled) continue;
     switch (c) {
       case 'F':
@@ -146,13 +217,10 @@ int cmd_compare(Engine& engine, const Args& args) {
             "Usage: strata-img compare [-f fmt] [-F fmt] [-p] [-q] [-s] filename1 filename2\n");
         return 0;
       default:
-        return 2;
+        return 1;
     }
   }
-  if (p.rest.size() != 2) {
-    error_report("Expecting two image file names");
-    return 2;
-  }
+  if (p.rest.size() != 2) return usage_error("Expecting two image file names");
   OpenSpec s1 = common.spec, s2 = common.spec;
   s1.filename = p.rest[0];
   s2.filename = p.rest[1];

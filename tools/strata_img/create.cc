@@ -1,7 +1,14 @@
 // strata-img create [-q] [-f FMT] [-b BACKING [-F BACKING_FMT]] [-u] [-o OPTIONS] FILE [SIZE]
+// The steps and messages of qemu-img's img_create and bdrv_img_create: the
+// options are type-checked, the backing file opened (for its size and to
+// refuse a missing format), the "Formatting" line printed, and only then
+// are the format's own checks made. Unlike qemu-img, every check is made
+// before the file is touched, and the file is locked before it is emptied
+// (strata_img/target.h, docs/tools/strata-img.md).
 #include <cstdio>
 
 #include "strata_img/common.h"
+#include "strata_img/create_opts.h"
 #include "strata_img/target.h"
 
 namespace strata::img {
@@ -12,79 +19,108 @@ struct CreateArgs {
   std::string format = "raw";
   std::string filename;
   std::string size_text;
+  std::string options;  // the -o lists joined with ","
+  std::string backing, backing_format;
+  bool has_backing = false, has_backing_format = false;
   bool quiet = false;
   bool unsafe = false;
-  std::string backing;      // -b
-  std::string backing_fmt;  // -F
-  std::map<std::string, std::string> opts;
 };
 
-std::string describe(const CreateArgs& a, const qcow2::CreateOptions& o) {
-  std::string s = "Formatting '" + a.filename + "', fmt=" + a.format;
-  if (a.format == "qcow2") {
-    s += " cluster_size=" + std::to_string(o.cluster_size) + " extended_l2=off";
-    if (a.opts.count("preallocation")) s += " preallocation=" + a.opts.at("preallocation");
-    s += " compression_type=zlib";
+// Opens the backing file as qemu-img does before creating an overlay: its
+// format is detected when none is given (and then refused), and its size
+// is the new image's default.
+Task<Result<uint64_t>> co_backing_size(Engine& engine, const CreateArgs& a,
+                                       const std::string& backing, const std::string& format) {
+  auto info = co_await co_backing_info(engine, backing, format, a.filename);
+  if (!info) {
+    co_return Error{info.error().code, info.error().message + "\nCould not open backing image."};
   }
-  s += " size=" + std::to_string(o.size);
-  if (a.format == "qcow2") {
-    if (!o.backing_file.empty()) s += " backing_file=" + o.backing_file;
-    if (!o.backing_format.empty()) s += " backing_fmt=" + o.backing_format;
-    if (a.opts.count("compat")) s += " compat=" + a.opts.at("compat");
-    s += std::string(" lazy_refcounts=") + (o.lazy_refcounts ? "on" : "off");
-    s += " refcount_bits=" + std::to_string(o.refcount_bits);
-  } else if (a.opts.count("preallocation")) {
-    s += " preallocation=" + a.opts.at("preallocation");
+  if (format.empty()) {
+    co_return Error{EINVAL, "Backing file specified without backing format\nDetected format of " +
+                                info->format + "."};
   }
-  return s;
+  co_return info->size;
+}
+
+// bdrv_img_create's checks, up to the Formatting line; fills in the size.
+Task<Result<void>> co_prepare(Engine& engine, const CreateArgs& a, CreateOptionSet& o,
+                              uint64_t size) {
+  if (a.has_backing && a.format != "qcow2") {
+    co_return Error{EINVAL, "Backing file not supported for file format '" + a.format + "'"};
+  }
+  if (a.has_backing_format && a.format != "qcow2") {
+    co_return Error{EINVAL, "Backing file format not supported for file format '" + a.format + "'"};
+  }
+  if (!a.options.empty()) STRATA_CO_TRY(o.parse(a.options));
+  if (!o.has("size")) {
+    if (size != UINT64_MAX) o.set("size", std::to_string(size));
+  } else if (size != UINT64_MAX) {
+    co_return Error{EINVAL, "The image size must be specified only once"};
+  }
+  if (a.has_backing) o.set("backing_file", a.backing);
+  if (a.has_backing_format) o.set("backing_fmt", a.backing_format);
+  std::string backing = o.get("backing_file");
+  if (o.has("backing_file")) {
+    if (backing == a.filename) {
+      co_return Error{
+          EINVAL, "Error: Trying to create an image with the same filename as the backing file"};
+    }
+    if (backing.empty()) co_return Error{EINVAL, "Expected backing file name, got empty string"};
+  }
+  std::string backing_format = o.get("backing_fmt");
+  if (!backing.empty() && !a.unsafe) {
+    STRATA_CO_TRY_ASSIGN(uint64_t bsize,
+                         co_await co_backing_size(engine, a, backing, backing_format));
+    if (!o.has("size")) o.set("size", std::to_string(bsize));
+  } else if (!backing.empty() && backing_format.empty()) {
+    co_return Error{EINVAL, "Backing file specified without backing format"};
+  }
+  if (!o.has("size")) co_return Error{EINVAL, "Image creation needs a size parameter"};
+  co_return Result<void>{};
 }
 
 Task<int> co_create(Engine& engine, CreateArgs a) {
-  if (!a.size_text.empty()) a.opts["size"] = a.size_text;
-  auto parsed = parse_create_options(a.format, a.opts);
-  if (parsed && !a.backing.empty() && a.format == "raw") {
-    parsed = Error{ENOTSUP, "Backing file not supported for file format 'raw'"};
-  }
-  if (!parsed) {
-    error_report(a.filename + ": " + parsed.error().message);
+  auto set = CreateOptionSet::for_create(a.format);
+  if (!set) {
+    error_report(a.filename +
+                 (qemu_driver_name(a.format)
+                      ? ": Format driver '" + a.format + "' does not support image creation"
+                      : ": Unknown file format '" + a.format + "'"));
     co_return 1;
   }
-  qcow2::CreateOptions o = *parsed;
-  if (!a.backing.empty()) o.backing_file = a.backing;
-  if (!a.backing_fmt.empty()) o.backing_format = a.backing_fmt;
-  bool has_size = a.opts.count("size");
-  if (has_size && !parse_img_size(a.opts["size"], &o.size)) {
-    error_report("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-    error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+  uint64_t size = UINT64_MAX;
+  if (!a.size_text.empty() && !cvtnum("image size", a.size_text, &size)) co_return 1;
+  auto ready = co_await co_prepare(engine, a, *set, size);
+  if (!ready) {
+    // qemu-img ends the "Detected format" hint without a newline.
+    const std::string& m = ready.error().message;
+    bool hint = m.find("\nDetected format of ") != std::string::npos;
+    std::fprintf(stderr, "strata-img: %s: %s%s", a.filename.c_str(), m.c_str(), hint ? "" : "\n");
     co_return 1;
   }
-  if (!o.backing_file.empty() && o.backing_format.empty() && !a.unsafe) {
-    error_report(a.filename + ": Backing file specified without backing format");
-    co_return 1;
-  }
-  // As qemu-img: the backing file must open (unless -u), whether or not
-  // it gives the size; nothing is created otherwise.
-  if (!o.backing_file.empty() && !a.unsafe) {
-    auto bs = co_await co_backing_size(engine, o.backing_file, o.backing_format, a.filename);
-    if (!bs) {
-      error_report(a.filename + ": " + bs.error().message + "\nCould not open backing image.");
-      co_return 1;
-    }
-    if (!has_size) o.size = *bs;
-    has_size = true;
-  }
-  if (!has_size) {
-    error_report(a.filename + ": Image creation needs a size parameter");
-    co_return 1;
-  }
-  if (!a.quiet) std::printf("%s\n", describe(a, o).c_str());
+  if (!a.quiet) std::printf("%s\n", set->formatting_line(a.filename).c_str());
   std::fflush(stdout);
-  auto r = co_await co_create_new_image(engine, a.format, a.filename, o);
+  // The format's own checks come after the Formatting line, as in
+  // qemu-img, but still before the file is touched.
+  auto options = parse_create_options(a.format, *set);
+  Result<void> r;
+  if (!options) r = std::move(options).error();
+  if (r) r = co_await co_create_new_image(engine, a.format, a.filename, *options);
   if (!r) {
     error_report(a.filename + ": " + r.error().message);
     co_return 1;
   }
   co_return 0;
+}
+
+int print_help(const CreateArgs& a, const std::string& filename) {
+  auto set = CreateOptionSet::for_create(a.format);
+  if (!set) {
+    error_report("Unknown file format '" + a.format + "'");
+    return 1;
+  }
+  std::printf("%s", set->help_text(!filename.empty()).c_str());
+  return 0;
 }
 
 }  // namespace
@@ -94,6 +130,7 @@ int cmd_create(Engine& engine, const Args& args) {
   OptionParser p(args, "F:b:f:ho:qu", longopts.data());
   // -f (the new image's format), -q and --object land in `common`.
   CommonOptions common;
+  common.spec.format = "raw";
   CreateArgs a;
   for (int c; (c = p.next()) != -1;) {
     OptionUse use = handle_common_option(c, p.arg, &common);
@@ -102,18 +139,18 @@ int cmd_create(Engine& engine, const Args& args) {
     switch (c) {
       case 'b':
         a.backing = p.arg;
+        a.has_backing = true;
         break;
       case 'F':
-        a.backing_fmt = p.arg;
+        a.backing_format = p.arg;
+        a.has_backing_format = true;
         break;
       case 'o':
-        if (p.arg == "help" || p.arg == "?") {
-          std::printf(
-              "Supported options:\n  backing_file, backing_fmt, cluster_size, compat, "
-              "lazy_refcounts, preallocation, refcount_bits, size\n");
-          return 0;
+        if (!valid_option_list(p.arg)) {
+          error_report("Invalid option list: " + p.arg);
+          return 1;
         }
-        parse_option_string(p.arg, &a.opts);
+        a.options += (a.options.empty() ? "" : ",") + p.arg;
         break;
       case 'u':
         a.unsafe = true;
@@ -127,18 +164,13 @@ int cmd_create(Engine& engine, const Args& args) {
         return 1;
     }
   }
-  if (p.rest.empty()) {
-    error_report("Expecting image file name");
-    return 1;
-  }
   a.format = common.spec.format;
   a.quiet = common.quiet;
+  if (has_help_option(a.options)) return print_help(a, p.rest.empty() ? "" : p.rest[0]);
+  if (p.rest.empty()) return usage_error("Expecting image file name");
   a.filename = p.rest[0];
   if (p.rest.size() > 1) a.size_text = p.rest[1];
-  if (p.rest.size() > 2) {
-    error_report("Unexpected argument: " + p.rest[2]);
-    return 1;
-  }
+  if (p.rest.size() > 2) return usage_error("Unexpected argument: " + p.rest[2]);
   return engine.run(co_create(engine, a));
 }
 

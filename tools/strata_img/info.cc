@@ -1,6 +1,8 @@
 // strata-img info [-f FMT] [--output=human|json] [--backing-chain] [-U] [--image-opts] FILE
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <cstdio>
 #include <ctime>
 
@@ -9,6 +11,7 @@
 #include "block/drivers/vmdk/vmdk.h"
 #include "strata_img/common.h"
 #include "strata_img/info.h"
+#include "strata_img/json_out.h"
 
 namespace strata::img {
 
@@ -128,7 +131,9 @@ ojson image_info_json(Node* node) {
   }
   // QEMU reports no dirty flag when it has no driver info (mixed vmdk extents).
   auto* v = dynamic_cast<vmdk::VmdkDriver*>(&node->driver());
-  if (!v || v->extents_alike()) j["dirty-flag"] = false;
+  if (!v || v->extents_alike()) {
+    j["dirty-flag"] = q && (q->header().incompatible_features & qcow2::kIncompatDirty) != 0;
+  }
   return j;
 }
 
@@ -160,7 +165,22 @@ std::string snapshot_table_text(const std::vector<qcow2::Snapshot>& snaps) {
 
 namespace {
 
-void print_format_specific(const ojson& data, int indent) {
+// printf into a string.
+template <typename... T>
+void appendf(std::string& out, const char* fmt, T... args) {
+  char buf[1024];
+  int n = std::snprintf(buf, sizeof buf, fmt, args...);
+  if (n < 0) return;
+  if (size_t(n) < sizeof buf) {
+    out.append(buf, size_t(n));
+    return;
+  }
+  std::string big(size_t(n) + 1, '\0');
+  std::snprintf(big.data(), big.size(), fmt, args...);
+  out.append(big.data(), size_t(n));
+}
+
+void format_specific_text(std::string& out, const ojson& data, int indent) {
   for (auto it = data.begin(); it != data.end(); ++it) {
     std::string key = it.key();
     for (char& c : key) {
@@ -168,83 +188,119 @@ void print_format_specific(const ojson& data, int indent) {
     }
     std::string pad(indent, ' ');
     if (it->is_object()) {
-      std::printf("%s%s:\n", pad.c_str(), key.c_str());
-      print_format_specific(*it, indent + 4);
+      appendf(out, "%s%s:\n", pad.c_str(), key.c_str());
+      format_specific_text(out, *it, indent + 4);
     } else if (it->is_array()) {
-      std::printf("%s%s:\n", pad.c_str(), key.c_str());
+      appendf(out, "%s%s:\n", pad.c_str(), key.c_str());
       int index = 0;
       for (const auto& el : *it) {
         if (el.is_object()) {
-          std::printf("%s    [%d]:\n", pad.c_str(), index++);
-          print_format_specific(el, indent + 8);
+          appendf(out, "%s    [%d]:\n", pad.c_str(), index++);
+          format_specific_text(out, el, indent + 8);
         } else {
-          std::printf("%s    [%d]: %s\n", pad.c_str(), index++,
-                      el.is_string() ? el.get<std::string>().c_str() : el.dump().c_str());
+          appendf(out, "%s    [%d]: %s\n", pad.c_str(), index++,
+                  el.is_string() ? el.get<std::string>().c_str() : el.dump().c_str());
         }
       }
     } else {
-      std::printf("%s%s: %s\n", pad.c_str(), key.c_str(),
-                  it->is_string() ? it->get<std::string>().c_str() : it->dump().c_str());
+      appendf(out, "%s%s: %s\n", pad.c_str(), key.c_str(),
+              it->is_string() ? it->get<std::string>().c_str() : it->dump().c_str());
     }
   }
 }
 
-void print_human(const ojson& j, Node* node) {
+// The human text of one image, as qemu-img prints it.
+std::string human_text(const ojson& j, Node* node) {
+  std::string out;
   auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
-  std::printf("image: %s\n", j["filename"].get<std::string>().c_str());
-  std::printf("file format: %s\n", j["format"].get<std::string>().c_str());
+  appendf(out, "image: %s\n", j["filename"].get<std::string>().c_str());
+  appendf(out, "file format: %s\n", j["format"].get<std::string>().c_str());
   uint64_t vsize = j["virtual-size"];
-  std::printf("virtual size: %s (%llu bytes)\n", size_to_str(vsize).c_str(),
-              (unsigned long long)vsize);
-  std::printf("disk size: %s\n", size_to_str(j["actual-size"].get<uint64_t>()).c_str());
+  appendf(out, "virtual size: %s (%llu bytes)\n", size_to_str(vsize).c_str(),
+          (unsigned long long)vsize);
+  appendf(out, "disk size: %s\n", size_to_str(j["actual-size"].get<uint64_t>()).c_str());
   if (j.contains("cluster-size"))
-    std::printf("cluster_size: %llu\n", (unsigned long long)j["cluster-size"].get<uint64_t>());
+    appendf(out, "cluster_size: %llu\n", (unsigned long long)j["cluster-size"].get<uint64_t>());
+  if (j.value("dirty-flag", false)) out += "cleanly shut down: no\n";
   if (j.contains("backing-filename")) {
     std::string b = j["backing-filename"];
     std::string full = j["full-backing-filename"];
     if (b == full) {
-      std::printf("backing file: %s\n", b.c_str());
+      appendf(out, "backing file: %s\n", b.c_str());
     } else {
-      std::printf("backing file: %s (actual path: %s)\n", b.c_str(), full.c_str());
+      appendf(out, "backing file: %s (actual path: %s)\n", b.c_str(), full.c_str());
     }
   }
   if (j.contains("backing-filename-format")) {
-    std::printf("backing file format: %s\n",
-                j["backing-filename-format"].get<std::string>().c_str());
+    appendf(out, "backing file format: %s\n",
+            j["backing-filename-format"].get<std::string>().c_str());
   }
   if (q && !q->snapshots().empty()) {
-    std::printf("Snapshot list:\n%s", snapshot_table_text(q->snapshots()).c_str());
+    appendf(out, "Snapshot list:\n%s", snapshot_table_text(q->snapshots()).c_str());
   }
   if (j.contains("format-specific")) {
-    std::printf("Format specific information:\n");
-    print_format_specific(j["format-specific"]["data"], 4);
+    out += "Format specific information:\n";
+    format_specific_text(out, j["format-specific"]["data"], 4);
   }
+  return out;
 }
 
+// What info prints for one image: its JSON object and its human text.
+struct LayerInfo {
+  ojson json;
+  std::string text;
+  std::string backing;         // the backing file, joined to the image's directory
+  std::string backing_format;  // empty: probed
+};
+
+Task<Result<LayerInfo>> co_layer_info(Engine& engine, const OpenSpec& spec) {
+  STRATA_CO_TRY_ASSIGN(auto drive, co_await co_open_image(engine, spec));
+  Node* node = drive->edge()->node();
+  LayerInfo info;
+  info.json = image_info_json(node);
+  info.text = human_text(info.json, node);
+  if (info.json.contains("full-backing-filename")) {
+    info.backing = info.json["full-backing-filename"];
+    info.backing_format = info.json.value("backing-filename-format", "");
+  }
+  co_await drive->co_close();
+  co_return info;
+}
+
+// With --backing-chain, each layer is opened alone and then its backing
+// file by name, as qemu-img does; nothing is printed unless all open.
 Task<int> co_info(Engine& engine, OpenSpec spec, bool json, bool chain) {
-  spec.no_backing = !chain;
-  auto drive = co_await co_open_image(engine, spec);
-  if (!drive) {
-    error_report(drive.error().message);
-    co_return 1;
+  spec.no_backing = true;
+  spec.no_data_file = true;  // named, never opened (as qemu-img info)
+  std::vector<LayerInfo> layers;
+  std::vector<std::string> seen;
+  for (;;) {
+    auto layer = co_await co_layer_info(engine, spec);
+    if (!layer) {
+      error_report(layer.error().message);
+      co_return 1;
+    }
+    layers.push_back(std::move(*layer));
+    const LayerInfo& l = layers.back();
+    if (!chain || l.backing.empty()) break;
+    seen.push_back(spec.filename);
+    if (std::find(seen.begin(), seen.end(), l.backing) != seen.end()) {
+      error_report("Backing file '" + l.backing + "' creates an infinite loop.");
+      co_return 1;
+    }
+    spec.filename = l.backing;
+    spec.format = l.backing_format;
+    spec.image_opts = false;
   }
-  Node* top = (*drive)->edge()->node();
-  std::vector<Node*> nodes = chain ? backing_chain(top) : std::vector<Node*>{top};
   if (json) {
-    if (chain) {
-      ojson arr = ojson::array();
-      for (Node* n : nodes) arr.push_back(image_info_json(n));
-      std::printf("%s\n", arr.dump(4).c_str());
-    } else {
-      std::printf("%s\n", image_info_json(top).dump(4).c_str());
-    }
+    ojson arr = ojson::array();
+    for (const auto& l : layers) arr.push_back(l.json);
+    std::printf("%s\n", qemu_json_pretty(chain ? arr : layers[0].json).c_str());
   } else {
-    for (size_t i = 0; i < nodes.size(); i++) {
-      if (i) std::printf("\n");
-      print_human(image_info_json(nodes[i]), nodes[i]);
+    for (size_t i = 0; i < layers.size(); i++) {
+      std::printf("%s%s", i ? "\n" : "", layers[i].text.c_str());
     }
   }
-  co_await (*drive)->co_close();
   co_return 0;
 }
 
@@ -275,8 +331,7 @@ int cmd_info(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   common.spec.filename = p.rest[0];
   return engine.run(co_info(engine, common.spec, common.json, chain));

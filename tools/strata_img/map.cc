@@ -84,7 +84,8 @@ Task<int> co_map(Engine& engine, OpenSpec spec, bool json, uint64_t start, uint6
     cur = next;
     have = true;
   }
-  if (ok && have) ok = dump(cur, json, first);
+  if (ok && !have) cur.start = start;  // qemu-img's empty entry past the end
+  if (ok) ok = dump(cur, json, first);
   if (json) std::printf("]\n");
   co_await (*drive)->co_close();
   co_return ok ? 0 : 1;
@@ -107,17 +108,10 @@ int cmd_map(Engine& engine, const Args& args) {
     if (use == OptionUse::kHandled) continue;
     switch (c) {
       case kStart:
-        if (!parse_img_size(p.arg, &start)) {
-          error_report(
-              "Invalid start offset specified! You may use k, M, G, T, P or E suffixes for ");
-          return 1;
-        }
+        if (!cvtnum("start offset", p.arg, &start)) return 1;
         break;
       case kMaxLen:
-        if (!parse_img_size(p.arg, &max_len)) {
-          error_report("Invalid length specified! You may use k, M, G, T, P or E suffixes for ");
-          return 1;
-        }
+        if (!cvtnum("max length", p.arg, &max_len)) return 1;
         break;
       case 'h':
         std::printf("Usage: strata-img map [-f fmt] [--output=ofmt] filename\n");
@@ -127,8 +121,7 @@ int cmd_map(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   common.spec.filename = p.rest[0];
   return engine.run(co_map(engine, common.spec, common.json, start, max_len));

@@ -12,6 +12,9 @@
 #include "block/drivers/qcow2/create.h"
 #include "block/drivers/qcow2/format.h"
 #include "strata_img/common.h"
+#include "strata_img/convert.h"
+#include "strata_img/create_opts.h"
+#include "strata_img/json_out.h"
 
 namespace strata::img {
 
@@ -22,9 +25,9 @@ using ojson = nlohmann::ordered_json;
 struct MeasureArgs {
   CommonOptions common;
   std::string out_format = "raw";
-  std::map<std::string, std::string> opts;
-  std::string size_text;
-  bool has_size = false;
+  std::string options;         // the -o lists, joined
+  uint64_t size = UINT64_MAX;  // --size; UINT64_MAX: from the image
+  SnapshotParam snapshot;      // -l
 };
 
 struct Measurement {
@@ -93,34 +96,12 @@ uint64_t bitmaps_bytes(Node* src, uint64_t cs) {
   return total + qcow2::round_up(dir, cs);
 }
 
-Result<qcow2::CreateOptions> target_options(const MeasureArgs& a) {
+// The target's options as qcow2_measure reads them (its messages: compat
+// and refcount widths are named by their -o names here).
+Result<qcow2::CreateOptions> target_options(const CreateOptionSet& set) {
   qcow2::CreateOptions o;
-  for (const auto& [k, v] : a.opts) {
-    if (k == "cluster_size") {
-      if (!parse_img_size(v, &o.cluster_size)) {
-        return Error{EINVAL, "Parameter 'cluster_size' expects a size"};
-      }
-    } else if (k == "compat") {
-      STRATA_TRY_ASSIGN(o.version, qcow2::parse_compat(v));
-    } else if (k == "refcount_bits") {
-      o.refcount_bits = uint32_t(std::strtoul(v.c_str(), nullptr, 10));
-    } else if (k == "preallocation") {
-      if (!parse_preallocation(v, &o.preallocation)) {
-        return Error{EINVAL, "Parameter 'preallocation' does not accept value '" + v + "'"};
-      }
-    } else if (k == "backing_file") {
-      o.backing_file = v;
-    } else if (k == "extended_l2") {
-      if (!parse_bool_word(v, &o.extended_l2)) {
-        return Error{EINVAL, "Parameter 'extended_l2' expects 'on' or 'off'"};
-      }
-    } else if (k == "backing_fmt" || k == "lazy_refcounts" || k == "compression_type" ||
-               k == "data_file" || k == "data_file_raw" || k == "size") {
-      continue;
-    } else {
-      return Error{EINVAL, "Invalid parameter '" + k + "'"};
-    }
-  }
+  o.extended_l2 = set.flag("extended_l2", false);
+  o.cluster_size = set.number("cluster_size", 65536);
   uint64_t cs = o.cluster_size;
   if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
     return Error{EINVAL, "Cluster size must be a power of two between 512 and 2048k"};
@@ -130,9 +111,35 @@ Result<qcow2::CreateOptions> target_options(const MeasureArgs& a) {
                  "Extended L2 entries are only supported with cluster sizes of at least 16384 "
                  "bytes"};
   }
-  uint32_t rb = o.refcount_bits;
+  if (set.has("compat")) {
+    std::string v = set.get("compat");
+    if (v == "0.10") {
+      o.version = 2;
+    } else if (v == "1.1") {
+      o.version = 3;
+    } else {
+      return Error{EINVAL, "Invalid compat version: " + v};
+    }
+  }
+  uint64_t rb = set.number("refcount_bits", 16);
   if (rb == 0 || rb > 64 || (rb & (rb - 1))) {
     return Error{EINVAL, "Refcount width must be a power of two and may not exceed 64 bits"};
+  }
+  if (o.version < 3 && rb != 16) {
+    return Error{EINVAL,
+                 "Different refcount widths than 16 bits require compatibility level 1.1 or above "
+                 "(use compat=1.1 or greater)"};
+  }
+  o.refcount_bits = uint32_t(rb);
+  std::string prealloc = set.get("preallocation");
+  if (!prealloc.empty() && !parse_preallocation(prealloc, &o.preallocation)) {
+    return Error{EINVAL, "Parameter 'preallocation' does not accept value '" + prealloc + "'"};
+  }
+  o.backing_file = set.get("backing_file");
+  if (!o.backing_file.empty() && o.preallocation != Preallocation::kOff) {
+    return Error{EINVAL,
+                 "Backing file and preallocation can only be used at the same time if extended_l2 "
+                 "is on"};
   }
   return o;
 }
@@ -160,7 +167,7 @@ void print(const Measurement& m, bool json) {
     if (m.has_bitmaps) j["bitmaps"] = m.bitmaps;
     j["required"] = m.required;
     j["fully-allocated"] = m.fully_allocated;
-    std::printf("%s\n", j.dump(4).c_str());
+    std::printf("%s\n", qemu_json_pretty(j).c_str());
     return;
   }
   std::printf("required size: %" PRIu64 "\nfully allocated size: %" PRIu64 "\n", m.required,
@@ -168,50 +175,81 @@ void print(const Measurement& m, bool json) {
   if (m.has_bitmaps) std::printf("bitmaps size: %" PRIu64 "\n", m.bitmaps);
 }
 
+// The source's virtual size and what it allocates, for a target with
+// clusters of `cs` bytes.
+struct SourceFacts {
+  uint64_t size = 0;
+  uint64_t data = 0;
+  uint64_t bitmaps = 0;
+  bool qcow2 = false;
+};
+
+Task<Result<SourceFacts>> co_source_facts(Engine& engine, const MeasureArgs& a, uint64_t cs) {
+  STRATA_CO_TRY_ASSIGN(auto drive, co_await co_open_image(engine, a.common.spec));
+  Node* src = drive->edge()->node();
+  SourceFacts f;
+  Result<void> r;
+  if (a.snapshot.given()) {
+    r = co_await co_load_snapshot(src, a.snapshot);
+    if (!r) r = Error{r.error().code, "Failed to load snapshot: " + r.error().message};
+  }
+  if (r) {
+    f.size = src->size();
+    f.qcow2 = src->driver_name() == "qcow2";
+    auto bytes = co_await co_allocated_bytes(src, cs);
+    if (bytes) {
+      f.data = *bytes;
+    } else {
+      r = bytes.error();
+    }
+    if (f.qcow2) f.bitmaps = bitmaps_bytes(src, cs);
+  }
+  co_await drive->co_close();
+  if (!r) co_return r.error();
+  co_return f;
+}
+
 Task<int> co_measure(Engine& engine, MeasureArgs a) {
-  if (a.out_format != "qcow2" && a.out_format != "raw") {
+  SourceFacts facts;
+  bool from_image = a.size == UINT64_MAX;
+  auto set = CreateOptionSet::for_create(a.out_format);
+  // The source is opened first, as qemu-img does; its numbers need the
+  // target's cluster size, so a refused option is reported after it opens.
+  uint64_t cs = 65536;
+  Result<void> parsed;
+  if (set && !a.options.empty()) parsed = set->parse(a.options);
+  if (set && parsed) cs = set->number("cluster_size", 65536);
+  if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) cs = 65536;
+  if (from_image) {
+    auto f = co_await co_source_facts(engine, a, cs);
+    if (!f) {
+      error_report(f.error().message);
+      co_return 1;
+    }
+    facts = *f;
+  } else {
+    facts.size = a.size;
+  }
+  if (!set) {
     error_report("Unknown file format '" + a.out_format + "'");
     co_return 1;
   }
-  auto target = target_options(a);
-  if (!target) {
-    error_report(target.error().message);
+  if (!parsed) {
+    error_report(parsed.error().message);
+    error_report("Invalid options for file format '" + a.out_format + "'");
     co_return 1;
   }
-  uint64_t size = 0, data = 0;
-  bool qcow2_source = false;
   Measurement m;
-  if (a.has_size) {
-    if (!parse_img_size(a.size_text, &size)) {
-      error_report("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-      error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-      co_return 1;
-    }
-  } else {
-    auto drive = co_await co_open_image(engine, a.common.spec);
-    if (!drive) {
-      error_report(drive.error().message);
-      co_return 1;
-    }
-    Node* src = (*drive)->edge()->node();
-    size = src->size();
-    qcow2_source = src->driver_name() == "qcow2";
-    auto bytes = co_await co_allocated_bytes(src, target->cluster_size);
-    if (qcow2_source) m.bitmaps = bitmaps_bytes(src, target->cluster_size);
-    co_await (*drive)->co_close();
-    if (!bytes) {
-      error_report(bytes.error().message);
-      co_return 1;
-    }
-    data = *bytes;
-  }
   if (a.out_format == "raw") {
-    m = Measurement{};
-    m.required = m.fully_allocated = qcow2::round_up(size, 512);
+    m.required = m.fully_allocated = qcow2::round_up(facts.size, 512);
   } else {
-    uint64_t bitmaps = m.bitmaps;
-    m = measure_qcow2(*target, size, data, qcow2_source);
-    m.bitmaps = m.has_bitmaps ? bitmaps : 0;
+    auto target = target_options(*set);
+    if (!target) {
+      error_report(target.error().message);
+      co_return 1;
+    }
+    m = measure_qcow2(*target, facts.size, facts.data, from_image && facts.qcow2);
+    m.bitmaps = m.has_bitmaps ? facts.bitmaps : 0;
   }
   print(m, a.common.json);
   co_return 0;
@@ -234,14 +272,17 @@ int cmd_measure(Engine& engine, const Args& args) {
         a.out_format = p.arg;
         break;
       case 'o':
-        parse_option_string(p.arg, &a.opts);
+        if (!valid_option_list(p.arg)) {
+          error_report("Invalid option list: " + p.arg);
+          return 1;
+        }
+        a.options += (a.options.empty() ? "" : ",") + p.arg;
         break;
       case 'l':
-        error_report("Measuring internal snapshots is not supported");
-        return 1;
+        if (!parse_snapshot_param(p.arg, &a.snapshot)) return 1;
+        break;
       case kSize:
-        a.size_text = p.arg;
-        a.has_size = true;
+        if (!cvtnum("image size", p.arg, &a.size)) return 1;
         break;
       case 'h':
         std::printf(
@@ -252,16 +293,25 @@ int cmd_measure(Engine& engine, const Args& args) {
         return 1;
     }
   }
-  if (p.rest.size() > 1 || (!a.has_size && p.rest.empty())) {
-    error_report("Either --size N or one filename must be specified.");
+  bool has_size = a.size != UINT64_MAX;
+  if (p.rest.size() > 1) {
+    error_report("At most one filename argument is allowed.");
     return 1;
   }
-  if (a.has_size && !p.rest.empty()) {
+  if (p.rest.empty() &&
+      (a.common.spec.image_opts || !a.common.spec.format.empty() || a.snapshot.given())) {
+    error_report("--image-opts, -f, and -l require a filename argument.");
+    return 1;
+  }
+  if (!p.rest.empty() && has_size) {
     error_report("--size N cannot be used together with a filename.");
     return 1;
   }
+  if (p.rest.empty() && !has_size) {
+    error_report("Either --size N or one filename must be specified.");
+    return 1;
+  }
   if (!p.rest.empty()) a.common.spec.filename = p.rest[0];
-  a.common.spec.force_share = true;
   return engine.run(co_measure(engine, a));
 }
 

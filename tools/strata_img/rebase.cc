@@ -94,8 +94,11 @@ Task<Result<std::unique_ptr<Drive>>> co_open_new_backing(Engine& engine, const R
   spec.force_share = true;
   auto drive = co_await co_open_image(engine, spec);
   if (!drive) {
-    co_return Error{drive.error().code, "Could not open new backing file '" + a.backing +
-                                            "': " + drive.error().message};
+    std::string why = drive.error().message;
+    std::string prefix = "Could not open '" + spec.filename + "': ";
+    if (why.rfind(prefix, 0) == 0) why = why.substr(prefix.size());
+    co_return Error{drive.error().code,
+                    "Could not open new backing file '" + a.backing + "': " + why};
   }
   co_return drive;
 }
@@ -151,7 +154,7 @@ Task<int> co_rebase(Engine& engine, RebaseArgs a) {
 
 int cmd_rebase(Engine& engine, const Args& args) {
   auto longopts = long_options(kLongObject | kLongImageOpts | kLongForceShare, {});
-  OptionParser p(args, "hf:F:b:upt:T:qUc", longopts.data());
+  OptionParser p(args, "hf:F:b:upt:T:qU", longopts.data());
   RebaseArgs a;
   for (int c; (c = p.next()) != -1;) {
     OptionUse use = handle_common_option(c, p.arg, &a.common);
@@ -173,9 +176,6 @@ int cmd_rebase(Engine& engine, const Args& args) {
         break;
       case 'T':
         break;  // source cache mode: reads are not cached offline either way
-      case 'c':
-        error_report("Compressed rebase is not supported");
-        return 1;
       case 'h':
         std::printf(
             "Usage: strata-img rebase [-q] [-f fmt] [-p] [-u] -b backing_file [-F backing_fmt] "
@@ -186,12 +186,10 @@ int cmd_rebase(Engine& engine, const Args& args) {
     }
   }
   if (p.rest.size() != 1) {
-    error_report("Expecting one image file name");
-    return 1;
+    return usage_error("Expecting one image file name");
   }
   if (!a.has_backing && !a.unsafe) {
-    error_report("Must specify backing file (-b) or use unsafe mode (-u)");
-    return 1;
+    return usage_error("Must specify backing file (-b) or use unsafe mode (-u)");
   }
   if (a.common.quiet) a.progress = false;
   a.common.spec.filename = p.rest[0];

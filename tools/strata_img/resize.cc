@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "strata_img/common.h"
+#include "strata_img/create_opts.h"
 
 namespace strata::img {
 
@@ -21,19 +22,26 @@ Task<int> co_resize(Engine& engine, OpenSpec spec, std::string size_text, bool s
     sign = size_text[0] == '+' ? 1 : -1;
     size_text = size_text.substr(1);
   }
-  uint64_t value = 0;
-  if (!parse_img_size(size_text, &value)) {
-    error_report("Invalid image size specified. You may use k, M, G, T, P or E suffixes for ");
+  auto parsed = parse_size_option("size", size_text);
+  if (!parsed) {
+    error_report(parsed.error().message);
     co_await (*drive)->co_close();
     co_return 1;
   }
+  uint64_t value = *parsed;
   uint64_t target = sign > 0 ? current + value : sign < 0 ? current - value : value;
   int rc = 0;
   if (sign < 0 && value > current) {
     error_report("New image size must be positive");
     rc = 1;
+  } else if (prealloc != Preallocation::kOff && target < current) {
+    error_report("Preallocation can only be used for growing images");
+    rc = 1;
   } else if (target < current && !shrink) {
     error_report("Use the --shrink option to perform a shrink operation.");
+    error_report(
+        "warning: Shrinking an image will delete all data beyond the shrunken image's end. "
+        "Before performing such an operation, make sure there is no important data there.");
     rc = 1;
   } else {
     auto r = co_await (*drive)->edge()->co_truncate(target, false, prealloc);
@@ -83,10 +91,8 @@ int cmd_resize(Engine& engine, const Args& args) {
         return 1;
     }
   }
-  if (p.rest.size() != 2) {
-    error_report("Expecting image file name and size");
-    return 1;
-  }
+  if (p.rest.size() < 2) return usage_error("Not enough arguments");
+  if (p.rest.size() > 2) return usage_error("Expecting image file name and size");
   common.spec.filename = p.rest[0];
   return engine.run(co_resize(engine, common.spec, p.rest[1], shrink, common.quiet, prealloc));
 }

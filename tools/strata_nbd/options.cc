@@ -3,6 +3,8 @@
 #include <getopt.h>
 
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 namespace strata::tools::nbd_tool {
 
@@ -10,12 +12,27 @@ namespace {
 enum LongOnly {
   kOptObject = 256,
   kOptTlsCreds,
+  kOptTlsAuthz,
   kOptFork,
   kOptPidFile,
   kOptCache,
+  kOptAio,
   kOptDiscard,
   kOptDetectZeroes,
+  kOptImageOpts,
 };
+
+// What getopt itself would have printed (qemu-nbd lets it).
+std::string getopt_message(int c, int argc, char** argv) {
+  std::string word = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+  bool is_long = word.rfind("--", 0) == 0;
+  if (c == ':') {
+    if (is_long) return "option '" + word.substr(0, word.find('=')) + "' requires an argument";
+    return std::string("option requires an argument -- '") + char(optopt) + "'";
+  }
+  if (is_long || !optopt) return "unrecognized option '" + word + "'";
+  return std::string("invalid option -- '") + char(optopt) + "'";
+}
 
 Result<int> parse_int(const std::string& what, const char* text, long lo, long hi) {
   char* end = nullptr;
@@ -41,11 +58,19 @@ const char* usage() {
          "  -f, --format=FORMAT       image format (raw, qcow2; probed if omitted)\n"
          "  -B, --bitmap=NAME         expose dirty bitmap NAME (qemu:dirty-bitmap:NAME)\n"
          "  -A, --allocation-depth    expose qemu:allocation-depth\n"
-         "      --object TYPE,id=ID,...  tls-creds-x509 or tls-creds-psk\n"
+         "  -L, --list                list the exports of another NBD server\n"
+         "      --object TYPE,id=ID,...  tls-creds-x509, tls-creds-psk, authz-simple,\n"
+         "                            authz-list (JSON form) or authz-list-file\n"
          "      --tls-creds=ID        require TLS with the credentials object ID\n"
+         "      --tls-authz=ID        allow only the TLS clients the authz object ID allows\n"
+         "  -T, --trace [[enable=]PATTERN][,events=FILE][,file=FILE]\n"
+         "                            debug log (to FILE)\n"
+         "  -n, --nocache             as --cache=none\n"
          "      --cache=MODE          none, writeback, writethrough, directsync, unsafe\n"
+         "      --aio=MODE            native, io_uring or threads\n"
          "      --discard=MODE        ignore or unmap\n"
          "      --detect-zeroes=MODE  off, on or unmap\n"
+         "      --image-opts          FILE is a set of image options\n"
          "      --fork                run in the background once listening\n"
          "      --pid-file=PATH       write the process id to PATH\n"
          "  -v, --verbose             log more\n"
@@ -53,15 +78,51 @@ const char* usage() {
          "  -V, --version             version\n";
 }
 
+namespace {
+
+// The items of a key=value list; ",," is a comma inside a value (QemuOpts).
+std::vector<std::string> split_keyval(const std::string& text) {
+  std::vector<std::string> items(1);
+  for (size_t i = 0; i < text.size(); i++) {
+    if (text[i] == ',' && i + 1 < text.size() && text[i + 1] == ',') {
+      items.back() += ',';
+      i++;
+    } else if (text[i] == ',') {
+      items.emplace_back();
+    } else {
+      items.back() += text[i];
+    }
+  }
+  return items;
+}
+
+}  // namespace
+
 Result<ObjectSpec> parse_object(const std::string& text) {
   ObjectSpec spec;
-  size_t pos = 0;
+  if (!text.empty() && text[0] == '{') {
+    spec.json = nlohmann::json::parse(text, nullptr, false);
+    if (spec.json.is_discarded() || !spec.json.is_object()) {
+      return Error{EINVAL, "Invalid JSON object given"};
+    }
+    for (auto it = spec.json.begin(); it != spec.json.end(); ++it) {
+      if (it->is_string()) {
+        spec.props[it.key()] = it->get<std::string>();
+      } else if (it->is_boolean()) {
+        spec.props[it.key()] = it->get<bool>() ? "on" : "off";
+      } else if (it->is_number()) {
+        spec.props[it.key()] = it->dump();
+      }
+    }
+    spec.type = spec.props["qom-type"];
+    spec.props.erase("qom-type");
+    spec.json.erase("qom-type");
+    if (spec.type.empty()) return Error{EINVAL, "Parameter 'qom-type' is missing"};
+    if (!spec.props.count("id")) return Error{EINVAL, "Parameter 'id' is missing"};
+    return spec;
+  }
   bool first = true;
-  while (pos <= text.size()) {
-    size_t comma = text.find(',', pos);
-    std::string item =
-        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    pos = comma == std::string::npos ? text.size() + 1 : comma + 1;
+  for (const std::string& item : split_keyval(text)) {
     size_t eq = item.find('=');
     if (first && eq == std::string::npos) {
       spec.type = item;
@@ -76,6 +137,7 @@ Result<ObjectSpec> parse_object(const std::string& text) {
   }
   if (spec.type.empty()) return Error{EINVAL, "Parameter 'qom-type' is missing"};
   if (!spec.props.count("id")) return Error{EINVAL, "Parameter 'id' is missing"};
+  for (const auto& [k, v] : spec.props) spec.json[k] = v;
   return spec;
 }
 
@@ -94,6 +156,12 @@ Result<Options> parse_options(int argc, char** argv) {
       {"allocation-depth", no_argument, nullptr, 'A'},
       {"object", required_argument, nullptr, kOptObject},
       {"tls-creds", required_argument, nullptr, kOptTlsCreds},
+      {"tls-authz", required_argument, nullptr, kOptTlsAuthz},
+      {"list", no_argument, nullptr, 'L'},
+      {"trace", required_argument, nullptr, 'T'},
+      {"nocache", no_argument, nullptr, 'n'},
+      {"aio", required_argument, nullptr, kOptAio},
+      {"image-opts", no_argument, nullptr, kOptImageOpts},
       {"fork", no_argument, nullptr, kOptFork},
       {"pid-file", required_argument, nullptr, kOptPidFile},
       {"cache", required_argument, nullptr, kOptCache},
@@ -108,7 +176,11 @@ Result<Options> parse_options(int argc, char** argv) {
   optind = 1;
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:B:AvhV", long_opts, nullptr)) != -1) {
+  bool seen_cache = false, seen_aio = false, per_device = false;
+  while ((c = getopt_long(argc, argv, ":p:b:k:e:tx:D:rf:B:AvhVLT:n", long_opts, nullptr)) != -1) {
+    // qemu-nbd's per-device settings, which list mode refuses.
+    per_device |= c == 'x' || c == 'D' || c == 'f' || c == 'B' || c == 'A' || c == 'n' ||
+                  c == kOptCache || c == kOptAio || c == kOptDiscard || c == kOptDetectZeroes;
     switch (c) {
       case 'p': {
         STRATA_TRY_ASSIGN(int port, parse_int("port", optarg, 0, 65535));
@@ -117,6 +189,7 @@ Result<Options> parse_options(int argc, char** argv) {
       }
       case 'b':
         o.bind = optarg;
+        o.bind_set = true;
         break;
       case 'k':
         o.socket_path = optarg;
@@ -160,8 +233,36 @@ Result<Options> parse_options(int argc, char** argv) {
       case kOptPidFile:
         o.pid_file = optarg;
         break;
+      case 'n':
       case kOptCache:
-        o.cache = optarg;
+        if (seen_cache) return Error{EINVAL, "-n and --cache can only be specified once"};
+        seen_cache = true;
+        o.cache = c == 'n' ? "none" : optarg;
+        if (o.cache != "none" && o.cache != "directsync" && o.cache != "writeback" &&
+            o.cache != "writethrough" && o.cache != "unsafe" && o.cache != "off") {
+          return Error{EINVAL, "Invalid cache mode `" + o.cache + "'"};
+        }
+        if (o.cache == "off") o.cache = "none";
+        break;
+      case kOptAio:
+        if (seen_aio) return Error{EINVAL, "--aio can only be specified once"};
+        seen_aio = true;
+        o.aio = optarg;
+        if (o.aio != "native" && o.aio != "io_uring" && o.aio != "threads") {
+          return Error{EINVAL, "Invalid aio mode '" + o.aio + "'"};
+        }
+        break;
+      case kOptImageOpts:
+        o.image_opts = true;
+        break;
+      case kOptTlsAuthz:
+        o.tls_authz = optarg;
+        break;
+      case 'L':
+        o.list = true;
+        break;
+      case 'T':
+        o.trace = optarg;
         break;
       case kOptDiscard:
         o.discard = optarg;
@@ -178,17 +279,27 @@ Result<Options> parse_options(int argc, char** argv) {
       case 'V':
         o.version = true;
         return o;
-      default: {
-        std::string bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-        return Error{EINVAL, "Unknown or incomplete option '" + bad + "'"};
-      }
+      default:
+        return Error{kErrorTryHelpPrefixed, getopt_message(c, argc, argv)};
     }
   }
-  if (optind != argc - 1) {
-    return Error{EINVAL, optind >= argc ? "Expected an image file name" : "Too many arguments"};
+  if (!o.tls_authz.empty() && o.tls_creds.empty()) {
+    return Error{EINVAL, "--tls-authz is not permitted without --tls-creds"};
   }
-  o.image = argv[optind];
-  if (!o.socket_path.empty() && o.bind != "0.0.0.0") {
+  if (o.list) {
+    if (optind != argc) return Error{EINVAL, "List mode is incompatible with a file name"};
+    if (per_device) return Error{EINVAL, "List mode is incompatible with per-device settings"};
+    if (o.fork) return Error{EINVAL, "List mode is incompatible with forking"};
+    if (!o.bind_set) o.bind = "localhost";
+  } else if (optind != argc - 1) {
+    return Error{kErrorTryHelp, "Invalid number of arguments"};
+  } else {
+    o.image = argv[optind];
+  }
+  if (o.image_opts && !o.format.empty()) {
+    return Error{EINVAL, "--image-opts and -f are mutually exclusive"};
+  }
+  if (!o.socket_path.empty() && o.bind_set) {
     return Error{EINVAL, "bind and socket paths cannot be used together"};
   }
   return o;

@@ -18,31 +18,40 @@
 #include "block/core/filename.h"
 #include "block/core/graph.h"
 #include "nbd/server.h"
+#include "qmp/block_schema.h"
 #include "strata/engine.h"
+#include "strata_nbd/authz.h"
 
 namespace strata::tools::nbd_tool {
 
 namespace {
 constexpr const char* kNodeName = "strata-nbd-export";
 
+// The node to export: the image file and format (probed when omitted, as
+// QEMU names files: block/core/filename.h), or the options --image-opts
+// gives, with the command line's settings on top. Errors are those QEMU
+// gives as "Failed to blk_new_open" (the caller adds the prefix).
 Task<Result<nlohmann::json>> co_node_options(Engine& engine, const Options& o) {
-  auto opened =
-      co_await co_filename_options(engine.loop(), engine.graph().drivers(), o.image, o.format);
-  if (!opened) {
-    co_return Error{opened.error().code,
-                    "Failed to blk_new_open '" + o.image + "': " + opened.error().message};
+  nlohmann::json opts;
+  if (o.image_opts) {
+    STRATA_CO_TRY_ASSIGN(opts, co_await qmp::co_parse_image_options(engine, o.image));
+  } else {
+    STRATA_CO_TRY_ASSIGN(opts, co_await co_filename_options(engine.loop(), engine.graph().drivers(),
+                                                            o.image, o.format));
   }
-  nlohmann::json opts = std::move(*opened);
   opts["node-name"] = kNodeName;
   opts["read-only"] = o.read_only;
-  if (!o.cache.empty()) {
-    bool direct = o.cache == "none" || o.cache == "directsync";
-    bool no_flush = o.cache == "unsafe";
-    if (o.cache != "none" && o.cache != "directsync" && o.cache != "writeback" &&
-        o.cache != "writethrough" && o.cache != "unsafe") {
-      co_return Error{EINVAL, "Invalid cache mode '" + o.cache + "'"};
+  bool direct = o.cache == "none" || o.cache == "directsync";
+  if (!o.cache.empty()) opts["cache"] = {{"direct", direct}, {"no-flush", o.cache == "unsafe"}};
+  // --aio reaches the file node, which accepts every mode and keeps its own
+  // I/O path (docs/tools/strata-nbd.md); native needs O_DIRECT, as in QEMU.
+  if (!o.aio.empty()) {
+    if (o.aio == "native" && !direct) {
+      co_return Error{EINVAL,
+                      "aio=native was specified, but it requires cache.direct=on, which was not "
+                      "specified."};
     }
-    opts["cache"] = {{"direct", direct}, {"no-flush", no_flush}};
+    if (opts.contains("file") && opts["file"].is_object()) opts["file"]["aio"] = o.aio;
   }
   if (!o.discard.empty()) opts["discard"] = o.discard;
   if (!o.detect_zeroes.empty()) opts["detect-zeroes"] = o.detect_zeroes;
@@ -53,7 +62,22 @@ bool truthy(const std::string& v) {
   return v == "on" || v == "yes" || v == "true";
 }
 
+Result<std::shared_ptr<nbd::TlsCreds>> load_creds(const Options& o);
+
+// The credentials, with the --tls-authz check installed.
 Result<std::shared_ptr<nbd::TlsCreds>> load_tls(const Options& o) {
+  for (const auto& obj : o.objects) {
+    if (is_authz_type(obj.type)) STRATA_TRY(check_authz_object(obj));
+  }
+  STRATA_TRY_ASSIGN(auto creds, load_creds(o));
+  if (creds && !o.tls_authz.empty()) {
+    STRATA_TRY_ASSIGN(auto authorizer, make_authorizer(o.objects, o.tls_authz));
+    creds->set_authorizer(std::move(authorizer));
+  }
+  return creds;
+}
+
+Result<std::shared_ptr<nbd::TlsCreds>> load_creds(const Options& o) {
   if (o.tls_creds.empty()) return std::shared_ptr<nbd::TlsCreds>{};
   for (const auto& obj : o.objects) {
     if (obj.props.at("id") != o.tls_creds) continue;
@@ -94,8 +118,10 @@ struct StopState {
   bool had_client = false;
 };
 
-void on_client_closed(const Options* o, nbd::Server* server, StopState* state) {
+void on_client_closed(Engine& engine, const Options* o, nbd::Server* server, StopState* state) {
   state->had_client = true;
+  engine.logger().debug("client disconnected, " + std::to_string(server->connection_count()) +
+                        " left");
   if (!o->persistent && server->connection_count() == 0) state->stop.set();
 }
 
@@ -106,11 +132,12 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
     co_return 1;
   }
   auto opts = co_await co_node_options(engine, o);
-  if (!opts) {
-    std::fprintf(stderr, "strata-nbd: %s\n", opts.error().message.c_str());
-    co_return 1;
+  Result<Node*> node = Error{};
+  if (opts) {
+    node = co_await engine.graph().co_add(*opts);
+  } else {
+    node = opts.error();
   }
-  auto node = co_await engine.graph().co_add(*opts);
   if (!node) {
     std::fprintf(stderr, "strata-nbd: Failed to blk_new_open '%s': %s\n", o.image.c_str(),
                  node.error().message.c_str());
@@ -157,7 +184,11 @@ Task<int> co_serve(Engine& engine, const Options& o, int ready_fd, StopState* st
   }
   if (status == 0) {
     if (ready_fd >= 0) detach_from_parent(ready_fd);
-    server.set_on_client_closed([&o, &server, state] { on_client_closed(&o, &server, state); });
+    engine.logger().debug(
+        "serving '" + o.image + "' on " +
+        (o.socket_path.empty() ? o.bind + ":" + std::to_string(o.port) : o.socket_path));
+    server.set_on_client_closed(
+        [&engine, &o, &server, state] { on_client_closed(engine, &o, &server, state); });
     co_await state->stop.co_wait();
   }
   co_await server.co_stop();
@@ -200,6 +231,44 @@ class SignalWatcher {
   std::thread thread_;
 };
 
+// -T [enable=]PATTERN[,events=FILE][,file=FILE]: QEMU's trace options.
+// Strata has no trace events; any pattern turns on its debug log, which
+// file=FILE writes to that file (docs/tools/strata-nbd.md).
+Result<void> apply_trace(Logger& logger, const std::string& spec) {
+  std::string file;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t comma = spec.find(',', pos);
+    std::string item =
+        spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? spec.size() + 1 : comma + 1;
+    size_t eq = item.find('=');
+    std::string key = eq == std::string::npos ? "enable" : item.substr(0, eq);
+    std::string value = eq == std::string::npos ? item : item.substr(eq + 1);
+    if (key == "file") {
+      file = value;
+    } else if (key == "events") {
+      if (!std::ifstream(value))
+        return Error{ENOENT, "error: could not open trace events file '" + value + "'"};
+    } else if (key != "enable") {
+      return Error{EINVAL, "Invalid parameter '" + key + "'"};
+    }
+  }
+  logger.set_level(LogLevel::kDebug);
+  if (!file.empty()) {
+    auto out = std::shared_ptr<FILE>(std::fopen(file.c_str(), "a"), [](FILE* f) {
+      if (f) std::fclose(f);
+    });
+    if (!out)
+      return Error{errno, "Failed to open trace file '" + file + "': " + std::strerror(errno)};
+    logger.set_sink([out](LogLevel level, std::string_view m) {
+      std::fprintf(out.get(), "strata: %s: %.*s\n", Logger::name(level), int(m.size()), m.data());
+      std::fflush(out.get());
+    });
+  }
+  return {};
+}
+
 // Forks; the parent waits until the child listens and exits with its verdict.
 int daemonize() {
   int fds[2];
@@ -233,6 +302,13 @@ int run(const Options& o) {
   fs::raise_open_file_limit();
   Engine engine;
   engine.logger().set_level(o.verbose ? LogLevel::kDebug : LogLevel::kWarning);
+  if (!o.trace.empty()) {
+    auto traced = apply_trace(engine.logger(), o.trace);
+    if (!traced) {
+      std::fprintf(stderr, "strata-nbd: %s\n", traced.error().message.c_str());
+      return 1;
+    }
+  }
   StopState state(engine.loop());
   int status;
   {

@@ -13,6 +13,7 @@ namespace {
 
 constexpr uint64_t kOldstyleMagic = 0x00420281861253ull;
 constexpr size_t kOptionReplyHeader = 20;
+constexpr size_t kMaxListedExports = 1 << 16;  // bounds what a server can make us hold
 
 struct OptionReply {
   uint32_t type = 0;
@@ -236,6 +237,105 @@ Task<Result<Negotiated>> co_client_handshake(std::unique_ptr<Stream> stream,
   STRATA_CO_TRY(check_export(out.info));
   if (!(out.info.flags & kFlagHasFlags)) out.info.flags = kFlagHasFlags;
   co_return out;
+}
+
+namespace {
+
+// The names (and descriptions) LIST gives.
+Task<Result<std::vector<ListedExport>>> co_list_names(Channel& ch) {
+  STRATA_CO_TRY(co_await co_send_option(ch, kOptList, {}));
+  std::vector<ListedExport> out;
+  for (;;) {
+    STRATA_CO_TRY_ASSIGN(OptionReply reply, co_await co_read_option_reply(ch, kOptList));
+    if (reply.type == kRepAck) co_return out;
+    if (reply.is_error()) co_return option_error(kOptList, reply);
+    if (reply.type != kRepServer)
+      co_return Error{EPROTO, "NBD server sent an unexpected LIST reply"};
+    Reader r(reply.data);
+    uint32_t len = r.u32();
+    ListedExport e;
+    e.name = r.str(len);
+    e.description = r.str(r.remaining());
+    if (r.failed() || out.size() >= kMaxListedExports) {
+      co_return Error{EPROTO, "NBD server sent an invalid LIST reply"};
+    }
+    out.push_back(std::move(e));
+  }
+}
+
+// INFO with a block size request; false when the server does not know INFO.
+Task<Result<bool>> co_export_info(Channel& ch, ListedExport& e) {
+  Writer w;
+  w.u32(static_cast<uint32_t>(e.name.size())).str(e.name);
+  w.u16(1).u16(kInfoBlockSize);
+  STRATA_CO_TRY(co_await co_send_option(ch, kOptInfo, w.bytes()));
+  ExportInfo info;
+  info.min_block = info.pref_block = info.max_block = 0;
+  bool have_export = false, sizes = false;
+  for (;;) {
+    STRATA_CO_TRY_ASSIGN(OptionReply reply, co_await co_read_option_reply(ch, kOptInfo));
+    if (reply.type == kRepErrUnsup) co_return false;
+    if (reply.is_error()) co_return option_error(kOptInfo, reply);
+    if (reply.type == kRepAck) break;
+    if (reply.type != kRepInfo) co_return Error{EPROTO, "NBD server sent an unexpected INFO reply"};
+    sizes |= reply.data.size() >= 2 && reply.data[0] == 0 && reply.data[1] == kInfoBlockSize;
+    STRATA_CO_TRY(parse_info(reply, &info, &have_export));
+  }
+  if (!have_export) co_return Error{EPROTO, "NBD server did not describe the export"};
+  e.has_info = true;
+  e.size = info.size;
+  e.flags = info.flags;
+  if (sizes) {
+    e.min_block = info.min_block;
+    e.pref_block = info.pref_block;
+    e.max_block = info.max_block;
+  }
+  co_return true;
+}
+
+// Every meta context of the export (LIST_META_CONTEXT without queries).
+Task<Result<void>> co_export_contexts(Channel& ch, ListedExport& e) {
+  Writer w;
+  w.u32(static_cast<uint32_t>(e.name.size())).str(e.name).u32(0);
+  STRATA_CO_TRY(co_await co_send_option(ch, kOptListMetaContext, w.bytes()));
+  for (;;) {
+    STRATA_CO_TRY_ASSIGN(OptionReply reply, co_await co_read_option_reply(ch, kOptListMetaContext));
+    if (reply.type == kRepAck || reply.is_error()) co_return Result<void>{};
+    if (reply.type != kRepMetaContext || e.contexts.size() >= kMaxListedExports) {
+      co_return Error{EPROTO, "NBD server sent an unexpected meta context reply"};
+    }
+    Reader r(reply.data);
+    r.u32();
+    std::string name = r.str(r.remaining());
+    if (r.failed()) co_return Error{EPROTO, "NBD server sent a truncated meta context reply"};
+    e.contexts.push_back(std::move(name));
+  }
+}
+
+}  // namespace
+
+Task<Result<std::vector<ListedExport>>> co_list_exports(std::unique_ptr<Stream> stream,
+                                                        StartTls start_tls) {
+  HandshakeParams params;
+  params.start_tls = std::move(start_tls);
+  bool no_zeroes = false;
+  STRATA_CO_TRY_ASSIGN(auto channel, co_await co_greeting(std::move(stream), params, &no_zeroes));
+  Channel& ch = *channel;
+  STRATA_CO_TRY_ASSIGN(bool structured, co_await co_simple_option(ch, kOptStructuredReply));
+  auto names = co_await co_list_names(ch);
+  if (!names && names.error().code == ENOTSUP) {
+    co_return Error{ENOTSUP, "Server does not support export lists"};
+  }
+  if (!names) co_return names;
+  for (auto& e : *names) {
+    STRATA_CO_TRY_ASSIGN(bool info, co_await co_export_info(ch, e));
+    if (!info) break;
+    if (structured) STRATA_CO_TRY(co_await co_export_contexts(ch, e));
+  }
+  // ABORT as a courtesy before hanging up; its reply does not matter.
+  (void)co_await co_send_option(ch, kOptAbort, {});
+  channel->close();
+  co_return names;
 }
 
 }  // namespace strata::nbdc

@@ -49,4 +49,25 @@ struct Negotiated {
 Task<Result<Negotiated>> co_client_handshake(std::unique_ptr<Stream> stream,
                                              const HandshakeParams& params);
 
+// One export as a server lists it (qemu-nbd --list): LIST's name and
+// description, INFO's size, flags and block sizes (has_info false when the
+// server refuses INFO; block sizes 0 when it sends none), and the meta
+// contexts LIST_META_CONTEXT gives with structured replies.
+struct ListedExport {
+  std::string name;
+  std::string description;
+  bool has_info = false;
+  uint64_t size = 0;
+  uint16_t flags = 0;
+  uint32_t min_block = 0, pref_block = 0, max_block = 0;
+  std::vector<std::string> contexts;
+};
+
+// QEMU's nbd_receive_export_list: the greeting (TLS when `start_tls` is
+// set), structured replies, LIST, then INFO and LIST_META_CONTEXT for each
+// export, and ABORT. A server that knows only EXPORT_NAME is refused
+// ("Server does not support export lists").
+Task<Result<std::vector<ListedExport>>> co_list_exports(std::unique_ptr<Stream> stream,
+                                                        StartTls start_tls);
+
 }  // namespace strata::nbdc

@@ -28,17 +28,22 @@ BitmapDirEntry* find_entry(std::vector<BitmapDirEntry>& entries, const std::stri
   return it == entries.end() ? nullptr : &*it;
 }
 
-// Writes `data` at `offset`, zero-padded to whole clusters.
-Task<Result<void>> co_write_padded(Qcow2Driver& d, uint64_t offset, std::vector<uint8_t> data) {
-  uint64_t cs = d.header().cluster_size();
+// Writes a table or directory at `offset`: its own bytes only, as QEMU
+// (the rest of its last cluster is never read).
+Task<Result<void>> co_write_structure(Qcow2Driver& d, uint64_t offset, std::vector<uint8_t> data) {
   STRATA_CO_TRY(d.check_metadata_write(offset, data.size()));
-  data.resize(clusters_for(data.size(), cs) * cs, 0);
   co_return co_await d.file()->co_pwrite(offset, data);
+}
+
+// Clusters of bitmap structures given back are discarded in the file, as
+// QEMU frees them (QCOW2_DISCARD_ALWAYS).
+void free_bitmap_clusters(Qcow2Driver& d, uint64_t offset, uint64_t count) {
+  d.refcounts().free_later(offset, count, true);
 }
 
 void free_table_clusters(Qcow2Driver& d, const std::vector<uint64_t>& table) {
   for (uint64_t t : table) {
-    if (t & kBitmapTableOffsetMask) d.refcounts().free_later(t & kBitmapTableOffsetMask, 1);
+    if (t & kBitmapTableOffsetMask) free_bitmap_clusters(d, t & kBitmapTableOffsetMask, 1);
   }
 }
 
@@ -74,13 +79,13 @@ Task<Result<void>> co_write_bitmap(Qcow2Driver& d, const DirtyBitmap& bitmap,
   if (!toff) co_return fail(toff.error(), "Failed to allocate clusters for");
   auto w = d.check_metadata_write(*toff, n * 8);
   if (!w) {
-    d.refcounts().free_later(*toff, clusters_for(n * 8, cs));
+    free_bitmap_clusters(d, *toff, clusters_for(n * 8, cs));
     free_table_clusters(d, table);
     co_return std::move(w).error();
   }
-  w = co_await co_write_padded(d, *toff, encode_bitmap_table(table));
+  w = co_await co_write_structure(d, *toff, encode_bitmap_table(table));
   if (!w) {
-    d.refcounts().free_later(*toff, clusters_for(n * 8, cs));
+    free_bitmap_clusters(d, *toff, clusters_for(n * 8, cs));
     co_return fail(w.error(), "Failed to write");
   }
   entry.table_offset = *toff;
@@ -99,7 +104,7 @@ Task<void> co_free_bitmap_table(Qcow2Driver& d, const BitmapDirEntry& entry) {
   auto table = parse_bitmap_table(raw, entry.table_size, cs, entry.name);
   if (!table) co_return;
   free_table_clusters(d, *table);
-  d.refcounts().free_later(entry.table_offset, clusters_for(raw.size(), cs));
+  free_bitmap_clusters(d, entry.table_offset, clusters_for(raw.size(), cs));
 }
 
 void set_bitmaps_extension(Header& h, const BitmapsExtension* ext) {
@@ -129,11 +134,11 @@ Task<Result<void>> co_switch_directory(Qcow2Driver& d, const BitmapDirectory& ol
     STRATA_CO_TRY_ASSIGN(ext.directory_offset, co_await d.refcounts().co_alloc(new_clusters));
     ext.nb_bitmaps = uint32_t(entries.size());
     ext.directory_size = raw.size();
-    auto w = co_await co_write_padded(d, ext.directory_offset, std::move(raw));
+    auto w = co_await co_write_structure(d, ext.directory_offset, std::move(raw));
     if (w) w = co_await d.refcounts().co_flush();
     if (w) w = co_await d.file()->co_flush();
     if (!w) {
-      d.refcounts().free_later(ext.directory_offset, new_clusters);
+      free_bitmap_clusters(d, ext.directory_offset, new_clusters);
       co_return std::move(w).error();
     }
   }
@@ -146,11 +151,11 @@ Task<Result<void>> co_switch_directory(Qcow2Driver& d, const BitmapDirectory& ol
   auto r = co_await d.co_rewrite_header();
   if (!r) {
     h = saved;
-    if (new_clusters) d.refcounts().free_later(ext.directory_offset, new_clusters);
+    if (new_clusters) free_bitmap_clusters(d, ext.directory_offset, new_clusters);
     co_return Error{r.error().code, "Failed to update bitmap extension: " + r.error().message};
   }
   if (old.ext.directory_size) {
-    d.refcounts().free_later(old.ext.directory_offset, clusters_for(old.ext.directory_size, cs));
+    free_bitmap_clusters(d, old.ext.directory_offset, clusters_for(old.ext.directory_size, cs));
   }
   co_return Result<void>{};
 }

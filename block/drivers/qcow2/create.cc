@@ -193,7 +193,7 @@ Result<void> validate_create_options(const CreateOptions& o) {
   if (o.version < 3 && o.lazy_refcounts) {
     return Error{EINVAL,
                  "Lazy refcounts only supported with compatibility level 1.1 and above (use "
-                 "compat=1.1 or greater)"};
+                 "version=v3 or greater)"};
   }
   uint32_t rb = o.refcount_bits;
   if (rb == 0 || rb > 64 || (rb & (rb - 1))) {
@@ -202,7 +202,7 @@ Result<void> validate_create_options(const CreateOptions& o) {
   if (o.version < 3 && rb != 16) {
     return Error{EINVAL,
                  "Different refcount widths than 16 bits require compatibility level 1.1 or above "
-                 "(use compat=1.1 or greater)"};
+                 "(use version=v3 or greater)"};
   }
   STRATA_TRY(validate_features(o));
   if (o.backing_format.size() >= 16) return Error{EINVAL, "Backing format name too long"};
@@ -238,6 +238,7 @@ Task<Result<void>> co_create_image(Engine& engine, std::string path, CreateOptio
   STRATA_CO_TRY_ASSIGN(auto header, serialize_header(layout.header));
   STRATA_CO_TRY_ASSIGN(int fd, co_await co_open_target(loop, path, options.lock_file));
   auto r = co_await fs::co_ftruncate(loop, fd, 0);
+  if (r) apply_file_hints(fd, options.file_hints);
   if (r) r = co_await co_write_layout(loop, fd, layout, std::move(header));
   if (r) r = co_await fs::co_fdatasync(loop, fd);
   (void)co_await fs::co_close(loop, fd);

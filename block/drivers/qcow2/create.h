@@ -19,6 +19,7 @@
 #include <string>
 
 #include "block/core/types.h"
+#include "block/drivers/file_create.h"
 #include "strata/engine.h"
 #include "strata/result.h"
 
@@ -41,6 +42,9 @@ struct CreateOptions {
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   std::string data_file;         // external data file (empty: none)
   bool data_file_raw = false;
+  // The file protocol's hints (nocow, extent_size_hint), set on the
+  // emptied file before anything is written to it.
+  FileHints file_hints;
 };
 
 // Reads the options `compression_type`, `extended_l2`, `data_file` and

@@ -156,6 +156,7 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_snapshot_create(std::string name) override;
   Task<Result<void>> co_snapshot_apply(std::string name_or_id) override;
   Task<Result<void>> co_snapshot_delete(std::string name_or_id) override;
+  Task<Result<void>> co_snapshot_load_tmp(std::string id, std::string name) override;
   // Whole-image changes (qcow2_amend.cc); the node must be drained.
   // Makes every cluster of the active layer unallocated (commit).
   Task<Result<void>> co_make_empty() override;
@@ -234,7 +235,9 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_grow_l1(uint64_t min_size);
   Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);
   Result<void> count_run(uint64_t offset, uint64_t max_bytes, const Table& table, Mapping& m);
-  void free_cluster_entry(uint64_t entry);
+  // Queues the clusters of an L2 entry for freeing; with `discard` they are
+  // discarded in the file once free.
+  void free_cluster_entry(uint64_t entry, bool discard = false);
   Task<void> co_wait_inflight(uint64_t offset, uint64_t bytes);
 
   // Write-zeroes and discard (qcow2_zero.cc), under the metadata lock.
@@ -247,6 +250,13 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_discard_clusters(uint64_t offset, uint64_t bytes, bool full);
   // Discards guest ranges in the external data file (their mapping is gone).
   Task<Result<void>> co_discard_data(const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
+  // Discards the clusters freed with a discard request since the last
+  // call (Refcounts::co_discard_freed), unless the image was found corrupt:
+  // then a refcount may have lied and the cluster may hold live metadata,
+  // so nothing is discarded.
+  Task<void> co_discard_freed();
+  Task<Result<bool>> co_detect_metadata_preallocation();
+  Task<Result<void>> co_release_tail(uint64_t size);
 
   // Overlap checks (qcow2_overlap.cc): the metadata structure a write to
   // [offset, offset + bytes) would hit, or null, leaving out the kinds in
@@ -263,6 +273,7 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Task<Result<void>> co_load_inactive_l2();
 
   // Amend helpers (qcow2_amend.cc).
+  Task<Result<void>> co_make_completely_empty();
   Task<Result<void>> co_downgrade();
   Task<Result<void>> co_expand_zero_clusters();
   Task<Result<bool>> co_find_entry(bool active, bool (*match)(uint64_t));
@@ -320,6 +331,10 @@ class Qcow2Driver final : public Driver, public ImageOps {
   bool corrupt_ = false;
   bool check_mode_ = false;    // opened for check/repair: corrupt images open writable
   bool no_data_file_ = false;  // x-no-data-file: metadata only (info), no guest data
+  // Block status of data clusters asks the file which bytes read as zeroes
+  // (co_detect_metadata_preallocation, decided at the first query).
+  bool metadata_prealloc_checked_ = false;
+  bool metadata_prealloc_ = false;
   unsigned overlap_checks_ = kOverlapCached;  // MetadataKind bits overlap-check selects
   std::vector<uint64_t> inactive_l2_;         // sorted; only when kMetaInactiveL2 is checked
   // The read-only change a blockdev-reopen has prepared, until it finishes.

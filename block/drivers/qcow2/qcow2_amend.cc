@@ -9,22 +9,62 @@
 
 namespace strata::qcow2 {
 
+// QEMU's make_completely_empty: the image is rebuilt around its header:
+// an empty refcount table in cluster 1, its one block in cluster 2, a zeroed
+// L1 from cluster 3, and the file cut after them. The dirty bit covers the
+// moment when the on-disk refcounts describe nothing.
+Task<Result<void>> Qcow2Driver::co_make_completely_empty() {
+  uint64_t cs = cluster_size();
+  uint64_t l1_clusters = div_round_up(std::max<uint64_t>(l1_.size() * 8, 1), cs);
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  l2_cache_->clear();
+  refcounts_->cache().clear();
+  STRATA_CO_TRY(co_await co_set_dirty_bit(true));
+  STRATA_CO_TRY(co_await file_->co_pwrite_zeroes(cs, (2 + l1_clusters) * cs, kReqMayUnmap));
+  std::fill(l1_.begin(), l1_.end(), 0);
+  // The first refcount block counts the header, table, block and L1.
+  AlignedBuffer block(cs);
+  std::memset(block.data(), 0, cs);
+  for (uint64_t c = 0; c < 3 + l1_clusters; c++)
+    refblock_set(block.data(), header_.refcount_order, c, 1);
+  STRATA_CO_TRY(co_await file_->co_pwritev(2 * cs, block.iov(), 0));
+  uint8_t entry[8];
+  store_be64(entry, 2 * cs);
+  STRATA_CO_TRY(co_await file_->co_pwrite(cs, {entry, 8}));
+  STRATA_CO_TRY(co_await file_->co_flush());
+  uint8_t fields[20];
+  store_be64(fields, 3 * cs);  // l1_table_offset
+  store_be64(fields + 8, cs);  // refcount_table_offset
+  store_be32(fields + 16, 1);  // refcount_table_clusters
+  STRATA_CO_TRY(co_await file_->co_pwrite(40, {fields, sizeof fields}));
+  STRATA_CO_TRY(co_await file_->co_flush());
+  header_.l1_table_offset = 3 * cs;
+  header_.refcount_table_offset = cs;
+  header_.refcount_table_clusters = 1;
+  size_t cache_tables = refcounts_->cache().capacity();
+  refcounts_ = std::make_unique<Refcounts>(cluster_bits_, header_.refcount_order, cache_tables);
+  install_write_checks();
+  STRATA_CO_TRY(co_await refcounts_->co_load(file_, cs, 1, check_mode_));
+  STRATA_CO_TRY(co_await co_set_dirty_bit(false));
+  co_return co_await file_->co_truncate((3 + l1_clusters) * cs, false, Preallocation::kOff);
+}
+
 Task<Result<void>> Qcow2Driver::co_make_empty() {
   if (!writable_) co_return Error{EPERM, "qcow2: image is read-only"};
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
   co_await co_wait_inflight(0, header_.size);
-  for (uint64_t l1i = 0; l1i < l1_.size(); l1i++) {
-    if (!(l1_[l1i] & kOffsetMask)) continue;
-    STRATA_CO_TRY_ASSIGN(auto table, co_await co_writable_l2(l1i));
-    for (uint64_t j = 0; j < (uint64_t(1) << l2_bits_); j++) {
-      L2Entry e = l2fmt_.load(table->bytes(), j);
-      if (e == L2Entry{}) continue;
-      l2fmt_.store(table->bytes(), j, {});
-      l2_cache_->mark_dirty(*table);
-      free_cluster_entry(e.entry);
-    }
+  uint64_t l1_clusters = div_round_up(std::max<uint64_t>(l1_.size() * 8, 1), cluster_size());
+  // As QEMU, only when nothing else claims clusters (snapshots, bitmaps),
+  // the guest data lives in this file and the new metadata fits one
+  // refcount block.
+  if (header_.version >= 3 && snapshots_.empty() && !header_.find_extension(kExtBitmaps) &&
+      !external_data() && 3 + l1_clusters <= refcounts_->block_entries()) {
+    co_return co_await co_make_completely_empty();
   }
+  // Otherwise a full discard of the active layer; the clusters freed are
+  // discarded in the file (QEMU's pass-discard-snapshot, on by default).
+  STRATA_CO_TRY(co_await co_discard_clusters(0, round_up(header_.size, cluster_size()), true));
   STRATA_CO_TRY(co_await co_flush_metadata());
   co_return co_await file_->co_flush();
 }

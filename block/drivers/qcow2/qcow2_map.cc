@@ -1,5 +1,7 @@
 // qcow2: the L1/L2 mapping, L2 allocation, zero clusters, discard, block
 // status and resize.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -185,18 +187,20 @@ Result<void> Qcow2Driver::count_run(uint64_t offset, uint64_t max_bytes, const T
 }
 
 // Drops this entry's reference to its host clusters (compressed data may
-// share them). Data in an external data file has no refcounts.
-void Qcow2Driver::free_cluster_entry(uint64_t entry) {
+// share them). Data in an external data file has no refcounts. With
+// `discard`, clusters that become free are discarded in the file.
+void Qcow2Driver::free_cluster_entry(uint64_t entry, bool discard) {
   uint64_t cs = cluster_size();
   ClusterType type = l2fmt_.cluster_type(entry);
   if (type == ClusterType::kCompressed) {
     CompressedExtent c = l2fmt_.compressed_extent(entry);
     uint64_t first = c.offset / cs;
-    refcounts_->free_later(first * cs, div_round_up(c.offset + c.bytes, cs) - first);
+    refcounts_->free_later(first * cs, div_round_up(c.offset + c.bytes, cs) - first, discard);
     return;
   }
   uint64_t off = entry & kOffsetMask;
-  if (off && !external_data() && type != ClusterType::kUnallocated) refcounts_->free_later(off, 1);
+  if (off && !external_data() && type != ClusterType::kUnallocated)
+    refcounts_->free_later(off, 1, discard);
 }
 
 Task<void> Qcow2Driver::co_wait_inflight(uint64_t offset, uint64_t bytes) {
@@ -217,11 +221,35 @@ Task<void> Qcow2Driver::co_wait_inflight(uint64_t offset, uint64_t bytes) {
   }
 }
 
+// QEMU's qcow2_detect_metadata_preallocation: whether the image refcounts
+// clearly more clusters than its file occupies (a tenth more, and at least
+// two), as after metadata preallocation or when data clusters were left
+// sparse in the file. Then the file is asked which data reads as zeroes.
+Task<Result<bool>> Qcow2Driver::co_detect_metadata_preallocation() {
+  struct stat st;
+  if (::stat(file_->node()->driver().filename().c_str(), &st) != 0) co_return false;
+  uint64_t cs = cluster_size();
+  uint64_t real_clusters = uint64_t(st.st_blocks) * 512 / cs;
+  uint64_t threshold = std::max(real_clusters * 10 / 9, real_clusters + 2);
+  uint64_t end = div_round_up(file_->node()->size(), cs);
+  uint64_t count = 0;
+  for (uint64_t i = 0; i < end && count < threshold; i++) {
+    STRATA_CO_TRY_ASSIGN(uint64_t rc, co_await refcounts_->co_get(i));
+    count += rc != 0;
+  }
+  co_return count >= threshold;
+}
+
 Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t bytes) {
   Mapping m;
   {
     co_await lock_->co_lock();
     CoMutex::Guard guard(lock_.get());
+    if (!metadata_prealloc_checked_) {
+      auto detected = co_await co_detect_metadata_preallocation();
+      metadata_prealloc_ = detected && *detected;
+      metadata_prealloc_checked_ = true;
+    }
     STRATA_CO_TRY_ASSIGN(m, co_await co_map(offset, bytes));
   }
   BlockStatus st;
@@ -241,6 +269,7 @@ Task<Result<BlockStatus>> Qcow2Driver::co_block_status(uint64_t offset, uint64_t
       break;
     case ClusterType::kNormal:
       st.flags = kStatusData | kStatusOffsetValid;
+      if (metadata_prealloc_) st.flags |= kStatusZeroFromMap;
       break;
     case ClusterType::kCompressed:
       st.flags = kStatusData;
@@ -267,9 +296,12 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Prealloca
   uint64_t cs = cluster_size();
   if (size % 512) co_return Error{EINVAL, "The new size must be a multiple of 512"};
   if (external_data() && !data_file_) co_return Error{EIO, "qcow2: the data file is not open"};
+  // As QEMU: v2 snapshots need not record their size, so none may differ.
+  if (!snapshots_.empty() && header_.version < 3) {
+    co_return Error{ENOTSUP, "Can't resize a v2 image which has snapshots"};
+  }
   STRATA_CO_TRY(co_await co_check_qcow2_bitmaps_resizable(node()));
   if (size < header_.size) {
-    if (header_.nb_snapshots) co_return Error{ENOTSUP, "Can't resize an image which has snapshots"};
     uint64_t from = round_up(size, cs);
     if (from < header_.size) {
       co_await lock_->co_lock();
@@ -292,8 +324,34 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size, bool exact, Prealloca
     STRATA_CO_TRY(co_await file_->co_pwrite(24, {b, 8}));
     STRATA_CO_TRY(co_await file_->co_flush());
     header_.size = size;
+    if (size < old_size) STRATA_CO_TRY(co_await co_release_tail(size));
   }
   co_return co_await co_preallocate(old_size, size, prealloc);
+}
+
+// After a shrink, as QEMU: L2 tables past the new end are freed, the
+// clusters freed are discarded in the file, and the file is cut after the
+// last cluster still in use.
+Task<Result<void>> Qcow2Driver::co_release_tail(uint64_t size) {
+  uint64_t cs = cluster_size();
+  for (uint64_t l1i = div_round_up(size, cs << l2_bits_); l1i < l1_.size(); l1i++) {
+    uint64_t l2 = l1_[l1i] & kOffsetMask;
+    if (!l2) continue;
+    STRATA_CO_TRY(co_await co_set_l1_entry(l1i, 0));
+    l2_cache_->discard(l2);
+    refcounts_->free_later(l2, 1);
+  }
+  STRATA_CO_TRY(co_await l2_cache_->co_flush());
+  STRATA_CO_TRY(co_await file_->co_flush());
+  STRATA_CO_TRY(co_await refcounts_->co_apply_pending_frees(true));
+  STRATA_CO_TRY(co_await refcounts_->co_flush());
+  STRATA_CO_TRY(co_await file_->co_flush());
+  co_await co_discard_freed();
+  STRATA_CO_TRY_ASSIGN(uint64_t end, co_await refcounts_->co_end_index());
+  if (end * cs < file_->node()->size()) {
+    STRATA_CO_TRY(co_await file_->co_truncate(end * cs, false, Preallocation::kOff));
+  }
+  co_return Result<void>{};
 }
 
 }  // namespace strata::qcow2

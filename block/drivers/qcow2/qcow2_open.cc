@@ -277,6 +277,14 @@ Task<Result<void>> Qcow2Driver::co_l2_barrier() {
   co_return co_await file_->co_flush();
 }
 
+Task<void> Qcow2Driver::co_discard_freed() {
+  if (corrupt_) {
+    refcounts_->forget_freed();
+    co_return;
+  }
+  co_await refcounts_->co_discard_freed();
+}
+
 Task<Result<void>> Qcow2Driver::co_flush_metadata() {
   STRATA_CO_TRY(co_await refcounts_->co_flush());
   STRATA_CO_TRY(co_await l2_cache_->co_flush());
@@ -285,6 +293,7 @@ Task<Result<void>> Qcow2Driver::co_flush_metadata() {
     STRATA_CO_TRY(co_await refcounts_->co_apply_pending_frees());
     STRATA_CO_TRY(co_await refcounts_->co_flush());
   }
+  co_await co_discard_freed();
   co_return Result<void>{};
 }
 

@@ -15,6 +15,9 @@
 // Discard works by whole clusters: they read as zeroes afterwards (v3, and
 // only where something was allocated or a backing file could show
 // through), or become unallocated (v2, and a full discard: shrink, commit).
+// Host clusters freed are discarded in the image file once the refcounts
+// are written (co_flush_metadata): always for a full discard, for guest
+// requests when the node was opened with discard=unmap.
 #include <algorithm>
 
 #include "block/drivers/qcow2/qcow2.h"
@@ -152,7 +155,9 @@ Task<Result<void>> Qcow2Driver::co_zero_clusters(uint64_t offset, uint64_t clust
       if (fresh == old) continue;
       l2fmt_.store(table->bytes(), c % per_table, fresh);
       l2_cache_->mark_dirty(*table);
-      if (unmap) free_cluster_entry(old.entry);
+      // Freed clusters reach the file as discards when this node passes
+      // guest discards on (QEMU's pass-discard-request).
+      if (unmap) free_cluster_entry(old.entry, node().flags().discard_unmap);
       if (unmap && external_data()) dropped.add(c << cluster_bits_, cluster_size());
     }
   }
@@ -219,7 +224,9 @@ Task<Result<void>> Qcow2Driver::co_discard_clusters(uint64_t offset, uint64_t by
       if (fresh == old) continue;
       l2fmt_.store(table->bytes(), c % per_table, fresh);
       l2_cache_->mark_dirty(*table);
-      free_cluster_entry(old.entry);
+      // A full discard (shrink) always discards what it frees in the file;
+      // a guest discard when the node passes discards on.
+      free_cluster_entry(old.entry, full || node().flags().discard_unmap);
       ClusterType type = l2fmt_.cluster_type(old.entry);
       if (external_data() && (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc)) {
         dropped.add(c << cluster_bits_, cluster_size());

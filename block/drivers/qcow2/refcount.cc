@@ -107,7 +107,8 @@ Task<Result<void>> Refcounts::co_set(uint64_t cluster_index, uint64_t value) {
   co_return Result<void>{};
 }
 
-Task<Result<void>> Refcounts::co_update(uint64_t offset, uint64_t count, int64_t delta) {
+Task<Result<void>> Refcounts::co_update(uint64_t offset, uint64_t count, int64_t delta,
+                                        bool discard) {
   uint64_t first = offset >> cluster_bits_;
   for (uint64_t c = first; c < first + count; c++) {
     STRATA_CO_TRY_ASSIGN(uint64_t old, co_await co_get(c));
@@ -120,8 +121,39 @@ Task<Result<void>> Refcounts::co_update(uint64_t offset, uint64_t count, int64_t
     uint64_t now = old + delta;
     STRATA_CO_TRY(co_await co_set(c, now));
     if (now == 0) free_index_ = std::min(free_index_, c);
+    if (now == 0 && discard) {
+      uint64_t at = c << cluster_bits_;
+      if (!freed_.empty() && freed_.back().first + freed_.back().second == at) {
+        freed_.back().second += cluster_size();
+      } else {
+        freed_.emplace_back(at, cluster_size());
+      }
+    }
   }
   co_return Result<void>{};
+}
+
+Task<void> Refcounts::co_discard_freed() {
+  auto freed = std::move(freed_);
+  freed_.clear();
+  for (const auto& [offset, bytes] : freed) {
+    uint64_t end = (offset + bytes) >> cluster_bits_;
+    uint64_t run_start = offset >> cluster_bits_;
+    for (uint64_t c = run_start; c <= end; c++) {
+      // A cluster allocated again since it was freed keeps its data.
+      bool still_free = false;
+      if (c < end) {
+        auto rc = co_await co_get(c);
+        still_free = rc && *rc == 0;
+      }
+      if (still_free) continue;
+      if (c > run_start) {
+        (void)co_await file_->co_pdiscard(run_start << cluster_bits_, (c - run_start)
+                                                                          << cluster_bits_);
+      }
+      run_start = c + 1;
+    }
+  }
 }
 
 Task<Result<void>> Refcounts::co_write_table_entry(uint64_t bi) {
@@ -283,15 +315,16 @@ Task<Result<uint64_t>> Refcounts::co_alloc_bytes(uint64_t bytes) {
   co_return off;
 }
 
-void Refcounts::free_later(uint64_t offset, uint64_t count) {
-  if (count) pending_.emplace_back(offset, count);
+void Refcounts::free_later(uint64_t offset, uint64_t count, bool discard) {
+  if (count) pending_.push_back({offset, count, discard});
 }
 
-Task<Result<void>> Refcounts::co_apply_pending_frees() {
+Task<Result<void>> Refcounts::co_apply_pending_frees(bool discard) {
   auto pending = std::move(pending_);
   pending_.clear();
   for (size_t i = 0; i < pending.size(); i++) {
-    auto r = co_await co_update(pending[i].first, pending[i].second, -1);
+    auto r = co_await co_update(pending[i].offset, pending[i].clusters, -1,
+                                discard || pending[i].discard);
     if (!r) {
       // Keep what was not applied; the caller may retry (or it leaks).
       pending_.insert(pending_.end(), pending.begin() + i + 1, pending.end());

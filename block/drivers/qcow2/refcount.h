@@ -73,17 +73,30 @@ class Refcounts {
 
   Task<Result<uint64_t>> co_get(uint64_t cluster_index);
   // Adds `delta` to the refcount of `count` clusters starting at host `offset`.
-  Task<Result<void>> co_update(uint64_t offset, uint64_t count, int64_t delta);
+  // With `discard`, clusters whose refcount drops to 0 are remembered for
+  // co_discard_freed() (QEMU's discard passthrough for snapshot deletion,
+  // emptied images and shrinking).
+  Task<Result<void>> co_update(uint64_t offset, uint64_t count, int64_t delta,
+                               bool discard = false);
   // Allocates `count` contiguous clusters (refcount 1); returns the offset.
   Task<Result<uint64_t>> co_alloc(uint64_t count);
   // Allocates `bytes` (< one cluster) for compressed data, sharing clusters
   // with earlier compressed allocations; refcounts every touched cluster.
   Task<Result<uint64_t>> co_alloc_bytes(uint64_t bytes);
   // Queues a decrement of `count` clusters at host `offset`.
-  void free_later(uint64_t offset, uint64_t count);
+  // With `discard`, the clusters are discarded in the file once freed.
+  void free_later(uint64_t offset, uint64_t count, bool discard = false);
   bool has_pending_frees() const { return !pending_.empty(); }
   size_t pending_count() const { return pending_.size(); }
-  Task<Result<void>> co_apply_pending_frees();
+  // With `discard`, every cluster freed is discarded in the file afterwards;
+  // without, those queued with `discard`.
+  Task<Result<void>> co_apply_pending_frees(bool discard = false);
+  // Discards the host clusters freed with `discard` since the last call, so
+  // the file gives their space back (errors ignored: the space is merely
+  // kept). Call after the refcounts are flushed.
+  Task<void> co_discard_freed();
+  // Drops the clusters co_discard_freed() would discard.
+  void forget_freed() { freed_.clear(); }
   // Writes dirty refcount blocks.
   Task<Result<void>> co_flush() { return blocks_.co_flush(); }
   // The first cluster index past every allocated cluster.
@@ -119,7 +132,13 @@ class Refcounts {
   bool growing_ = false;
   uint64_t free_index_ = 0;
   uint64_t byte_alloc_offset_ = 0;  // next free byte for compressed data, 0: none
-  std::vector<std::pair<uint64_t, uint64_t>> pending_;  // (offset, clusters)
+  struct PendingFree {
+    uint64_t offset;
+    uint64_t clusters;
+    bool discard;
+  };
+  std::vector<PendingFree> pending_;
+  std::vector<std::pair<uint64_t, uint64_t>> freed_;  // (offset, bytes) to discard
 };
 
 }  // namespace strata::qcow2

@@ -48,8 +48,10 @@ std::vector<uint8_t> serialize_snapshot_table(const std::vector<Snapshot>& snaps
   for (const auto& s : snapshots) {
     uint32_t extra = 24 + uint32_t(s.unknown_extra.size());
     uint64_t need = 40 + uint64_t(extra) + s.id.size() + s.name.size();
-    size_t pos = out.size();
-    out.resize(pos + round_up(need, 8), 0);
+    // Entries start 8-byte aligned; the table ends right after the last
+    // one, as QEMU writes it.
+    size_t pos = round_up(out.size(), 8);
+    out.resize(pos + need, 0);
     uint8_t* p = &out[pos];
     store_be64(p, s.l1_table_offset);
     store_be32(p + 8, s.l1_size);

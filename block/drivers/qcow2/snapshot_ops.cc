@@ -30,6 +30,9 @@ Task<Result<std::vector<uint64_t>>> Qcow2Driver::co_read_l1_table(uint64_t offse
 }
 
 Task<Result<void>> Qcow2Driver::co_update_tree_refcounts(std::vector<uint64_t> l1, int64_t delta) {
+  // Clusters a decrement frees are discarded in the file afterwards, as
+  // QEMU does for snapshot operations (pass-discard-snapshot).
+  bool discard = delta < 0;
   uint64_t cs = cluster_size();
   for (uint64_t l1e : l1) {
     uint64_t l2 = l1e & kOffsetMask;
@@ -44,12 +47,12 @@ Task<Result<void>> Qcow2Driver::co_update_tree_refcounts(std::vector<uint64_t> l
         CompressedExtent c = l2fmt_.compressed_extent(e);
         uint64_t start = c.offset / cs;
         uint64_t end = div_round_up(c.offset + c.bytes, cs);
-        STRATA_CO_TRY(co_await refcounts_->co_update(start * cs, end - start, delta));
+        STRATA_CO_TRY(co_await refcounts_->co_update(start * cs, end - start, delta, discard));
       } else if (e & kOffsetMask) {
-        STRATA_CO_TRY(co_await refcounts_->co_update(e & kOffsetMask, 1, delta));
+        STRATA_CO_TRY(co_await refcounts_->co_update(e & kOffsetMask, 1, delta, discard));
       }
     }
-    STRATA_CO_TRY(co_await refcounts_->co_update(l2, 1, delta));
+    STRATA_CO_TRY(co_await refcounts_->co_update(l2, 1, delta, discard));
   }
   co_return Result<void>{};
 }
@@ -112,7 +115,8 @@ Task<Result<void>> Qcow2Driver::co_write_snapshot_table(std::vector<Snapshot> sn
   snapshots_ = std::move(snaps);
   snapshot_table_bytes_ = bytes.size();
   if (old_offset && old_bytes) {
-    STRATA_CO_TRY(co_await refcounts_->co_update(old_offset, div_round_up(old_bytes, cs), -1));
+    STRATA_CO_TRY(
+        co_await refcounts_->co_update(old_offset, div_round_up(old_bytes, cs), -1, true));
   }
   co_return co_await co_load_inactive_l2();
 }
@@ -138,8 +142,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   if (external_data()) co_return Error{ENOTSUP, "Operation not supported"};
   co_await lock_->co_lock();
   CoMutex::Guard guard(lock_.get());
-  if (find_snapshot(name) >= 0)
-    co_return Error{EEXIST, "Snapshot with name '" + name + "' already exists"};
+  // Names may repeat, as in QEMU: IDs are what identify snapshots.
   if (snapshots_.size() >= 65536) co_return Error{EFBIG, "Too many snapshots"};
   STRATA_CO_TRY(co_await co_flush_metadata());
   Snapshot s;
@@ -170,7 +173,10 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
   STRATA_CO_TRY(co_await co_rebuild_copied());
   auto snaps = snapshots_;
   snaps.push_back(s);
-  co_return co_await co_write_snapshot_table(std::move(snaps));
+  STRATA_CO_TRY(co_await co_write_snapshot_table(std::move(snaps)));
+  STRATA_CO_TRY(co_await co_flush_metadata());
+  co_await co_discard_freed();
+  co_return Result<void>{};
 }
 
 Task<Result<void>> Qcow2Driver::co_snapshot_apply(std::string key) {
@@ -195,6 +201,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_apply(std::string key) {
   STRATA_CO_TRY(co_await co_write_whole_l1());
   STRATA_CO_TRY(co_await co_update_tree_refcounts(old, -1));
   STRATA_CO_TRY(co_await co_rebuild_copied());
+  co_await co_discard_freed();
   co_return Result<void>{};
 }
 
@@ -213,8 +220,35 @@ Task<Result<void>> Qcow2Driver::co_snapshot_delete(std::string key) {
   STRATA_CO_TRY(co_await co_update_tree_refcounts(snap_l1, -1));
   uint64_t l1_clusters =
       div_round_up(std::max<uint64_t>(uint64_t(s.l1_size) * 8, 8), cluster_size());
-  STRATA_CO_TRY(co_await refcounts_->co_update(s.l1_table_offset, l1_clusters, -1));
-  co_return co_await co_rebuild_copied();
+  STRATA_CO_TRY(co_await refcounts_->co_update(s.l1_table_offset, l1_clusters, -1, true));
+  STRATA_CO_TRY(co_await co_rebuild_copied());
+  co_await co_discard_freed();
+  co_return Result<void>{};
+}
+
+// QEMU's qcow2_snapshot_load_tmp: the snapshot's L1 replaces the active
+// one in memory; the image keeps its size (what lies past the snapshot's
+// L1 reads as unallocated).
+Task<Result<void>> Qcow2Driver::co_snapshot_load_tmp(std::string id, std::string name) {
+  if (writable_) co_return Error{EINVAL, "Device is not readonly"};
+  co_await lock_->co_lock();
+  CoMutex::Guard guard(lock_.get());
+  int idx = -1;
+  for (size_t i = 0; i < snapshots_.size() && idx < 0; i++) {
+    if ((id.empty() || snapshots_[i].id == id) && (name.empty() || snapshots_[i].name == name)) {
+      idx = int(i);
+    }
+  }
+  if (idx < 0) co_return Error{ENOENT, "Can't find snapshot"};
+  const Snapshot& s = snapshots_[idx];
+  uint64_t bytes = uint64_t(s.l1_size) * 8;
+  if (bytes > kMaxL1Bytes) co_return Error{EFBIG, "Snapshot L1 table too large"};
+  if (s.l1_table_offset % cluster_size() || s.l1_table_offset + bytes > file_->node()->size()) {
+    co_return Error{EINVAL, "Snapshot L1 table offset invalid"};
+  }
+  STRATA_CO_TRY_ASSIGN(auto snap_l1, co_await co_read_l1_table(s.l1_table_offset, s.l1_size));
+  l1_ = std::move(snap_l1);
+  co_return Result<void>{};
 }
 
 }  // namespace strata::qcow2
