@@ -12,6 +12,7 @@
 #include "block/copy/block_copier.h"
 #include "block/copy/copy_engine.h"
 #include "block/core/filename.h"
+#include "block/core/graph.h"
 #include "block/core/image_ops.h"
 #include "strata_img/common.h"
 
@@ -116,8 +117,8 @@ Task<Result<void>> co_copy_down(Engine& engine, Drive& top, Node* base, Drive& b
 Task<Result<void>> co_make_empty(Node& top) {
   ImageOps* ops = top.driver().image_ops();
   if (!ops) {
-    co_return Error{ENOTSUP, "Format driver '" + node_format(&top) +
-                                 "' does not support emptying the image"};
+    co_return Error{
+        ENOTSUP, "Format driver '" + node_format(&top) + "' does not support emptying the image"};
   }
   co_return co_await ops->co_make_empty();
 }

@@ -34,7 +34,7 @@ Task<int> co_snapshot(Engine& engine, OpenSpec spec, Action action, std::string 
     Result<void> r;
     std::string what;
     if (action == Action::kCreate) {
-      r = co_await q->co_snapshot_create(name);
+      r = co_await q->co_snapshot_create(name, 0);  // as qemu-img
       what = "Could not create snapshot '" + name + "': ";
     } else if (action == Action::kApply) {
       r = co_await q->co_snapshot_apply(name);

@@ -15,9 +15,9 @@ namespace {
 
 const std::vector<std::string>& known_options(const std::string& format) {
   static const std::vector<std::string> qcow2 = {
-      "cluster_size", "compat",      "lazy_refcounts", "refcount_bits",    "preallocation",
-      "backing_file", "backing_fmt", "size",           "compression_type", "extended_l2",
-      "data_file",    "data_file_raw"};
+      "cluster_size",     "compat",       "lazy_refcounts", "refcount_bits",
+      "preallocation",    "backing_file", "backing_fmt",    "size",
+      "compression_type", "extended_l2",  "data_file",      "data_file_raw"};
   static const std::vector<std::string> raw = {"size", "preallocation", "nocow",
                                                "extent_size_hint"};
   return format == "raw" ? raw : qcow2;
