@@ -89,10 +89,14 @@ Task<Result<DriveExtent>> Drive::co_block_status(uint64_t offset, uint64_t bytes
 }
 
 Task<Result<void>> Drive::co_resize(uint64_t size) {
+  co_return co_await co_resize(size, Preallocation::kOff);
+}
+
+Task<Result<void>> Drive::co_resize(uint64_t size, Preallocation prealloc) {
   Graph& graph = engine_.graph();
   uint64_t perm = edge_->perm(), shared = edge_->shared();
   STRATA_CO_TRY(graph.set_root_perm(*edge_, perm | kPermResize, shared));
-  auto r = co_await edge_->co_truncate(size, false, Preallocation::kOff);
+  auto r = co_await edge_->co_truncate(size, false, prealloc);
   (void)graph.set_root_perm(*edge_, perm, shared);
   co_return r;
 }

@@ -28,6 +28,7 @@
 namespace strata {
 
 class Child;
+enum class Preallocation;  // block/core/types.h
 
 struct DriveOptions {
   bool writable = true;
@@ -69,6 +70,8 @@ class Drive {
   // Takes the resize permission for the call (refused while another user,
   // a stream job say, does not share it).
   Task<Result<void>> co_resize(uint64_t size);
+  // The same with QEMU's preallocation of the new area (formats that can).
+  Task<Result<void>> co_resize(uint64_t size, Preallocation prealloc);
   Task<void> co_close();
 
   Result<void> read(uint64_t offset, std::span<uint8_t> buf);

@@ -42,7 +42,10 @@ def unsupported_image(workdir, kind):
 
 
 def refusal(path, fmt):
-    return f"strata-img: Could not open '{path}': image format '{fmt}' is not supported by Strata\n"
+    # As qemu-img reports open failures: its own prefix, then the block
+    # layer's message, which names the file too.
+    return (f"strata-img: Could not open '{path}': Could not open '{path}': "
+            f"image format '{fmt}' is not supported by Strata\n")
 
 
 @pytest.mark.parametrize("kind", sorted(UNSUPPORTED))

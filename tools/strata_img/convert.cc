@@ -228,6 +228,7 @@ namespace {
 struct ConvertArgs {
   CommonOptions common;  // the source: -f, -T (its cache), -U, --image-opts; -q
   std::string out_format = "raw";
+  bool out_format_given = false;  // -O (else raw, probed first with -n)
   std::string out_name;
   std::map<std::string, std::string> opts;
   std::string dst_cache;
@@ -373,7 +374,9 @@ Task<int> co_convert_from(Engine& engine, ConvertArgs& a, Node& src) {
   }
   OpenSpec dspec;
   dspec.filename = a.out_name;
-  dspec.format = (a.no_create && a.out_format == "raw") ? "" : a.out_format;
+  // -n without -O: the existing target is probed (qemu-img would take it as
+  // raw and could write over a qcow2 header); an explicit -O is used as is.
+  dspec.format = (a.no_create && !a.out_format_given) ? "" : a.out_format;
   dspec.writable = true;
   dspec.cache = a.dst_cache;
   auto dst = co_await co_open_image(engine, dspec);
@@ -420,6 +423,7 @@ int cmd_convert(Engine& engine, const Args& args) {
     switch (c) {
       case 'O':
         a.out_format = p.arg;
+        a.out_format_given = true;
         break;
       case 'B':
         a.backing = p.arg;

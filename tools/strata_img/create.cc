@@ -22,15 +22,20 @@ struct CreateArgs {
 std::string describe(const CreateArgs& a, const qcow2::CreateOptions& o) {
   std::string s = "Formatting '" + a.filename + "', fmt=" + a.format;
   if (a.format == "qcow2") {
-    s += " cluster_size=" + std::to_string(o.cluster_size) + " extended_l2=off";
+    s += " cluster_size=" + std::to_string(o.cluster_size) +
+         " extended_l2=" + (o.extended_l2 ? "on" : "off");
     if (a.opts.count("preallocation")) s += " preallocation=" + a.opts.at("preallocation");
-    s += " compression_type=zlib";
+    s += std::string(" compression_type=") + (o.compression_type ? "zstd" : "zlib");
   }
   s += " size=" + std::to_string(o.size);
   if (a.format == "qcow2") {
     if (!o.backing_file.empty()) s += " backing_file=" + o.backing_file;
     if (!o.backing_format.empty()) s += " backing_fmt=" + o.backing_format;
     if (a.opts.count("compat")) s += " compat=" + a.opts.at("compat");
+    if (!o.data_file.empty()) s += " data_file=" + o.data_file;
+    if (a.opts.count("data_file_raw")) {
+      s += std::string(" data_file_raw=") + (o.data_file_raw ? "on" : "off");
+    }
     s += std::string(" lazy_refcounts=") + (o.lazy_refcounts ? "on" : "off");
     s += " refcount_bits=" + std::to_string(o.refcount_bits);
   } else if (a.opts.count("preallocation")) {
@@ -110,7 +115,8 @@ int cmd_create(Engine& engine, const Args& args) {
         if (p.arg == "help" || p.arg == "?") {
           std::printf(
               "Supported options:\n  backing_file, backing_fmt, cluster_size, compat, "
-              "lazy_refcounts, preallocation, refcount_bits, size\n");
+              "compression_type, data_file, data_file_raw, extended_l2, lazy_refcounts, "
+              "preallocation, refcount_bits, size\n");
           return 0;
         }
         parse_option_string(p.arg, &a.opts);

@@ -223,6 +223,7 @@ void print_human(const ojson& j, Node* node) {
 
 Task<int> co_info(Engine& engine, OpenSpec spec, bool json, bool chain) {
   spec.no_backing = !chain;
+  spec.no_data_file = true;  // as qemu-img info: a data file is named, never opened
   auto drive = co_await co_open_image(engine, spec);
   if (!drive) {
     error_report(drive.error().message);
