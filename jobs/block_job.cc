@@ -1,5 +1,7 @@
 #include "jobs/block_job.h"
 
+#include <cstring>
+
 #include "block/core/graph.h"
 #include "strata/engine.h"
 
@@ -27,7 +29,7 @@ void BlockJob::set_error_policies(OnError on_source_error, OnError on_target_err
 }
 
 Result<Child*> BlockJob::add_node(Node& node, std::string role, uint64_t perm, uint64_t shared,
-                                   uint32_t allowed_ops) {
+                                  uint32_t allowed_ops) {
   std::string user = std::string(type()) + " job '" + id() + "'";
   Graph::RootOptions options{.backend = nodes_.empty(),
                              .owner = this,
@@ -108,6 +110,11 @@ Task<BlockJob::ErrorDecision> BlockJob::co_handle_error(Error error, bool is_rea
   if (action == ErrorAction::kIgnore) co_return ErrorDecision::kIgnore;
   co_await co_pause_point();
   co_return is_cancelled() ? ErrorDecision::kFail : ErrorDecision::kRetry;
+}
+
+Error BlockJob::run_error(Error error) const {
+  if (error.code <= 0) return error;
+  return Error{error.code, std::strerror(error.code)};
 }
 
 void BlockJob::on_user_resume() {

@@ -108,6 +108,9 @@ class BlockJob : public Job, public EdgeOwner {
   Task<void> co_release() override;
   void on_idle() override;
   virtual void on_io_error(bool is_read) {}
+  // As QEMU: a block job's run fails with an errno, reported as its
+  // strerror() text ("Input/output error"), whatever the layer below said.
+  Error run_error(Error error) const override;
 
  private:
   ErrorAction decide(OnError policy, int code) const;

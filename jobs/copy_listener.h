@@ -2,7 +2,7 @@
 // the block job that runs it: pause points and cancellation, the job's
 // error policy, and progress.
 //
-// Contract: a chunk's error goes to BlockJob::co_handle_error(); report
+// Contract: a chunk's error goes to BlockJob::note_error(); report
 // stops the copy (the engine returns the error), ignore carries on (the
 // range is retried on a later pass, as QEMU's copy jobs do), stop pauses the
 // job until it is resumed (then retried) or cancelled. The engine pauses
@@ -24,9 +24,12 @@ class JobCopyListener : public CopyListener {
     co_await job_.co_pause_point();
     co_return !job_.is_cancelled();
   }
+  // Runs in the engine's workers, several at once: `stop` only marks the
+  // job paused (the engine parks at its next chunk once the chunks in
+  // flight are done, and retries the range after job-resume); only the
+  // run coroutine may park at a pause point.
   Task<bool> co_on_error(Error error, bool read_failed) override {
-    auto decision = co_await job_.co_handle_error(std::move(error), read_failed);
-    co_return decision != BlockJob::ErrorDecision::kFail;
+    co_return job_.note_error(error, read_failed) != ErrorAction::kReport;
   }
   void on_progress(uint64_t bytes) override { job_.progress_update(bytes); }
 

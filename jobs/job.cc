@@ -189,7 +189,7 @@ void Job::start() {
 Task<void> Job::co_entry(std::shared_ptr<Job> self) {
   co_await self->co_pause_point();
   auto r = co_await self->co_run();
-  if (!r && !self->error_) self->error_ = std::move(r).error();
+  if (!r && !self->error_) self->error_ = self->run_error(std::move(r).error());
   self->deferred_ = true;
   self->busy_ = false;
   self->on_idle();

@@ -142,6 +142,8 @@ class Job : public std::enable_shared_from_this<Job> {
   virtual void on_user_resume() {}
   // Last step of dismiss: release what the job holds (graph edges).
   virtual Task<void> co_release() { co_return; }
+  // The error a failed run reports (query-jobs, BLOCK_JOB_COMPLETED).
+  virtual Error run_error(Error error) const { return error; }
   virtual BlockJob* as_block_job() { return nullptr; }
   virtual const BlockJob* as_block_job() const { return nullptr; }
 

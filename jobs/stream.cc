@@ -89,8 +89,7 @@ Task<Result<void>> StreamJob::co_make_writable() {
 }
 
 Task<Result<void>> StreamJob::co_insert_filter() {
-  CopyOnReadOptions options{.node_name = params_.filter_node_name,
-                            .bottom = base_overlay_->name()};
+  CopyOnReadOptions options{.node_name = params_.filter_node_name, .bottom = base_overlay_->name()};
   STRATA_CO_TRY_ASSIGN(filter_,
                        co_await co_insert_copy_on_read(engine().graph(), *params_.bs, options));
   co_return Result<void>{};
@@ -189,8 +188,8 @@ Task<Result<void>> StreamJob::co_relink() {
   Node* unfiltered_base = skip_filters(base);
   std::string file, format;
   if (unfiltered_base) {
-    file = params_.backing_file.empty() ? unfiltered_base->driver().filename()
-                                        : params_.backing_file;
+    file =
+        params_.backing_file.empty() ? unfiltered_base->driver().filename() : params_.backing_file;
     format = unfiltered_base->driver_name();
     const DriverSpec* spec = graph.drivers().find(format);
     if (params_.backing_mask_protocol && spec && spec->kind == DriverKind::kProtocol) {
@@ -220,12 +219,14 @@ Task<void> StreamJob::co_drop_filter() {
   Graph& graph = engine().graph();
   if (chain_frozen_) graph.unfreeze_chain(*filter_, base_overlay_);
   chain_frozen_ = false;
-  if (read_edge_) co_await co_remove_node(read_edge_);
-  read_edge_ = nullptr;
+  // The filter's users go back to bs first; the job's own edge (which
+  // stays at the filter) goes last and takes the filter with it.
   Node* filter = filter_;
   filter_ = nullptr;
   auto r = co_await co_drop_copy_on_read(graph, *filter);
   if (!r) engine().logger().error("stream: removing the filter failed: " + r.error().message);
+  if (read_edge_) co_await co_remove_node(read_edge_);
+  read_edge_ = nullptr;
 }
 
 Task<void> StreamJob::co_clean() {

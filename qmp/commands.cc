@@ -63,6 +63,7 @@ void register_all_commands(QmpContext& ctx) {
   register_transaction_command(ctx.registry());
   register_block_commands(ctx);
   register_snapshot_commands(ctx.registry());
+  register_image_commands(ctx.registry());
   register_object_commands(ctx);
   register_bitmap_commands(ctx);
   register_nbd_commands(ctx);

@@ -20,6 +20,8 @@ void register_create_command(QmpContext& ctx);
 // blockdev-snapshot, blockdev-snapshot-sync and their transaction actions
 // (qmp/snapshot.cc).
 void register_snapshot_commands(CommandRegistry& registry);
+// Internal snapshots and change-backing-file (qmp/image_commands.cc).
+void register_image_commands(CommandRegistry& registry);
 // block-commit and block-stream (qmp/commands_block_jobs.cc).
 void register_block_job_commands(QmpContext& ctx);
 

@@ -162,7 +162,8 @@ Result<void> stream_layers(const Graph& graph, Node& bs, const json& args, Strea
 // Every node from bs down to the base (or below bottom) must allow streaming.
 Result<void> check_stream_chain(Node& bs, const StreamParams& p) {
   Node* end = p.base;
-  if (p.bottom) end = Graph::chain_child(*p.bottom) ? Graph::chain_child(*p.bottom)->node() : nullptr;
+  if (p.bottom)
+    end = Graph::chain_child(*p.bottom) ? Graph::chain_child(*p.bottom)->node() : nullptr;
   for (Node* n = &bs; n && n != end;) {
     STRATA_TRY(n->check_op(BlockOp::kStream));
     Child* c = Graph::chain_child(*n);

@@ -6,7 +6,10 @@ namespace strata {
 
 namespace {
 void drive_perms(const DriveOptions& o, uint64_t* perm, uint64_t* shared) {
-  *perm = kPermConsistentRead | (o.writable ? (kPermWrite | kPermResize) : 0);
+  // As a guest device in QEMU: no resize permission held (a block job that
+  // does not share it can run under the drive); co_resize takes it for the
+  // duration of the resize.
+  *perm = kPermConsistentRead | (o.writable ? kPermWrite : 0);
   *shared =
       kPermConsistentRead | kPermWriteUnchanged | (o.share_rw ? (kPermWrite | kPermResize) : 0);
 }
@@ -86,7 +89,16 @@ Task<Result<DriveExtent>> Drive::co_block_status(uint64_t offset, uint64_t bytes
 }
 
 Task<Result<void>> Drive::co_resize(uint64_t size) {
-  co_return co_await edge_->co_truncate(size, false, Preallocation::kOff);
+  co_return co_await co_resize(size, Preallocation::kOff);
+}
+
+Task<Result<void>> Drive::co_resize(uint64_t size, Preallocation prealloc) {
+  Graph& graph = engine_.graph();
+  uint64_t perm = edge_->perm(), shared = edge_->shared();
+  STRATA_CO_TRY(graph.set_root_perm(*edge_, perm | kPermResize, shared));
+  auto r = co_await edge_->co_truncate(size, false, prealloc);
+  (void)graph.set_root_perm(*edge_, perm, shared);
+  co_return r;
 }
 
 Task<void> Drive::co_close() {

@@ -100,7 +100,8 @@ Task<Result<json>> co_json_options(Loop& loop, const DriverRegistry& drivers, js
   }
   if (options.contains("driver")) co_return options;
   if (!options.contains("file")) co_return Error{EINVAL, "Must specify either driver or file"};
-  STRATA_CO_TRY_ASSIGN(options["driver"], co_await co_default_format(loop, drivers, options["file"]));
+  STRATA_CO_TRY_ASSIGN(options["driver"],
+                       co_await co_default_format(loop, drivers, options["file"]));
   co_return options;
 }
 

@@ -46,7 +46,9 @@ class ImageOps {
   // Internal snapshots (qcow2): list, create from the active state, delete
   // by id (the caller resolves names), revert to one.
   virtual std::vector<SnapshotEntry> list_snapshots() const = 0;
-  virtual Task<Result<void>> co_snapshot_create(std::string name) = 0;
+  // `icount`: the instruction count recorded with it; -1 records none
+  // (QMP snapshots), qemu-img records 0.
+  virtual Task<Result<void>> co_snapshot_create(std::string name, int64_t icount) = 0;
   virtual Task<Result<void>> co_snapshot_delete(std::string id) = 0;
   virtual Task<Result<void>> co_snapshot_apply(std::string id) = 0;
   // Shows snapshot `id` and/or `name` (an empty one matches any) in place

@@ -2,7 +2,9 @@
 // writing from inside the process (what a VMM's virtual disk uses).
 //
 // Contract: a Drive is a root user of its node: it takes consistent-read
-// (and write and resize when writable) and shares what Options say, so
+// (and write when writable; resize only while co_resize runs, as a QEMU
+// guest device, so block jobs that keep the size fixed can run under it)
+// and shares what Options say, so
 // another user whose permissions conflict is refused, and so is this Drive
 // when someone holds conflicting permissions or image locks. Requests are
 // bounds-checked against the node size and wait while the node is drained
@@ -26,6 +28,7 @@
 namespace strata {
 
 class Child;
+enum class Preallocation;  // block/core/types.h
 
 struct DriveOptions {
   bool writable = true;
@@ -64,7 +67,11 @@ class Drive {
   Task<Result<void>> co_discard(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_flush();
   Task<Result<DriveExtent>> co_block_status(uint64_t offset, uint64_t bytes);
+  // Takes the resize permission for the call (refused while another user,
+  // a stream job say, does not share it).
   Task<Result<void>> co_resize(uint64_t size);
+  // The same with QEMU's preallocation of the new area (formats that can).
+  Task<Result<void>> co_resize(uint64_t size, Preallocation prealloc);
   Task<void> co_close();
 
   Result<void> read(uint64_t offset, std::span<uint8_t> buf);

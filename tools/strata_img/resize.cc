@@ -44,7 +44,7 @@ Task<int> co_resize(Engine& engine, OpenSpec spec, std::string size_text, bool s
         "Before performing such an operation, make sure there is no important data there.");
     rc = 1;
   } else {
-    auto r = co_await (*drive)->edge()->co_truncate(target, false, prealloc);
+    auto r = co_await (*drive)->co_resize(target, prealloc);
     if (r) r = co_await (*drive)->co_flush();
     if (!r) {
       error_report(r.error().message);

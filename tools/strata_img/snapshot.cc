@@ -40,7 +40,7 @@ Task<int> co_act(Node* node, qcow2::Qcow2Driver* q, Action action, const std::st
   Result<void> r;
   std::string what;
   if (action == Action::kCreate) {
-    r = co_await q->co_snapshot_create(name);
+    r = co_await q->co_snapshot_create(name, 0);  // as qemu-img
     if (!r) {
       what = "Could not create snapshot '" + name + "': -" + std::to_string(r.error().code) + " (" +
              std::strerror(r.error().code) + ")";

@@ -69,7 +69,7 @@ Task<int> co_truncate_cmd(Session& s, Argv argv) {
   int64_t size;
   if (!parse_number(g.word(g.index()), &size)) co_return -EINVAL;
   if (!writable_or_report(s)) co_return -EPERM;
-  auto r = co_await s.drive()->edge()->co_truncate(uint64_t(size), false, prealloc);
+  auto r = co_await s.drive()->co_resize(uint64_t(size), prealloc);
   if (r) co_return 0;
   std::fprintf(stderr, "strata-io: %s\n", r.error().message.c_str());
   co_return -r.error().code;

@@ -157,7 +157,8 @@ Task<Result<void>> co_check_l2_copied(Qcow2Driver& d, uint64_t l2, bool repair, 
     if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
     // Clusters of an external data file have no refcounts: 1, as QEMU.
     Result<uint64_t> refcount = uint64_t{1};
-    if (!fmt.data_file) refcount = co_await d.refcounts().co_get((e & kOffsetMask) >> d.cluster_bits());
+    if (!fmt.data_file)
+      refcount = co_await d.refcounts().co_get((e & kOffsetMask) >> d.cluster_bits());
     if (!refcount || (*refcount == 1) == bool(e & kCopied)) continue;
     res.corruptions++;
     res.messages.push_back(check_format("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64

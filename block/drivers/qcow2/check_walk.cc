@@ -16,7 +16,6 @@ constexpr uint64_t kMaxTrackedClusters = 1ull << 26;
 // Reads at or past this offset fail as QEMU's requests do.
 constexpr uint64_t kMaxOffset = uint64_t(INT64_MAX) & ~uint64_t(511);
 
-
 }  // namespace
 
 std::string check_format(const char* fmt, ...) {
@@ -117,7 +116,8 @@ Task<Result<bool>> ReferenceWalk::co_fix_entry_by_zero(uint64_t l2_offset, uint6
                                                        bool active) {
   const L2Format& fmt = d_.l2_format();
   uint64_t at = l2_offset + i * fmt.entry_bytes();
-  if (auto r = d_.check_metadata_write(at, fmt.entry_bytes(), active ? kMetaActiveL2 : kMetaInactiveL2);
+  if (auto r =
+          d_.check_metadata_write(at, fmt.entry_bytes(), active ? kMetaActiveL2 : kMetaInactiveL2);
       !r) {
     message("ERROR: Overlap check failed");
     res_.check_errors++;

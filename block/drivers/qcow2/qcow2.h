@@ -153,7 +153,7 @@ class Qcow2Driver final : public Driver, public ImageOps {
   // The child holding guest data: the external data file, or `file`.
   Child* data_file() const { return data_file_; }
   // Internal snapshots (snapshot_ops.cc); the node must be drained.
-  Task<Result<void>> co_snapshot_create(std::string name) override;
+  Task<Result<void>> co_snapshot_create(std::string name, int64_t icount) override;
   Task<Result<void>> co_snapshot_apply(std::string name_or_id) override;
   Task<Result<void>> co_snapshot_delete(std::string name_or_id) override;
   Task<Result<void>> co_snapshot_load_tmp(std::string id, std::string name) override;

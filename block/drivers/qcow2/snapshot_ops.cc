@@ -130,13 +130,13 @@ std::vector<SnapshotEntry> Qcow2Driver::list_snapshots() const {
                                 .date_sec = s.date_sec,
                                 .date_nsec = s.date_nsec,
                                 .vm_clock_nsec = s.vm_clock_nsec,
-                                .has_icount = s.has_icount,
+                                .has_icount = s.has_icount && s.icount >= 0,
                                 .icount = s.icount});
   }
   return out;
 }
 
-Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
+Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name, int64_t icount) {
   if (!writable_) co_return Error{EROFS, "Image is read-only"};
   // As QEMU: the data file has no refcounts to share clusters with.
   if (external_data()) co_return Error{ENOTSUP, "Operation not supported"};
@@ -157,7 +157,7 @@ Task<Result<void>> Qcow2Driver::co_snapshot_create(std::string name) {
       uint32_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count() % 1000000000);
   s.disk_size = header_.size;
   s.has_disk_size = true;
-  s.icount = 0;
+  s.icount = icount;
   s.has_icount = true;
   s.l1_size = uint32_t(l1_.size());
   // The snapshot's own copy of the L1.

@@ -27,7 +27,7 @@ TEST_F(BlockJobTest, ReportFailsTheJob) {
   auto job = with_policy("j", {.io_errors = 1}, OnError::kReport, OnError::kReport);
   wait_status(*job, JobStatus::kNull);
   EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:ERROR:write:report", "j:aborting",
-                                 "j:COMPLETED:I/O error", "j:concluded", "j:null"}));
+                                 "j:COMPLETED:Input/output error", "j:concluded", "j:null"}));
 }
 
 TEST_F(BlockJobTest, IgnoreCarriesOn) {
@@ -79,7 +79,7 @@ TEST_F(BlockJobTest, EnospcStopsOnlyOnNoSpace) {
   EXPECT_EQ(full->io_status(), IoStatus::kNoSpace);
   auto other = with_policy("o", {.io_errors = 1}, OnError::kEnospc, OnError::kEnospc);
   wait_status(*other, JobStatus::kNull);
-  EXPECT_EQ(other->error()->message, "I/O error");
+  EXPECT_EQ(other->error()->message, "Input/output error");  // errno text, as QEMU
   // A stopped job cancelled while it waits ends cancelled.
   ASSERT_TRUE(run(full->co_user_cancel(true)).ok());
   wait_status(*full, JobStatus::kNull);

@@ -62,7 +62,7 @@ TEST_F(JobTest, FailureGoesThroughAborting) {
   auto job = start("j", {.run_error = Error{EIO, "it broke"}});
   job->finish();
   wait_status(*job, JobStatus::kNull);
-  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:aborting", "j:COMPLETED:it broke",
+  EXPECT_EQ(log_.take(), (Events{"j:created", "j:running", "j:aborting", "j:COMPLETED:Input/output error",
                                  "j:concluded", "j:null"}));
   EXPECT_EQ(hooks_, (Events{"j:abort", "j:clean"}));
 }

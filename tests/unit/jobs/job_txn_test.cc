@@ -54,7 +54,7 @@ TEST_F(JobTxnTest, OneFailureCancelsTheOthers) {
   auto events = log_.take();
   Events tail(events.begin() + 7, events.end());  // after created/running x3, t0:waiting
   EXPECT_EQ(tail, (Events{"t1:aborting", "t2:aborting", "t2:CANCELLED", "t2:concluded", "t2:null",
-                          "t1:COMPLETED:boom", "t1:concluded", "t1:null", "t0:aborting",
+                          "t1:COMPLETED:Input/output error", "t1:concluded", "t1:null", "t0:aborting",
                           "t0:CANCELLED", "t0:concluded", "t0:null"}));
   EXPECT_EQ(hooks_,
             (Events{"t2:abort", "t2:clean", "t1:abort", "t1:clean", "t0:abort", "t0:clean"}));

@@ -99,7 +99,8 @@ TEST_F(FilenameTest, FormatsAboveTheProtocolNode) {
 TEST_F(FilenameTest, ProbesLocalFiles) {
   testing::TempDir dir;
   std::string path = dir.file("img");
-  std::ofstream(path) << "QFI\xfb" << std::string(100, '\0');
+  // QEMU's rule: the qcow2 magic and a version of 2 or more.
+  std::ofstream(path) << "QFI\xfb" << std::string(3, '\0') << '\x03' << std::string(100, '\0');
   auto r = image(path, "");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ((*r)["driver"], "qcow2");

@@ -101,7 +101,7 @@ TEST_F(GraphTest, ConflictingWritersAreRefusedWithBothUsersNamed) {
   auto second = Drive::attach(engine_, "m", {.writable = true, .user = "device 'vdb'"});
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().message,
-            "Permission conflict on node 'm': permissions 'write, resize' are both required by "
+            "Permission conflict on node 'm': permissions 'write' are both required by "
             "device 'vdb' (uses node 'm' as 'root' child) and unshared by device 'vda' (uses "
             "node 'm' as 'root' child).");
   // A reader that does not accept changing data is refused too; one that
