@@ -138,6 +138,16 @@ def copy_sh(source):
     sh("strata-img", "compare", "-f", "raw", "-F", "qcow2", source, "IncBack.qcow2")
 
 
+def wait_export_deleted(c, export):
+    def seen():
+        return any(e["event"] == "BLOCK_EXPORT_DELETED" and e["data"]["id"] == export
+                   for e in c.events)
+    while not seen():
+        msg = c.read_message()
+        if "event" in msg:
+            c.events.append(msg)
+
+
 def main():
     offline_part()
     c = QmpClient(qmp_sock)
@@ -145,7 +155,11 @@ def main():
     live = f"nbd+unix:///demo?socket={NBD_SOCK}"
     full_backup(c, live)
     copy_sh(f"nbd+unix:///vda?socket={NBD_SOCK}")
-    c.execute("block-export-del", id="vda")
+    # The last client has just exited; the server may not have seen its
+    # disconnect yet (a safe removal refuses an export in use). The export
+    # is gone, and its bitmap free, once BLOCK_EXPORT_DELETED arrives.
+    c.execute("block-export-del", id="vda", mode="hard")
+    wait_export_deleted(c, "vda")
     c.execute("block-dirty-bitmap-remove", node="demo", name="bmap0")
     say("stratad quits (QMP quit); bmap1 stays in demo.qcow2 for the next backup")
     c.execute("quit")
