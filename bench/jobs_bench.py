@@ -139,7 +139,8 @@ def one_run(kind, build, job, base_dir, direct, guest):
             qmp.execute("block-export-add", type="nbd", id="e", **{"node-name": "top"},
                         writable=True)
             idle = fio(sock, 3)
-            out = json.loads(idle.communicate()[0])
+            text = idle.communicate()[0]
+            out = json.loads(text[text.index("{"):])  # after fio's "connected" line
             result["idle_iops"] = out["jobs"][0]["write"]["iops"]
             log = os.path.join(d, "iops")
             g = fio(sock, 60, log)
