@@ -222,12 +222,7 @@ Task<Result<void>> CommitJob::co_prepare() {
 Task<void> CommitJob::co_remove_filter() {
   if (!filter_) co_return;
   Graph& graph = engine().graph();
-  GraphChange change(graph);
-  std::vector<Node*> drained = {filter_};
-  co_await change.co_drain(std::move(drained));
-  auto r = change.replace(*filter_, *filter_->file()->node());
-  if (r) r = change.commit();
-  co_await change.co_finish();
+  auto r = co_await graph.co_replace_node(*filter_, *filter_->file()->node());
   if (!r) engine().logger().error("commit: removing the filter failed: " + r.error().message);
   Node* filter = filter_;
   filter_ = nullptr;

@@ -38,12 +38,7 @@ Task<void> MirrorJob::co_remove_filter() {
   Graph& graph = engine().graph();
   filter_driver_->set_sink(nullptr);
   filter_driver_->stop();
-  GraphChange change(graph);
-  std::vector<Node*> drained = {filter_};
-  co_await change.co_drain(std::move(drained));
-  auto r = change.replace(*filter_, *filter_->file()->node());
-  if (r) r = change.commit();
-  co_await change.co_finish();
+  auto r = co_await graph.co_replace_node(*filter_, *filter_->file()->node());
   if (!r) engine().logger().error("mirror: removing the filter failed: " + r.error().message);
   Node* filter = filter_;
   filter_ = nullptr;

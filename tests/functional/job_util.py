@@ -285,3 +285,15 @@ def run_both(start, body):
     return out
 
 
+
+
+def start_guest(d, workdir, kind, initial, seed):
+    """Exports `top` of daemon `d` over NBD and starts a guest writing to it
+    about 200 times a second (under the jobs' speed once dirty); returns the
+    guest, whose model starts as `initial`."""
+    sock = os.path.join(str(workdir), kind, "nbd.sock")
+    d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+    d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
+    guest = Guest(sock, "top", bytearray(initial), seed=seed)
+    guest.start(pause=0.005)
+    return guest

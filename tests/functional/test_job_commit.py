@@ -5,11 +5,9 @@ job's events must match in order, and the images left behind must read the
 same (qemu-img compare), pass qemu-img check and show the same backing
 chain. With a guest writing through an NBD export while the job runs, the
 result must equal a model of what the guest wrote."""
-import os
-
 from conftest import run
-from job_util import (KINDS, MiB, Guest, backing_chain, chain, check,  # noqa: F401
-                      read_image, run_both, start)
+from job_util import (KINDS, MiB, backing_chain, chain, check, read_image,  # noqa: F401
+                      run_both, start, start_guest)
 
 
 def test_intermediate_commit_matches_qemu(workdir, chain, start):
@@ -84,12 +82,8 @@ def test_active_commit_with_a_guest_writing(workdir, chain, start):
     initial = read_image(chain["top"])
     for kind in KINDS:
         d, paths = start(kind)
-        sock = os.path.join(str(workdir), kind, "nbd.sock")
-        model = bytearray(initial)
-        d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
-        d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
-        guest = Guest(sock, "top", model, seed=7)
-        guest.start(pause=0.005)  # ~200 writes/s: under the job's speed once dirty
+        guest = start_guest(d, workdir, kind, initial, seed=7)
+        model = guest.model
         d.ok("block-commit", **{"job-id": "ac", "device": "top", "speed": 32 * MiB})
         d.wait_event("BLOCK_JOB_READY", "ac", timeout=180)
         guest.stop()

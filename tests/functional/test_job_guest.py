@@ -18,18 +18,14 @@ import time
 import pytest
 
 from conftest import run
-from job_util import (KINDS, MiB, Guest, backing_chain, chain, check,  # noqa: F401
-                      read_image, start)
+from job_util import (KINDS, MiB, backing_chain, chain, check, read_image,  # noqa: F401
+                      start, start_guest)
 
 
 def run_with_guest(start, workdir, initial, seed, job_args, kind):
     d, paths = start(kind)
-    sock = os.path.join(str(workdir), kind, "nbd.sock")
-    model = bytearray(initial)
-    d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
-    d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
-    guest = Guest(sock, "top", model, seed=seed)
-    guest.start(pause=0.005)
+    guest = start_guest(d, workdir, kind, initial, seed)
+    model = guest.model
     cmd, args = job_args
     d.ok(cmd, **args)
     d.wait_event("JOB_STATUS_CHANGE", args["job-id"], "null", timeout=180)

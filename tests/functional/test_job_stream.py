@@ -11,8 +11,8 @@ import json
 import os
 
 from conftest import require, run
-from job_util import (KINDS, MiB, Guest, JobDaemon, backing_chain, chain,  # noqa: F401
-                      check, read_image, run_both, start)
+from job_util import (KINDS, MiB, JobDaemon, backing_chain, chain, check,  # noqa: F401
+                      read_image, run_both, start, start_guest)
 
 
 def nodes(d):
@@ -175,12 +175,8 @@ def test_stream_with_a_guest_writing(workdir, chain, start):
     initial = read_image(chain["top"])
     for kind in KINDS:
         d, paths = start(kind)
-        sock = os.path.join(str(workdir), kind, "nbd.sock")
-        model = bytearray(initial)
-        d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
-        d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
-        guest = Guest(sock, "top", model, seed=11)
-        guest.start(pause=0.005)
+        guest = start_guest(d, workdir, kind, initial, seed=11)
+        model = guest.model
         d.ok("block-stream", **{"job-id": "gs", "device": "top", "speed": 16 * MiB})
         d.wait_event("JOB_STATUS_CHANGE", "gs", "null", timeout=180)
         guest.stop()
