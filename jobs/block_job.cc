@@ -1,5 +1,6 @@
 #include "jobs/block_job.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "block/core/graph.h"
@@ -66,12 +67,29 @@ void BlockJob::on_idle() {
   for (const NodeUse& use : nodes_) use.edge->node()->kick_drain();
 }
 
+namespace {
+constexpr uint64_t kRateSliceNs = 100'000'000;
+constexpr uint64_t kMs = 1'000'000;
+}  // namespace
+
 Task<void> BlockJob::co_rate_limit(uint64_t bytes) {
   for (;;) {
     if (is_cancelled()) co_return;
     uint64_t delay = limiter_.delay_ns(bytes);
     if (delay == 0) break;
     co_await co_sleep_ns(delay);  // speed may change meanwhile: ask again
+  }
+  limiter_.account(bytes);
+}
+
+// A plain timer, not the job's sleep (which only the run coroutine may
+// take), in slices so that a new speed or a cancel takes effect within one.
+Task<void> BlockJob::co_throttle(uint64_t bytes) {
+  for (;;) {
+    if (is_cancelled()) co_return;
+    uint64_t delay = limiter_.delay_ns(bytes);
+    if (delay == 0) break;
+    co_await engine().loop().co_sleep(std::max<uint64_t>(1, std::min(delay, kRateSliceNs) / kMs));
   }
   limiter_.account(bytes);
 }

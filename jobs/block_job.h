@@ -14,7 +14,8 @@
 //
 // Speed: set_speed() (block-job-set-speed, or `speed` at creation) limits
 // the rate over any one-second window (base/rate_limit.h); the run
-// coroutine calls co_rate_limit(bytes) before each chunk. 0 is unlimited.
+// coroutine calls co_rate_limit(bytes) before each chunk, a copy engine's
+// workers (several at once) co_throttle(bytes). 0 is unlimited.
 //
 // Errors: the run coroutine hands each I/O error to co_handle_error(error,
 // is_read). It applies the policy for reads (on-source-error) or writes
@@ -90,6 +91,9 @@ class BlockJob : public Job, public EdgeOwner {
   // Waits until `bytes` more keep the speed limit, then counts them.
   // Returns early (without counting) when the job is cancelled.
   Task<void> co_rate_limit(uint64_t bytes);
+  // The same for code other than the run coroutine (copy workers): the
+  // job stays busy while it waits, in slices of 100 ms at most.
+  Task<void> co_throttle(uint64_t bytes);
 
   enum class ErrorDecision { kRetry, kIgnore, kFail };
   // Takes the error by value: GCC 12 mishandles a temporary bound to a

@@ -148,7 +148,7 @@ Task<Result<void>> CommitJob::co_setup() {
   BlockCopierOptions copy{.base = params_.base, .skip_unallocated = true, .max_chunk = kChunk};
   copier_ = std::make_unique<BlockCopier>(
       *top_edge_, *base_edge_, copy,
-      [this](uint64_t bytes) -> Task<void> { co_await co_rate_limit(bytes); });
+      [this](uint64_t bytes) -> Task<void> { co_await co_throttle(bytes); });
   engine_ = std::make_unique<CopyEngine>(engine().loop(), *copier_, listener_,
                                          CopyConfig{.max_chunk = kChunk, .max_workers = kWorkers});
   co_return Result<void>{};

@@ -28,8 +28,9 @@ class JobCopyListener : public CopyListener {
   // job paused (the engine parks at its next chunk once the chunks in
   // flight are done, and retries the range after job-resume); only the
   // run coroutine may park at a pause point.
-  Task<bool> co_on_error(Error error, bool read_failed) override {
-    co_return job_.note_error(error, read_failed) != ErrorAction::kReport;
+  Task<ChunkErrorStep> co_on_error(Error error, bool read_failed) override {
+    ErrorAction action = job_.note_error(error, read_failed);
+    co_return action == ErrorAction::kReport ? ChunkErrorStep::kStop : ChunkErrorStep::kRetry;
   }
   void on_progress(uint64_t bytes) override { job_.progress_update(bytes); }
 

@@ -27,7 +27,7 @@ class MirrorJob::Listener final : public JobCopyListener {
   explicit Listener(MirrorJob& job) : JobCopyListener(job), job_(job) {}
   Task<bool> co_before_chunk() override {
     bool go_on = co_await JobCopyListener::co_before_chunk();
-    co_return go_on && !job_.pending_error_;
+    co_return go_on && !job_.pending_error_ && !job_.wants_write_blocking();
   }
 
  private:
@@ -122,7 +122,7 @@ Task<Result<void>> MirrorJob::co_setup() {
                           .max_chunk = chunk};
   copier_ = std::make_unique<BlockCopier>(
       *filter_->file(), *target_edge_, copy,
-      [this](uint64_t bytes) -> Task<void> { co_await co_rate_limit(bytes); });
+      [this](uint64_t bytes) -> Task<void> { co_await co_throttle(bytes); });
   listener_ = std::make_unique<Listener>(*this);
   engine_ = std::make_unique<CopyEngine>(engine().loop(), *copier_, *listener_,
                                          CopyConfig{.max_chunk = chunk, .max_workers = workers});
@@ -188,6 +188,7 @@ Task<Result<void>> MirrorJob::co_run() {
   for (;;) {
     STRATA_CO_TRY(co_await co_copy_pass());
     if (is_cancelled()) co_return Result<void>{};
+    if (wants_write_blocking()) co_await co_switch_to_write_blocking();
     if (dirty_->count() != 0) continue;
     if (!is_ready()) {
       auto flushed = co_await co_flush_target();
@@ -204,6 +205,13 @@ Task<Result<void>> MirrorJob::co_run() {
     }
     co_await co_sleep_ns(dirty_->count() ? 0 : kSliceNs);
   }
+}
+
+// An active commit goes write-blocking once its first sweep over the
+// source is done: from then on the guest's writes cannot dirty faster than
+// the copy cleans, so it reaches ready under any write load.
+bool MirrorJob::wants_write_blocking() const {
+  return params_.commit && !write_blocking_ && engine_ && engine_->sweeps() > 0;
 }
 
 // From background to write-blocking: with the filter drained, no guest

@@ -15,10 +15,12 @@
 // Copy modes: in background mode guest writes only mark the bitmap; in
 // write-blocking mode they reach the target before they complete (the
 // filter hands them to the job), so the job stays in sync under any write
-// load (`actively-synced`). An active commit copies in background mode and
-// switches to write-blocking once READY, so that writes made while it is
-// ready reach the base before they complete (a Strata strengthening; QEMU
-// stays in background mode).
+// load (`actively-synced`). An active commit copies in background mode
+// for its first sweep over the source, then switches to write-blocking (at
+// the latest when READY): it reaches READY under any guest write load, and
+// writes made while it is ready reach the base before they complete (a
+// Strata strengthening; QEMU stays in background mode and may never get
+// ready under a busy guest).
 //
 // Completion: job-complete (or a soft cancel while READY, which finishes
 // without the pivot) makes the job drain its source, copy the last dirty
@@ -115,6 +117,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   Task<Result<void>> co_init_dirty();
   Task<Result<void>> co_flush_target();
   Task<Result<void>> co_copy_pass();
+  bool wants_write_blocking() const;
   Task<void> co_switch_to_write_blocking();
   Task<bool> co_try_finish();
   Task<Result<void>> co_exit(bool abort);

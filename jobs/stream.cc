@@ -13,8 +13,11 @@ namespace strata {
 
 namespace {
 
-// QEMU's STREAM_CHUNK: several clusters per copy-on-read request.
+// QEMU's STREAM_CHUNK: several clusters per copy-on-read request, several
+// requests in flight; the work map's granularity is a usual cluster.
 constexpr uint64_t kChunk = 512 << 10;
+constexpr unsigned kWorkers = 8;
+constexpr uint64_t kGranularity = 64 << 10;
 constexpr uint64_t kBasic = kPermConsistentRead | kPermWriteUnchanged;
 
 // The node below filters (QEMU's bdrv_skip_filters).
@@ -129,7 +132,7 @@ Task<Result<void>> StreamJob::co_setup() {
 Task<Result<uint64_t>> StreamJob::co_next_range(uint64_t offset, uint64_t len, bool* copy) {
   *copy = false;
   Node* top = skip_filters(params_.bs);
-  uint64_t max = std::min(kChunk, len - offset);
+  uint64_t max = len - offset;
   STRATA_CO_TRY_ASSIGN(BlockStatus st, co_await top->co_block_status(offset, max, nullptr));
   uint64_t n = st.bytes ? std::min(st.bytes, max) : max;
   if (st.flags & kStatusAllocated) co_return n;
@@ -141,41 +144,72 @@ Task<Result<uint64_t>> StreamJob::co_next_range(uint64_t offset, uint64_t len, b
   co_return std::min(n, a.bytes);
 }
 
-// A read through the filter: what it does not find in bs is written there.
-Task<Result<void>> StreamJob::co_copy(uint64_t offset, uint64_t bytes) {
-  AlignedBuffer buffer(bytes);
-  co_return co_await read_edge_->co_preadv(offset, buffer.iov(), 0);
+// What is to copy, before any copy starts. A range whose status cannot be
+// had is marked: the read through the filter meets the error, if it
+// persists, and the error policy applies there. A guest write into a
+// marked range later only makes its copy a plain read.
+Task<Result<void>> StreamJob::co_find_work(HBitmap& work) {
+  uint64_t len = work.size();
+  for (uint64_t offset = 0, n = 0; offset < len; offset += n) {
+    co_await co_pause_point();
+    if (is_cancelled()) break;
+    bool copy = false;
+    auto range = co_await co_next_range(offset, len, &copy);
+    n = range ? *range : std::min(kChunk, len - offset);
+    if (!range || copy) work.set(offset, n);
+  }
+  co_return Result<void>{};
+}
+
+// A chunk: read through the filter, which writes what it does not find in
+// bs there. An error the policy ignores drops the chunk and fails the job
+// at the end (as QEMU: the layers must not drop out of the chain with data
+// left behind); stop parks the copy until the job is resumed.
+Task<ChunkOutcome> StreamJob::co_copy(uint64_t offset, uint64_t bytes) {
+  co_await co_throttle(bytes);
+  if (is_cancelled()) co_return ChunkOutcome{};
+  AlignedBuffer buffer = take_buffer();
+  IoVec iov(buffer.data(), bytes);
+  ChunkOutcome out;
+  out.result = co_await read_edge_->co_preadv(offset, iov, 0);
+  out.read_failed = true;  // the filter's write-back counts as the read's
+  buffers_.push_back(std::move(buffer));
+  co_return out;
+}
+
+AlignedBuffer StreamJob::take_buffer() {
+  if (buffers_.empty()) return AlignedBuffer(kChunk);
+  AlignedBuffer buffer = std::move(buffers_.back());
+  buffers_.pop_back();
+  return buffer;
+}
+
+Task<ChunkErrorStep> StreamJob::Listener::co_on_error(Error error, bool read_failed) {
+  ErrorAction action = job_.note_error(error, read_failed);
+  if (action == ErrorAction::kStop) co_return ChunkErrorStep::kRetry;
+  if (action == ErrorAction::kReport) co_return ChunkErrorStep::kStop;
+  if (!job_.ignored_error_) job_.ignored_error_ = error;
+  co_return ChunkErrorStep::kSkip;
 }
 
 Task<Result<void>> StreamJob::co_run() {
   if (skip_filters(params_.bs) == base_overlay_) co_return Result<void>{};  // nothing to stream
   uint64_t len = params_.bs->size();
   progress_set_remaining(len);
-  Result<void> result;  // the first error, if any
-  for (uint64_t offset = 0, n = 0; offset < len; offset += n) {
-    co_await co_pause_point();
-    if (is_cancelled()) break;
-    bool copy = false;
-    auto range = co_await co_next_range(offset, len, &copy);
-    n = range ? *range : 0;
-    Result<void> r = range ? Result<void>{} : Result<void>{range.error()};
-    if (r && copy) r = co_await co_copy(offset, n);
-    if (!r) {
-      auto decision = co_await co_handle_error(r.error(), true);
-      if (decision == ErrorDecision::kRetry) {
-        n = 0;
-        continue;
-      }
-      // Ignored errors still fail the job at the end: the layers must not
-      // drop out of the chain with data left behind (as QEMU).
-      if (result) result = r;
-      if (decision == ErrorDecision::kFail) break;
-      if (n == 0) n = std::min(kChunk, len - offset);
-    }
-    progress_update(n);
-    if (copy) co_await co_rate_limit(n);
-  }
-  co_return result;
+  HBitmap work(len, __builtin_ctzll(kGranularity));
+  STRATA_CO_TRY(co_await co_find_work(work));
+  if (is_cancelled()) co_return Result<void>{};
+  uint64_t marked = 0;
+  work.for_each_dirty_extent([&marked](const BitmapExtent& e) { marked += e.length; });
+  progress_update(len - marked);
+  Listener listener(*this);
+  CopyEngine copy(engine().loop(), *this, listener,
+                  CopyConfig{.max_chunk = kChunk, .max_workers = kWorkers});
+  auto r = co_await copy.co_run(work);
+  if (!r && r.error().code == ECANCELED) co_return Result<void>{};
+  // The first error, as QEMU's stream_run.
+  if (ignored_error_) co_return *ignored_error_;
+  co_return r;
 }
 
 // The header of bs names the new backing file first (every range is in bs

@@ -5,11 +5,13 @@
 // Contract: the job puts a copy-on-read filter (block/filters/copy_on_read.h)
 // above `bs` with `bottom` set to the lowest layer to copy from (QEMU's
 // base_overlay: the layer right above `base`, or `bottom` itself), and
-// freezes the chain from the filter down to that layer. It then walks the
-// disk in chunks of up to 512 KiB: a range `bs` allocates is skipped, a
-// range some layer from bs's backing file down to base_overlay allocates is
-// read through the filter, which writes it into `bs` unchanged; ranges only
-// `base` (or nothing) has are left alone. Guest I/O goes on through the
+// freezes the chain from the filter down to that layer. It first maps what
+// is to copy: a range `bs` allocates is skipped, a range some layer from
+// bs's backing file down to base_overlay allocates is marked; ranges only
+// `base` (or nothing) has are left alone. The copy engine
+// (block/copy/copy_engine.h) then reads the marked ranges through the
+// filter, several 512 KiB chunks at once, and the filter writes what it
+// does not find in `bs` there, unchanged. Guest I/O goes on through the
 // filter meanwhile, and guest writes win (a copy never overwrites what the
 // guest wrote: the dispatcher serialises the copy's read and write-back).
 // At completion the filter is removed, `bs` is given `base` as its backing
@@ -24,9 +26,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "block/copy/copy_engine.h"
 #include "jobs/block_job.h"
+#include "jobs/copy_listener.h"
 
 namespace strata {
 
@@ -44,7 +50,7 @@ struct StreamParams {
   std::string filter_node_name;
 };
 
-class StreamJob final : public BlockJob {
+class StreamJob final : public BlockJob, private ChunkCopier {
  public:
   StreamJob(Engine& engine, StreamParams params);
   ~StreamJob() override;
@@ -64,9 +70,23 @@ class StreamJob final : public BlockJob {
   Task<Result<void>> co_insert_filter();
   Result<void> hold_nodes();
   Task<Result<void>> co_setup();
-  // How many bytes from `offset` to copy (`copy`) or skip; at most `max`.
-  Task<Result<uint64_t>> co_next_range(uint64_t offset, uint64_t max, bool* copy);
-  Task<Result<void>> co_copy(uint64_t offset, uint64_t bytes);
+  // The copy engine's listener: the job's pause points and progress, and
+  // stream's error rule (an ignored error drops its chunk and fails the
+  // job at the end).
+  class Listener final : public JobCopyListener {
+   public:
+    explicit Listener(StreamJob& job) : JobCopyListener(job), job_(job) {}
+    Task<ChunkErrorStep> co_on_error(Error error, bool read_failed) override;
+
+   private:
+    StreamJob& job_;
+  };
+
+  // How many bytes from `offset` to copy (`copy`) or skip, up to `len`.
+  Task<Result<uint64_t>> co_next_range(uint64_t offset, uint64_t len, bool* copy);
+  Task<Result<void>> co_find_work(HBitmap& work);
+  Task<ChunkOutcome> co_copy(uint64_t offset, uint64_t bytes) override;
+  AlignedBuffer take_buffer();
   Task<Result<void>> co_relink();
   Task<void> co_drop_filter();
 
@@ -77,6 +97,8 @@ class StreamJob final : public BlockJob {
   Child* read_edge_ = nullptr;
   bool chain_frozen_ = false;
   bool bs_was_read_only_ = false;
+  std::optional<Error> ignored_error_;
+  std::vector<AlignedBuffer> buffers_;
 };
 
 }  // namespace strata

@@ -16,14 +16,21 @@ std::optional<CopyEngine::Chunk> CopyEngine::take() {
   HBitmap& work = bits();
   if (work.empty()) return std::nullopt;
   auto extent = work.next_dirty_extent(cursor_);
-  if (!extent && cursor_ != 0) extent = work.next_dirty_extent(0);
+  if (!extent && cursor_ != 0) {
+    sweeps_++;
+    cursor_ = 0;
+    extent = work.next_dirty_extent(0);
+  }
   if (!extent) return std::nullopt;
   uint64_t gran = work.granularity();
   uint64_t max = std::max(config_.max_chunk / gran * gran, gran);
   Chunk c{extent->offset, std::min(extent->length, max)};
   work.reset(c.offset, c.bytes);
   cursor_ = c.offset + c.bytes;
-  if (cursor_ >= work.size()) cursor_ = 0;
+  if (cursor_ >= work.size()) {
+    sweeps_++;
+    cursor_ = 0;
+  }
   return c;
 }
 
@@ -35,10 +42,14 @@ Task<void> CopyEngine::co_worker(Chunk chunk) {
     if (out.result) {
       listener_.on_progress(chunk.bytes);
     } else {
-      HBitmap& work = bits();
-      work.set(chunk.offset, std::min(chunk.bytes, work.size() - chunk.offset));
-      bool carry_on = co_await listener_.co_on_error(out.result.error(), out.read_failed);
-      if (!carry_on && !failed_) failed_ = out.result.error();
+      ChunkErrorStep step = co_await listener_.co_on_error(out.result.error(), out.read_failed);
+      if (step == ChunkErrorStep::kSkip) {
+        listener_.on_progress(chunk.bytes);
+      } else {
+        HBitmap& work = bits();
+        work.set(chunk.offset, std::min(chunk.bytes, work.size() - chunk.offset));
+      }
+      if (step == ChunkErrorStep::kStop && !failed_) failed_ = out.result.error();
     }
   }
   running_--;
@@ -70,6 +81,10 @@ Task<Result<void>> CopyEngine::co_loop() {
       cancelled = true;
       break;
     }
+    if (failed_) break;
+    // One chunk per loop iteration: requests of other users (a guest
+    // writing while a mirror copies) get their turn between chunks.
+    co_await loop_.co_yield_now();
     if (failed_) break;
     std::optional<Chunk> chunk = take();
     if (!chunk) {

@@ -6,8 +6,8 @@
 // their bits, holds each chunk's range exclusively in inflight() while it
 // is copied (a chunk overlapping an older entry there, a range marked again
 // while it was copied or one a filter holds, waits for it), and hands it to
-// the ChunkCopier, with up to `max_workers` chunks in flight. A chunk that fails has its bits set
-// again and the listener decides: carry on (the range is retried on a later pass) or stop. co_run()
+// the ChunkCopier, with up to `max_workers` chunks in flight. For a chunk that fails the listener
+// decides (ChunkErrorStep): retry it on a later pass, drop it, or stop. co_run()
 // returns once `work` is empty and nothing is in flight, or when the listener stops it (its error,
 // or cancelled) after the chunks in flight finished. `work` may be a live bitmap that guest writes
 // keep setting (mirror): it is scanned from where the last chunk ended and wraps around. Before
@@ -43,6 +43,12 @@ class ChunkCopier {
   virtual Task<ChunkOutcome> co_copy(uint64_t offset, uint64_t bytes) = 0;
 };
 
+// What becomes of a chunk that failed: its range is marked again and the
+// copy goes on (retried on a later pass), or it is dropped and counted as
+// done (the job remembers the error), or it is marked again and the copy
+// stops with the error.
+enum class ChunkErrorStep { kRetry, kSkip, kStop };
+
 // What the engine needs from the job that runs it.
 class CopyListener {
  public:
@@ -53,9 +59,8 @@ class CopyListener {
   // Before a chunk is taken: a pause point. False stops the copy
   // (cancelled).
   virtual Task<bool> co_before_chunk() = 0;
-  // A chunk failed (its range is marked again). True carries on; false
-  // stops the copy with this error. (By value: see BlockJob.)
-  virtual Task<bool> co_on_error(Error error, bool read_failed) = 0;
+  // A chunk failed: what to do with it (by value: see BlockJob).
+  virtual Task<ChunkErrorStep> co_on_error(Error error, bool read_failed) = 0;
   // A chunk of `bytes` is done.
   virtual void on_progress(uint64_t bytes) = 0;
 };
@@ -80,6 +85,9 @@ class CopyEngine {
 
   RangeLock& inflight() { return inflight_; }
   size_t chunks_in_flight() const { return running_; }
+  // How many times the scan went past the end of `work` and wrapped
+  // around (a first sweep over a live bitmap is done once this is 1).
+  uint64_t sweeps() const { return sweeps_; }
   const CopyConfig& config() const { return config_; }
   void set_config(CopyConfig config) { config_ = config; }
 
@@ -102,6 +110,7 @@ class CopyEngine {
   CoQueue done_;
   size_t running_ = 0;
   uint64_t cursor_ = 0;
+  uint64_t sweeps_ = 0;
   HBitmap* plain_ = nullptr;
   DirtyBitmap* dirty_ = nullptr;
   std::optional<Error> failed_;

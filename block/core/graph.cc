@@ -277,6 +277,9 @@ void Graph::move_edge(Child* edge, Node* to) {
   unlink_parent(edge);
   edge->node_ = to;
   to->parents_.push_back(edge);
+  // Requests waiting at the edge for `from`'s drain look again: they now
+  // wait for `to`, or go on.
+  from->unquiesced_.wake_all();
   EdgeOwner* owner = edge->owner();
   if (!owner || from->quiesced() == to->quiesced()) return;
   if (to->quiesced()) {

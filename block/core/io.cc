@@ -155,9 +155,16 @@ Task<Result<void>> Node::co_copy_on_read(uint64_t offset, const IoVec& iov, uint
 }
 
 // Reads [pos, pos + bytes) through the driver, writes it back unchanged and
-// copies the part the caller asked for (at `offset`) into `iov`.
+// copies the part the caller asked for (at `offset`) into `iov`; a range
+// inside the caller's buffer is read into it and written back from there.
 Task<Result<void>> Node::co_copy_in(uint64_t pos, uint64_t bytes, uint64_t offset,
                                     const IoVec& iov) {
+  if (pos >= offset && pos + bytes <= offset + iov.size()) {
+    // Within the caller's buffer (a stream's aligned chunk): no bounce.
+    IoVec part = iov.slice(pos - offset, bytes);
+    STRATA_CO_TRY(co_await co_read_aligned(pos, part, 0));
+    co_return co_await co_write_unchanged(pos, part);
+  }
   AlignedBuffer bounce(bytes);
   STRATA_CO_TRY(co_await co_read_aligned(pos, bounce.iov(), 0));
   STRATA_CO_TRY(co_await co_write_unchanged(pos, bounce.iov()));

@@ -113,8 +113,10 @@ void Node::drain_end() {
   unquiesced_.wake_all();
 }
 
+// One wait: the caller looks again at whatever node its edge points at by
+// then (a pivot moves edges away from a node that may stay drained).
 Task<void> Node::co_wait_unquiesced(const Child* caller) {
-  while (quiesce_ > 0) co_await unquiesced_.wait();
+  if (quiesce_ > 0) co_await unquiesced_.wait();
 }
 
 // Child: requests through the edge. A root user's request that must wait
@@ -127,7 +129,9 @@ Task<void> Child::co_wait_drained() {
   while (node_->must_wait_unquiesced(this)) co_await node_->co_wait_unquiesced(this);
 }
 
-bool Child::must_wait_drained() const { return node_->must_wait_unquiesced(this); }
+bool Child::must_wait_drained() const {
+  return node_->must_wait_unquiesced(this);
+}
 
 Task<Result<void>> Child::co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) {
   if (!must_wait_drained()) return node_->co_preadv(offset, iov, flags, this);

@@ -100,7 +100,7 @@ class OfflineListener final : public CopyListener {
     }
     co_return true;
   }
-  Task<bool> co_on_error(Error, bool) override { co_return false; }
+  Task<ChunkErrorStep> co_on_error(Error, bool) override { co_return ChunkErrorStep::kStop; }
   void on_progress(uint64_t bytes) override {
     done_ += bytes;
     progress_.update(100.0 * double(done_) / double(size_));

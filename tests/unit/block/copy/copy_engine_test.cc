@@ -20,15 +20,17 @@ class TestListener final : public CopyListener {
     chunks++;
     co_return !(cancel_after && chunks > cancel_after);
   }
-  Task<bool> co_on_error(Error e, bool read_failed) override {
+  Task<ChunkErrorStep> co_on_error(Error e, bool read_failed) override {
     errors.push_back({e.message, read_failed});
-    co_return errors.size() <= retries;
+    if (skip) co_return ChunkErrorStep::kSkip;
+    co_return errors.size() <= retries ? ChunkErrorStep::kRetry : ChunkErrorStep::kStop;
   }
   void on_progress(uint64_t bytes) override { progress += bytes; }
 
   size_t chunks = 0;
   size_t cancel_after = 0;
   size_t retries = 0;
+  bool skip = false;
   std::vector<std::pair<std::string, bool>> errors;
   uint64_t progress = 0;
 };
@@ -171,6 +173,27 @@ TEST_F(CopyEngineTest, AnErrorTheListenerDoesNotAcceptStopsTheCopyWithItsRangeSt
   EXPECT_TRUE(listener_.errors[0].second);  // a read error
   EXPECT_TRUE(work.get(65536));
   EXPECT_FALSE(work.get(0));
+}
+
+TEST_F(CopyEngineTest, AChunkTheListenerSkipsIsDroppedAndCountedAsDone) {
+  add({{"driver", "mem-src"}, {"node-name", "s0"}});
+  Node* faulty = add({{"driver", "fault"},
+                      {"node-name", "s"},
+                      {"file", "s0"},
+                      {"rules", {{{"event", "read"}, {"offset", 65536}, {"length", 1}}}}});
+  Child* s = edge(faulty, false);
+  Child* t = edge(add({{"driver", "mem-dst"}, {"node-name", "t"}}), true);
+  BlockCopier copier(*s, *t, {.max_chunk = 65536}, nullptr);
+  HBitmap work(kSize, 16);
+  work.set(0, 4 * 65536);
+  listener_.skip = true;
+  ASSERT_TRUE(run(copier, work, {.max_chunk = 65536, .max_workers = 2}));
+  ASSERT_EQ(listener_.errors.size(), 1u);  // not retried
+  EXPECT_TRUE(work.empty());
+  EXPECT_EQ(listener_.progress, 4 * 65536u);
+  EXPECT_TRUE(std::equal(src_.data.begin(), src_.data.begin() + 65536, dst_.data.begin()));
+  EXPECT_TRUE(std::equal(src_.data.begin() + 2 * 65536, src_.data.begin() + 4 * 65536,
+                         dst_.data.begin() + 2 * 65536));
 }
 
 TEST_F(CopyEngineTest, CancellationWaitsForTheChunksInFlight) {

@@ -171,5 +171,40 @@ TEST_F(DrainTest, ARequestQueuedDuringAPivotIsServedByTheNewNode) {
   (*d)->close();
 }
 
+// The node the edge leaves stays drained (a job's own drain of its source
+// outlives the pivot): the queued request must follow the edge, not wait for
+// the old node, which may even be closed before its drain ends.
+Task<void> co_pivot_away_from_a_node_still_drained(Engine& engine, Drive& d,
+                                                   std::vector<int>* done) {
+  Graph& graph = engine.graph();
+  std::vector<Node*> outer = {graph.find("a")};
+  auto held = co_await graph.co_drain(std::move(outer));
+  engine.loop().spawn(co_write(d, 8192, 0x44, done, 1));
+  co_await engine.loop().co_sleep(5);
+  EXPECT_TRUE(done->empty());
+  GraphChange change(graph);
+  std::vector<Node*> drained = {graph.find("a"), graph.find("b")};
+  co_await change.co_drain(std::move(drained));
+  EXPECT_TRUE(change.replace(*graph.find("a"), *graph.find("b")));
+  EXPECT_TRUE(change.commit());
+  co_await change.co_finish();
+  co_await engine.loop().co_sleep(5);
+  EXPECT_EQ(*done, std::vector<int>{1});  // served by b while a is still drained
+  EXPECT_TRUE(graph.find("a")->quiesced());
+}
+
+TEST_F(DrainTest, ARequestQueuedAtANodeThatStaysDrainedFollowsItsEdgeToTheNewNode) {
+  add({{"driver", "mem-a"}, {"node-name", "a"}});
+  add({{"driver", "mem-b"}, {"node-name", "b"}});
+  auto d = Drive::attach(engine_, "a", {.writable = true});
+  ASSERT_TRUE(d);
+  std::vector<int> done;
+  engine_.run(co_pivot_away_from_a_node_still_drained(engine_, **d, &done));
+  EXPECT_EQ(done, std::vector<int>{1});
+  EXPECT_EQ(b_.data[8192], 0x44);
+  EXPECT_EQ(a_.data[8192], 0xAA);
+  (*d)->close();
+}
+
 }  // namespace
 }  // namespace strata
