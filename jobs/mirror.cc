@@ -29,6 +29,12 @@ class MirrorJob::Listener final : public JobCopyListener {
     bool go_on = co_await JobCopyListener::co_before_chunk();
     co_return go_on && !job_.pending_error_ && !job_.wants_write_blocking();
   }
+  // As QEMU's mirror: what is left is re-read as the guest dirties, so the
+  // offset never passes the length.
+  void on_progress(uint64_t bytes) override {
+    JobCopyListener::on_progress(bytes);
+    job_.update_remaining();
+  }
 
  private:
   MirrorJob& job_;
@@ -173,9 +179,14 @@ Task<Result<void>> MirrorJob::co_flush_target() {
   co_return Error{EAGAIN, "flush to be retried"};
 }
 
+void MirrorJob::update_remaining() {
+  if (!dirty_) return;
+  progress_set_remaining(dirty_->count() + engine_->bytes_in_flight() + active_bytes_in_flight_);
+}
+
 // One pass of the copy engine over the dirty bitmap.
 Task<Result<void>> MirrorJob::co_copy_pass() {
-  progress_set_remaining(dirty_->count() + active_bytes_in_flight_);
+  update_remaining();
   auto r = co_await engine_->co_run(*dirty_);
   if (pending_error_) co_return *pending_error_;
   if (!r && r.error().code == ECANCELED) co_return Result<void>{};

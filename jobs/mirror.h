@@ -118,6 +118,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   Task<Result<void>> co_flush_target();
   Task<Result<void>> co_copy_pass();
   bool wants_write_blocking() const;
+  void update_remaining();
   Task<void> co_switch_to_write_blocking();
   Task<bool> co_try_finish();
   Task<Result<void>> co_exit(bool abort);

@@ -39,6 +39,7 @@ Task<void> CopyEngine::co_worker(Chunk chunk) {
     RangeLock::Entry held(inflight_, chunk.offset, chunk.bytes, true);
     if (held.must_wait()) co_await held.co_wait();
     ChunkOutcome out = co_await copier_.co_copy(chunk.offset, chunk.bytes);
+    bytes_in_flight_ -= chunk.bytes;
     if (out.result) {
       listener_.on_progress(chunk.bytes);
     } else {
@@ -93,6 +94,7 @@ Task<Result<void>> CopyEngine::co_loop() {
       continue;
     }
     running_++;
+    bytes_in_flight_ += chunk->bytes;
     loop_.spawn(co_worker(*chunk));
   }
   while (running_ > 0) co_await done_.wait();

@@ -85,6 +85,8 @@ class CopyEngine {
 
   RangeLock& inflight() { return inflight_; }
   size_t chunks_in_flight() const { return running_; }
+  // Bytes of the chunks being copied (taken from the bitmap, not done).
+  uint64_t bytes_in_flight() const { return bytes_in_flight_; }
   // How many times the scan went past the end of `work` and wrapped
   // around (a first sweep over a live bitmap is done once this is 1).
   uint64_t sweeps() const { return sweeps_; }
@@ -109,6 +111,7 @@ class CopyEngine {
   RangeLock inflight_;
   CoQueue done_;
   size_t running_ = 0;
+  uint64_t bytes_in_flight_ = 0;
   uint64_t cursor_ = 0;
   uint64_t sweeps_ = 0;
   HBitmap* plain_ = nullptr;
