@@ -7,7 +7,8 @@
 
 namespace strata {
 
-BlockJob::BlockJob(Engine& engine, JobOptions options) : Job(engine, std::move(options)) {}
+BlockJob::BlockJob(Engine& engine, JobOptions options)
+    : Job(engine, std::move(options)), rate_turn_(engine.loop()) {}
 
 BlockJob::~BlockJob() = default;
 
@@ -67,6 +68,10 @@ void BlockJob::on_idle() {
 }
 
 Task<void> BlockJob::co_rate_limit(uint64_t bytes) {
+  // Copy engine workers call this concurrently, and the job's sleep wakes
+  // only the last coroutine that went to sleep: the others would never
+  // run again (the job could neither finish nor be cancelled).
+  auto turn = co_await rate_turn_.co_scoped_lock();
   for (;;) {
     if (is_cancelled()) co_return;
     uint64_t delay = limiter_.delay_ns(bytes);

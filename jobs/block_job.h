@@ -14,7 +14,9 @@
 //
 // Speed: set_speed() (block-job-set-speed, or `speed` at creation) limits
 // the rate over any one-second window (base/rate_limit.h); the run
-// coroutine calls co_rate_limit(bytes) before each chunk. 0 is unlimited.
+// coroutine, or each copy engine worker, calls co_rate_limit(bytes) before
+// each chunk. 0 is unlimited. Callers take turns: the job has one sleep
+// (Job::co_sleep_ns), so one caller at a time waits on the limit.
 //
 // Errors: the run coroutine hands each I/O error to co_handle_error(error,
 // is_read). It applies the policy for reads (on-source-error) or writes
@@ -38,6 +40,7 @@
 #include <vector>
 
 #include "base/rate_limit.h"
+#include "base/sync.h"
 #include "block/core/node.h"
 #include "jobs/job.h"
 
@@ -88,7 +91,8 @@ class BlockJob : public Job, public EdgeOwner {
   const std::vector<NodeUse>& nodes() const { return nodes_; }
 
   // Waits until `bytes` more keep the speed limit, then counts them.
-  // Returns early (without counting) when the job is cancelled.
+  // Returns early (without counting) when the job is cancelled. Several
+  // coroutines may call it at once; they wait one after the other.
   Task<void> co_rate_limit(uint64_t bytes);
 
   enum class ErrorDecision { kRetry, kIgnore, kFail };
@@ -117,6 +121,7 @@ class BlockJob : public Job, public EdgeOwner {
 
   uint64_t speed_ = 0;
   RateLimiter limiter_;
+  CoMutex rate_turn_;  // held by the co_rate_limit() caller that may sleep
   IoStatus io_status_ = IoStatus::kOk;
   OnError on_source_error_ = OnError::kReport;
   OnError on_target_error_ = OnError::kReport;
