@@ -36,7 +36,6 @@ limit, QEMU keeps to 64 KiB/s), and the other states hold until a verb
 moves them. The images end up the same on both daemons: the base reads as
 the whole chain did (the cancelled commit's partial copy is mid's data,
 which the finalized commit then copies in full)."""
-import os
 import time
 
 from job_util import KINDS, MiB, chain, check, qemu_io, read_image, start  # noqa: F401
@@ -262,7 +261,7 @@ def one_error_per_stop(events):
 
 
 def test_verbs_in_every_state_match_qemu(workdir, chain, start):
-    # More data in mid: the speed-limited commit then runs for minutes.
+    # More data in mid: the speed-limited commit has most of a minute of work.
     qemu_io(chain["mid"], f"write -P 0x5a {16 * MiB} {40 * MiB}")
     whole_chain = read_image(chain["top"])
     logs, events = {}, {}
@@ -277,7 +276,8 @@ def test_verbs_in_every_state_match_qemu(workdir, chain, start):
         d.quit()
         s.check_refusals()
         check(paths["base"])
-        assert read_image(paths["base"]) == whole_chain, kind
+        same = read_image(paths["base"]) == whole_chain
+        assert same, f"{kind}: the base does not read as the chain did"
     compare(logs, events)
 
 
