@@ -165,6 +165,62 @@ TEST_F(BlockJobTest, CancelCutsARateLimitSleepShort) {
   EXPECT_EQ(job->progress_current(), 1000u);
 }
 
+// The same with `workers` coroutines copying at once, as the copy engine's
+// workers each wait on the limit (co_throttle) before their chunk.
+class ParallelPacedJob : public BlockJob {
+ public:
+  ParallelPacedJob(Engine& e, JobOptions o, int workers, uint64_t chunk)
+      : BlockJob(e, std::move(o)), workers_(workers), chunk_(chunk), group_(e.loop()) {}
+  std::string_view type() const override { return "commit"; }
+  Task<Result<void>> co_run() override {
+    progress_set_remaining(workers_ * kChunksEach * chunk_);
+    for (int i = 0; i < workers_; i++) group_.spawn(co_worker());
+    co_await group_.co_join();
+    co_return Result<void>{};
+  }
+  static constexpr int kChunksEach = 3;
+
+ private:
+  Task<void> co_worker() {
+    for (int i = 0; i < kChunksEach && !is_cancelled(); i++) {
+      co_await co_throttle(chunk_);
+      if (!is_cancelled()) progress_update(chunk_);
+    }
+  }
+  int workers_;
+  uint64_t chunk_;
+  TaskGroup group_;
+};
+
+TEST_F(BlockJobTest, RateLimitWithSeveralWaitersFinishes) {
+  uint64_t fake_now = 1'000'000'000;
+  auto job = std::make_shared<ParallelPacedJob>(engine_, JobOptions{.id = "p"}, 4, 1000);
+  job->set_rate_clock([&] { return fake_now; });
+  ASSERT_TRUE(engine_.jobs().add(job).ok());
+  ASSERT_TRUE(job->set_speed(1000).ok());
+  job->start();
+  run_until([&] { return job->progress_current() == 1000; });
+  settle();
+  EXPECT_EQ(job->progress_current(), 1000u);  // the other workers wait
+  ASSERT_TRUE(job->set_speed(0).ok());
+  wait_status(*job, JobStatus::kNull);
+  EXPECT_EQ(job->progress_current(), 12000u);
+}
+
+TEST_F(BlockJobTest, CancelEndsAJobWithSeveralRateLimitWaiters) {
+  uint64_t fake_now = 1'000'000'000;
+  auto job = std::make_shared<ParallelPacedJob>(engine_, JobOptions{.id = "p"}, 4, 1000);
+  job->set_rate_clock([&] { return fake_now; });
+  ASSERT_TRUE(engine_.jobs().add(job).ok());
+  ASSERT_TRUE(job->set_speed(1000).ok());
+  job->start();
+  run_until([&] { return job->progress_current() == 1000; });
+  settle();
+  ASSERT_TRUE(run(job->co_user_cancel(true)).ok());
+  wait_status(*job, JobStatus::kNull);
+  EXPECT_EQ(job->progress_current(), 1000u);
+}
+
 TEST_F(BlockJobTest, HeldNodesBlockOtherUsersUntilDismissed) {
   auto node = run(engine_.graph().co_add(
       nlohmann::json{{"driver", "null-co"}, {"node-name", "n"}, {"size", 65536}}));
