@@ -142,7 +142,8 @@ json block_device_info(const Node& node, const AllocatedSizes& sizes, bool flat,
       {"iops_wr", 0},
       {"image", image_info(node, sizes, !flat)},
       {"cache", {{"writeback", true}, {"direct", f.cache_direct}, {"no-flush", f.cache_no_flush}}},
-      {"write_threshold", 0}};
+      // An int in QEMU's schema: a threshold of 2^63 or more reads negative there too.
+      {"write_threshold", static_cast<int64_t>(node.write_threshold())}};
   if (const Node* b = backing_node(node)) info["backing_file"] = b->driver().filename();
   json extension = node.driver().block_info_extension();
   if (extension.is_object()) info.update(extension);

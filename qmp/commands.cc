@@ -5,6 +5,7 @@
 #include "qmp/commands_bitmap.h"
 #include "qmp/commands_job.h"
 #include "qmp/commands_nbd.h"
+#include "qmp/commands_write_threshold.h"
 #include "qmp/context.h"
 #include "qmp/dispatcher.h"
 #include "qmp/objects.h"
@@ -69,6 +70,7 @@ void register_all_commands(QmpContext& ctx) {
   register_nbd_commands(ctx);
   register_job_commands(ctx);
   register_block_job_commands(ctx);
+  register_write_threshold_commands(ctx);
 }
 
 }  // namespace strata::qmp

@@ -164,9 +164,11 @@ Result<void> Schema::check(const TypeInfo& t, json& value, const std::string& pa
                            const std::string& leaf) const {
   switch (t.meta) {
     case MetaType::kBuiltin:
-      if (!builtin_matches(t.json_type, value))
-        return invalid_parameter_type(path, expected_name(t));
-      return {};
+      if (builtin_matches(t.json_type, value)) return {};
+      // QEMU's unsigned visitor (under every uintN) words it differently.
+      if (t.name.starts_with("uint"))
+        return Error{EINVAL, "Parameter '" + path + "' expects uint64"};
+      return invalid_parameter_type(path, expected_name(t));
     case MetaType::kEnum: {
       if (!value.is_string()) return invalid_parameter_type(path, "string");
       const auto& s = value.get_ref<const std::string&>();

@@ -11,7 +11,6 @@
 
 #include <list>
 #include <map>
-#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -21,6 +20,7 @@
 #include "block/core/credentials.h"
 #include "block/core/driver_registry.h"
 #include "block/core/node.h"
+#include "block/core/write_threshold.h"
 
 namespace strata {
 
@@ -88,6 +88,8 @@ class Graph {
   DriverRegistry& drivers() { return drivers_; }
   // TLS credentials by object id, for drivers that connect (nbd).
   CredentialStore& credentials() { return credentials_; }
+  // Told when a node's write threshold is passed (Node::write_threshold).
+  WriteThresholdListeners& write_threshold_listeners() { return write_threshold_listeners_; }
 
   // blockdev-add. A top-level node needs a node-name unless `implicit`.
   Task<Result<Node*>> co_add(nlohmann::json options, bool implicit = false);
@@ -199,6 +201,7 @@ class Graph {
   Engine& engine_;
   DriverRegistry drivers_;
   CredentialStore credentials_;
+  WriteThresholdListeners write_threshold_listeners_;
   std::map<std::string, std::unique_ptr<Node>, std::less<>> nodes_;
   std::vector<Node*> order_;  // creation order
   std::list<std::unique_ptr<Child>> roots_;

@@ -1,13 +1,15 @@
 // The I/O dispatcher: the one place that checks requests, aligns them for
 // the driver (read-modify-write), splits them, serializes overlaps that need
-// it, emulates FUA and write-zeroes, marks dirty bitmaps and keeps
-// statistics.
+// it, emulates FUA and write-zeroes, checks write thresholds, marks dirty
+// bitmaps and keeps statistics.
 #include <algorithm>
 #include <cstring>
 
 #include "base/loop.h"
 #include "block/bitmap/dirty_bitmap.h"
+#include "block/core/graph.h"
 #include "block/core/node.h"
+#include "strata/engine.h"
 
 namespace strata {
 
@@ -280,12 +282,45 @@ Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t
   bool serialise = unaligned || lim.serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
   if (scope.entry().must_wait()) co_await scope.entry().co_wait();
+  check_write_threshold(start, end - start);  // QEMU checks the padded request
   if (unaligned) co_return co_await co_write_rmw(offset, iov, flags);
   co_return co_await co_write_aligned(offset, iov, flags);
 }
 
 void Node::mark_written(uint64_t offset, uint64_t bytes) {
   if (bitmaps_) bitmaps_->mark(offset, bytes);
+}
+
+void Node::check_write_threshold(uint64_t offset, uint64_t bytes) {
+  if (write_threshold_ == 0) return;
+  auto event = write_threshold_exceeded(name_, write_threshold_, offset, bytes);
+  if (!event) return;
+  write_threshold_ = 0;  // one shot: the user arms it again
+  engine_.graph().write_threshold_listeners().notify(*event);
+}
+
+// An unaligned write-zeroes is checked as QEMU writes it: one padded write
+// when it covers one or two blocks, else the head block, the aligned middle
+// and the tail block in turn (the first piece that passes the threshold
+// decides amount-exceeded).
+void Node::check_zeroes_threshold(uint64_t offset, uint64_t bytes) {
+  uint64_t align = limits().request_alignment;
+  uint64_t start = align_down(offset, align);
+  uint64_t end = align_up(offset + bytes, align);
+  bool head = start != offset;
+  bool tail = end != offset + bytes;
+  uint64_t merged = (end - start > align && head && tail) ? 2 * align : align;
+  if (!head && !tail) {
+    check_write_threshold(offset, bytes);
+  } else if (end - start == merged) {
+    check_write_threshold(start, merged);
+  } else {
+    uint64_t mid_start = head ? start + align : start;
+    uint64_t mid_end = align_down(offset + bytes, align);
+    if (head) check_write_threshold(start, align);
+    if (mid_end > mid_start) check_write_threshold(mid_start, mid_end - mid_start);
+    if (tail) check_write_threshold(end - align, align);
+  }
 }
 
 Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
@@ -297,6 +332,10 @@ Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t 
   }
   if (iov.size() == 0) co_return Result<void>{};
   if (flags_.detect_zeroes != DetectZeroes::kOff && iov.is_zero()) {
+    // QEMU checks the padded write before it finds the zeroes.
+    uint64_t align = limits().request_alignment;
+    uint64_t start = align_down(offset, align);
+    check_write_threshold(start, align_up(offset + iov.size(), align) - start);
     uint32_t zflags = flags & kReqFua;
     if (flags_.detect_zeroes == DetectZeroes::kUnmap) zflags |= kReqMayUnmap;
     co_return co_await co_pwrite_zeroes(offset, iov.size(), zflags, nullptr);
@@ -405,6 +444,7 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
       start != offset || end != offset + bytes || limits().serialize_overlapping_writes;
   RequestScope scope(*this, start, end - start, serialise);
   if (scope.entry().must_wait()) co_await scope.entry().co_wait();
+  check_zeroes_threshold(offset, bytes);
   uint64_t t0 = Loop::now_ns();
   auto r = co_await co_do_zeroes(offset, bytes, flags);
   uint64_t t1 = Loop::now_ns();
@@ -434,6 +474,7 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
   uint64_t end = align_down(offset + bytes, lim.discard_alignment);
   RequestScope scope(*this, offset, bytes, lim.serialize_overlapping_writes);
   if (scope.entry().must_wait()) co_await scope.entry().co_wait();
+  check_write_threshold(offset, bytes);  // the whole discard, as QEMU
   uint64_t t0 = Loop::now_ns();
   Result<void> r;
   uint64_t chunk = lim.max_discard

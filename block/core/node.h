@@ -208,6 +208,12 @@ class Node {
   BitmapSet& bitmaps();
   BitmapSet* bitmaps_if_any() const { return bitmaps_.get(); }
 
+  // The write threshold (block/core/write_threshold.h; 0: none). The
+  // dispatcher disarms it when a request passes it and tells the graph's
+  // listeners.
+  uint64_t write_threshold() const { return write_threshold_; }
+  void set_write_threshold(uint64_t bytes) { write_threshold_ = bytes; }
+
   // Drain of this node alone (Graph::co_drain drains a node with its
   // parents, a subtree or everything): quiesce() makes requests from root
   // users wait (those that opt out excepted) and tells root owners;
@@ -253,6 +259,9 @@ class Node {
   // After a successful write, write-zeroes or discard: marks the dirty
   // bitmaps.
   void mark_written(uint64_t offset, uint64_t bytes);
+  // Before a write, write-zeroes or discard runs: the write threshold.
+  void check_write_threshold(uint64_t offset, uint64_t bytes);
+  void check_zeroes_threshold(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_read_aligned(uint64_t offset, const IoVec& iov, uint32_t flags);
   // Copy-on-read (kReqCopyOnRead), in io.cc.
   Task<Result<void>> co_copy_on_read(uint64_t offset, const IoVec& iov, uint32_t flags);
@@ -294,6 +303,7 @@ class Node {
   CoQueue unquiesced_;
   CoQueue idle_;
   std::unique_ptr<BitmapSet> bitmaps_;
+  uint64_t write_threshold_ = 0;
 };
 
 }  // namespace strata

@@ -15,9 +15,9 @@ class SchemaTest : public ::testing::Test {
     s.add_enum("Kind", {"a", "b"});
     s.add_object("Union", {{"kind", "Kind"}, {"common", "str", true}}, "kind", {{"a", "Branch-a"}});
     s.add_alternate("Ref", {"Inner", "str"});
-    args = {{"device", "str", true},   {"size", "int"},      {"mode", "Mode", true, "safe"},
-            {"list", "[Inner]", true}, {"ref", "Ref", true}, {"u", "Union", true},
-            {"flag", "bool", true}};
+    args = {{"device", "str", true},   {"size", "int"},          {"mode", "Mode", true, "safe"},
+            {"list", "[Inner]", true}, {"ref", "Ref", true},     {"u", "Union", true},
+            {"flag", "bool", true},    {"count", "uint64", true}};
   }
   std::string error(json v) {
     auto r = s.validate_members(args, v);
@@ -53,6 +53,10 @@ TEST_F(SchemaTest, QemuMessages) {
   EXPECT_EQ(error({{"size", 1}, {"ref", 5}}), "Invalid parameter type for 'ref', expected: Ref");
   EXPECT_EQ(error({{"size", 1}, {"ref", {{"name", 1}}}}),
             "Invalid parameter type for 'ref.name', expected: string");
+  // Unsigned integers: QEMU's own wording; negative values are accepted.
+  EXPECT_EQ(error({{"size", 1}, {"count", "5"}}), "Parameter 'count' expects uint64");
+  EXPECT_EQ(error({{"size", 1}, {"count", 1.5}}), "Parameter 'count' expects uint64");
+  EXPECT_EQ(error({{"size", 1}, {"count", -1}}), "");
 }
 
 TEST_F(SchemaTest, FlatUnions) {
