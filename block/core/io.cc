@@ -99,7 +99,7 @@ Task<Result<void>> Node::co_read_aligned(uint64_t offset, const IoVec& iov, uint
 
 Task<Result<void>> Node::co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags,
                                    const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, iov.size(), caller, false); !r) {
     stats_.invalid_rd_operations++;
     co_return r;
@@ -187,7 +187,7 @@ Task<Result<void>> Node::co_write_unchanged(uint64_t pos, const IoVec& data) {
 
 Task<Result<void>> Node::co_splice_read(uint64_t offset, uint64_t bytes, Pipe& pipe,
                                         const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, bytes, caller, false); !r) {
     stats_.invalid_rd_operations++;
     co_return r;
@@ -325,7 +325,7 @@ void Node::check_zeroes_threshold(uint64_t offset, uint64_t bytes) {
 
 Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags,
                                     const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, iov.size(), caller, true); !r) {
     stats_.invalid_wr_operations++;
     co_return r;
@@ -430,7 +430,7 @@ Task<Result<void>> Node::co_do_zeroes(uint64_t offset, uint64_t bytes, uint32_t 
 
 Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags,
                                           const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, bytes, caller, true); !r) {
     stats_.invalid_wr_operations++;
     co_return r;
@@ -462,7 +462,7 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
 }
 
 Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (auto r = check_request(offset, bytes, caller, true); !r) {
     stats_.invalid_unmap_operations++;
     co_return r;
@@ -498,7 +498,7 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
 }
 
 Task<Result<void>> Node::co_flush(const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   RequestScope scope(*this, 0, 0, false);
   uint64_t t0 = Loop::now_ns();
   Result<void> r;
@@ -554,7 +554,7 @@ Task<Result<BlockStatus>> Node::co_resolve_status(uint64_t offset, uint64_t byte
 
 Task<Result<BlockStatus>> Node::co_block_status(uint64_t offset, uint64_t bytes,
                                                 const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   uint64_t total = size();
   if (offset > total) co_return Error{EINVAL, "block status offset past the end"};
   if (offset == total || bytes == 0) {
@@ -571,7 +571,7 @@ Task<Result<BlockStatus>> Node::co_block_status(uint64_t offset, uint64_t bytes,
 
 Task<Result<void>> Node::co_truncate(uint64_t new_size, bool exact, Preallocation prealloc,
                                      const Child* caller) {
-  if (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
+  while (must_wait_unquiesced(caller)) co_await co_wait_unquiesced(caller);
   if (read_only()) co_return Error{EPERM, "Block node '" + name_ + "' is read-only"};
   if (caller && !(caller->perm() & kPermResize)) {
     co_return Error{EPERM, "Permission denied: '" + caller->user() + "' has not taken resize on '" +

@@ -252,6 +252,8 @@ class Node {
   bool must_wait_unquiesced(const Child* caller) const {
     return quiesce_ > 0 && caller && caller->is_root() && caller->waits_while_drained();
   }
+  // One wait for the end of a drain (or for an edge moved away): callers
+  // loop on must_wait_unquiesced().
   Task<void> co_wait_unquiesced(const Child* caller);
   Result<void> check_request(uint64_t offset, uint64_t bytes, const Child* caller,
                              bool write) const;
