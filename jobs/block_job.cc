@@ -31,11 +31,19 @@ void BlockJob::set_error_policies(OnError on_source_error, OnError on_target_err
 
 Result<Child*> BlockJob::add_node(Node& node, std::string role, uint64_t perm, uint64_t shared,
                                   uint32_t allowed_ops) {
+  return hold(node, std::move(role), perm, shared, allowed_ops, nodes_.empty());
+}
+
+Result<Child*> BlockJob::add_backend_node(Node& node, std::string role, uint64_t perm,
+                                          uint64_t shared) {
+  return hold(node, std::move(role), perm, shared, 0, true);
+}
+
+Result<Child*> BlockJob::hold(Node& node, std::string role, uint64_t perm, uint64_t shared,
+                              uint32_t allowed_ops, bool backend) {
   std::string user = std::string(type()) + " job '" + id() + "'";
-  Graph::RootOptions options{.backend = nodes_.empty(),
-                             .owner = this,
-                             .waits_while_drained = false,
-                             .stays_at_node = true};
+  Graph::RootOptions options{
+      .backend = backend, .owner = this, .waits_while_drained = false, .stays_at_node = true};
   STRATA_TRY_ASSIGN(Child * edge, engine().graph().attach_root(node, user, perm, shared, options));
   uint64_t blocker =
       node.block_ops("block device is in use by block job: " + std::string(type()), allowed_ops);

@@ -72,6 +72,10 @@ class BlockJob : public Job, public EdgeOwner {
   // use by block job: <type>") except those in `allowed_ops`.
   Result<Child*> add_node(Node& node, std::string role, uint64_t perm, uint64_t shared,
                           uint32_t allowed_ops = 0);
+  // The same for a node the job does I/O on through a backend of its own
+  // (QEMU's BlockBackends on a mirror's target, a commit's base and top):
+  // blockdev-del of it fails with "Node x is in use", as a device's node.
+  Result<Child*> add_backend_node(Node& node, std::string role, uint64_t perm, uint64_t shared);
   // Releases one node before the job ends (a filter removed at completion).
   Task<void> co_remove_node(Child* edge);
 
@@ -118,6 +122,8 @@ class BlockJob : public Job, public EdgeOwner {
 
  private:
   ErrorAction decide(OnError policy, int code) const;
+  Result<Child*> hold(Node& node, std::string role, uint64_t perm, uint64_t shared,
+                      uint32_t allowed_ops, bool backend);
 
   uint64_t speed_ = 0;
   RateLimiter limiter_;

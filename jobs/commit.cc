@@ -130,9 +130,9 @@ Result<void> CommitJob::hold_nodes() {
   chain_frozen_ = true;
   uint64_t base_perm = kPermConsistentRead | kPermWrite;
   if (params_.base->size() < params_.top->size()) base_perm |= kPermResize;
-  STRATA_TRY_ASSIGN(base_edge_, add_node(*params_.base, "base", base_perm,
-                                         kPermConsistentRead | kPermWriteUnchanged));
-  STRATA_TRY_ASSIGN(top_edge_, add_node(*params_.top, "top", 0, kPermAll));
+  STRATA_TRY_ASSIGN(base_edge_, add_backend_node(*params_.base, "base", base_perm,
+                                                 kPermConsistentRead | kPermWriteUnchanged));
+  STRATA_TRY_ASSIGN(top_edge_, add_backend_node(*params_.top, "top", 0, kPermAll));
   return {};
 }
 

@@ -95,7 +95,8 @@ Result<void> MirrorJob::hold_nodes() {
   }
   STRATA_TRY(add_node(*filter_, "main node", kPermConsistentRead,
                       kPermConsistentRead | kPermWriteUnchanged | kPermWrite));
-  STRATA_TRY_ASSIGN(target_edge_, add_node(*params_.target, "target", target_perm, target_shared));
+  STRATA_TRY_ASSIGN(target_edge_,
+                    add_backend_node(*params_.target, "target", target_perm, target_shared));
   STRATA_TRY(add_node(*params_.source, "source", 0,
                       kPermWriteUnchanged | kPermWrite | kPermConsistentRead));
   if (!params_.commit) return {};

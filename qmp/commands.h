@@ -24,5 +24,6 @@ void register_snapshot_commands(CommandRegistry& registry);
 void register_image_commands(CommandRegistry& registry);
 // block-commit and block-stream (qmp/commands_block_jobs.cc).
 void register_block_job_commands(QmpContext& ctx);
+void register_mirror_commands(QmpContext& ctx);
 
 }  // namespace strata::qmp
