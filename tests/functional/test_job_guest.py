@@ -171,3 +171,41 @@ def test_active_commit_under_a_guest_that_never_pauses(workdir, chain, start):
     d.quit()
     check(paths["base"])
     assert read_image(paths["base"]) == guest.model
+
+
+def test_write_blocking_mirror_under_a_guest_that_never_pauses(workdir, chain, start):
+    """blockdev-mirror with copy-mode write-blocking on both daemons, under
+    the same never-pausing guest: ready, pivot with writes in flight, every
+    write completes, the target alone reads as the guest's model; the job
+    events are QEMU's."""
+    initial = read_image(chain["top"])
+    events = {}
+    for kind in KINDS:
+        d, paths = start(kind)
+        tpath = os.path.join(os.path.dirname(paths["top"]), "tgt.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", tpath, str(len(initial))])
+        d.ok("blockdev-add", driver="file", **{"node-name": "tgt-file"}, filename=tpath)
+        d.ok("blockdev-add", driver="qcow2", **{"node-name": "tgt"}, file="tgt-file")
+        sock = os.path.join(str(workdir), kind, "nbd.sock")
+        d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+        d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
+        guest = BusyGuest(sock, bytearray(initial), seed=13)
+        guest.thread.start()
+        time.sleep(0.2)
+        d.ok("blockdev-mirror", **{"job-id": "w", "device": "top", "target": "tgt",
+                                   "sync": "full", "copy-mode": "write-blocking"})
+        d.wait_event("BLOCK_JOB_READY", "w", timeout=120)
+        d.ok("job-complete", id="w")
+        d.wait_event("JOB_STATUS_CHANGE", "w", "null", timeout=120)
+        time.sleep(0.2)  # the guest goes on, now on the target
+        guest.stop()
+        assert guest.writes > 100
+        seen = b"".join(guest.h.pread(4 * MiB, off)
+                        for off in range(0, len(guest.model), 4 * MiB))
+        assert seen == bytes(guest.model)
+        guest.h.shutdown()
+        events[kind] = d.job_events("w")
+        d.quit()
+        check(tpath)
+        assert read_image(tpath) == guest.model
+    assert events["strata"] == events["qsd"]
