@@ -81,23 +81,27 @@ constexpr uint64_t kMs = 1'000'000;
 }  // namespace
 
 Task<void> BlockJob::co_rate_limit(uint64_t bytes) {
-  for (;;) {
-    if (is_cancelled()) co_return;
-    uint64_t delay = limiter_.delay_ns(bytes);
-    if (delay == 0) break;
-    co_await co_sleep_ns(delay);  // speed may change meanwhile: ask again
-  }
-  limiter_.account(bytes);
+  co_await co_wait_rate(bytes, false);
 }
 
-// A plain timer, not the job's sleep (which only the run coroutine may
-// take), in slices so that a new speed or a cancel takes effect within one.
 Task<void> BlockJob::co_throttle(uint64_t bytes) {
+  co_await co_wait_rate(bytes, true);
+}
+
+// The run coroutine sleeps the job's sleep (the job is idle meanwhile, and
+// set-speed, pause and cancel wake it). Copy workers, several at once,
+// sleep a plain timer instead, in slices so that a new speed or a cancel
+// takes effect within one. Either way the limit is asked again after.
+Task<void> BlockJob::co_wait_rate(uint64_t bytes, bool worker) {
   for (;;) {
     if (is_cancelled()) co_return;
     uint64_t delay = limiter_.delay_ns(bytes);
     if (delay == 0) break;
-    co_await engine().loop().co_sleep(std::max<uint64_t>(1, std::min(delay, kRateSliceNs) / kMs));
+    if (worker) {
+      co_await engine().loop().co_sleep(std::max<uint64_t>(1, std::min(delay, kRateSliceNs) / kMs));
+    } else {
+      co_await co_sleep_ns(delay);
+    }
   }
   limiter_.account(bytes);
 }

@@ -122,6 +122,7 @@ class BlockJob : public Job, public EdgeOwner {
 
  private:
   ErrorAction decide(OnError policy, int code) const;
+  Task<void> co_wait_rate(uint64_t bytes, bool worker);
   Result<Child*> hold(Node& node, std::string role, uint64_t perm, uint64_t shared,
                       uint32_t allowed_ops, bool backend);
 

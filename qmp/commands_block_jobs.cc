@@ -8,30 +8,11 @@
 #include "qmp/block_lookup.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
+#include "qmp/job_args.h"
 
 namespace strata::qmp {
 
 namespace {
-
-// job-id, auto-finalize, auto-dismiss. Without a job-id a job is named after
-// its device, as QEMU does; qemu-storage-daemon has no device names, so the
-// node name serves.
-JobOptions job_options(const json& args, const std::string& device) {
-  JobOptions o;
-  if (args.contains("job-id")) {
-    o.id = args["job-id"].get<std::string>();
-  } else {
-    o.id = device;
-  }
-  o.auto_finalize = args.value("auto-finalize", true);
-  o.auto_dismiss = args.value("auto-dismiss", true);
-  return o;
-}
-
-OnError on_error_of(const json& args, const char* key) {
-  if (!args.contains(key)) return OnError::kReport;
-  return parse_on_error(args[key].get<std::string>()).value_or(OnError::kReport);
-}
 
 Result<Node*> commit_top(const Graph& graph, Node& bs, const json& args) {
   if (args.contains("top-node") && args.contains("top")) {

@@ -9,6 +9,7 @@
 #include "qmp/block_lookup.h"
 #include "qmp/commands.h"
 #include "qmp/context.h"
+#include "qmp/job_args.h"
 
 namespace strata::qmp {
 
@@ -16,11 +17,6 @@ namespace {
 
 constexpr uint64_t kMinGranularity = 512;
 constexpr uint64_t kMaxGranularity = 64 << 20;
-
-OnError on_error_of(const json& args, const char* key) {
-  if (!args.contains(key)) return OnError::kReport;
-  return parse_on_error(args[key].get<std::string>()).value_or(OnError::kReport);
-}
 
 Result<uint64_t> granularity_of(const json& args) {
   uint64_t g = args.value("granularity", uint64_t{0});
@@ -85,9 +81,7 @@ Task<Result<json>> co_blockdev_mirror(QmpContext& ctx, json args) {
                     "Cannot mirror to a filter on top of a node in the source's backing chain"};
   }
   MirrorParams p;
-  p.job.id = args.value("job-id", device);
-  p.job.auto_finalize = args.value("auto-finalize", true);
-  p.job.auto_dismiss = args.value("auto-dismiss", true);
+  p.job = job_options(args, device);
   p.source = bs;
   p.target = target;
   p.sync = *sync;

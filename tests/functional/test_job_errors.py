@@ -84,11 +84,16 @@ def setup(workdir):
         server.stop()
 
 
-def shape(events):
+def runs_again(e):
+    return e == ("JOB_STATUS_CHANGE", "running")
+
+
+def shape(events, is_running=runs_again):
     """The job's events with the BLOCK_JOB_ERRORs of one episode (until the
-    job runs again) reduced to the first: how many chunks fail before the
-    job stops depends on how many were in flight (QEMU's commit and stream
-    copy one chunk at a time, Strata's copy engine several)."""
+    job runs again: `is_running`) reduced to the first: how many chunks
+    fail before the job stops depends on how many were in flight (QEMU's
+    commit and stream copy one chunk at a time, Strata's copy engine
+    several)."""
     out = []
     stopped = False
     for e in events:
@@ -96,7 +101,7 @@ def shape(events):
             if stopped:
                 continue
             stopped = True
-        elif e == ("JOB_STATUS_CHANGE", "running"):
+        elif is_running(e):
             stopped = False
         out.append(e)
     return out

@@ -39,7 +39,7 @@ which the finalized commit then copies in full)."""
 import time
 
 from job_util import KINDS, MiB, chain, check, qemu_io, read_image, start  # noqa: F401
-from test_job_errors import setup  # noqa: F401
+from test_job_errors import setup, shape  # noqa: F401
 
 SPEED = 64 * 1024
 
@@ -243,21 +243,8 @@ def compare(logs, events):
 
 
 def one_error_per_stop(events):
-    """The events with the BLOCK_JOB_ERRORs of one episode (until the job
-    runs again) reduced to the first: how many chunks fail before the job
-    stops depends on how many were in flight (QEMU's commit copies one
-    chunk at a time, Strata's copy engine several)."""
-    out = []
-    stopped = False
-    for e in events:
-        if e[0] == "BLOCK_JOB_ERROR":
-            if stopped:
-                continue
-            stopped = True
-        elif e[0] == "JOB_STATUS_CHANGE" and e[1]["status"] == "running":
-            stopped = False
-        out.append(e)
-    return out
+    """test_job_errors.shape on this test's events (status in a dict)."""
+    return shape(events, lambda e: e[0] == "JOB_STATUS_CHANGE" and e[1]["status"] == "running")
 
 
 def test_verbs_in_every_state_match_qemu(workdir, chain, start):

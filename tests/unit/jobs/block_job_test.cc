@@ -21,6 +21,17 @@ class BlockJobTest : public JobTest {
     job->start();
     return job;
   }
+  // Starts `job` under `speed` on a rate clock that stands still, and runs
+  // the loop until `first` bytes are done (what the first second allows).
+  template <typename J>
+  void start_paced(const std::shared_ptr<J>& job, uint64_t speed, uint64_t first) {
+    job->set_rate_clock([] { return uint64_t{1'000'000'000}; });
+    ASSERT_TRUE(engine_.jobs().add(job).ok());
+    ASSERT_TRUE(job->set_speed(speed).ok());
+    job->start();
+    run_until([&] { return job->progress_current() == first; });
+    settle();
+  }
 };
 
 TEST_F(BlockJobTest, ReportFailsTheJob) {
@@ -134,15 +145,9 @@ class PacedJob : public BlockJob {
 };
 
 TEST_F(BlockJobTest, RateLimitedJobSleepsAndCancelWakesIt) {
-  uint64_t fake_now = 1'000'000'000;
   auto job = std::make_shared<PacedJob>(engine_, JobOptions{.id = "p"}, 10, 1000);
-  job->set_rate_clock([&] { return fake_now; });
-  ASSERT_TRUE(engine_.jobs().add(job).ok());
-  ASSERT_TRUE(job->set_speed(2000).ok());
-  job->start();
   // Two chunks fit in the first second; the third waits for the clock.
-  run_until([&] { return job->progress_current() == 2000; });
-  settle();
+  start_paced(job, 2000, 2000);
   EXPECT_EQ(job->progress_current(), 2000u);
   EXPECT_FALSE(job->busy());
   // Raising the limit to unlimited wakes the sleep.
@@ -152,14 +157,8 @@ TEST_F(BlockJobTest, RateLimitedJobSleepsAndCancelWakesIt) {
 }
 
 TEST_F(BlockJobTest, CancelCutsARateLimitSleepShort) {
-  uint64_t fake_now = 1'000'000'000;
   auto job = std::make_shared<PacedJob>(engine_, JobOptions{.id = "p"}, 10, 1000);
-  job->set_rate_clock([&] { return fake_now; });
-  ASSERT_TRUE(engine_.jobs().add(job).ok());
-  ASSERT_TRUE(job->set_speed(1000).ok());
-  job->start();
-  run_until([&] { return job->progress_current() == 1000; });
-  settle();
+  start_paced(job, 1000, 1000);
   ASSERT_TRUE(run(job->co_user_cancel(true)).ok());
   wait_status(*job, JobStatus::kNull);
   EXPECT_EQ(job->progress_current(), 1000u);
@@ -193,14 +192,8 @@ class ParallelPacedJob : public BlockJob {
 };
 
 TEST_F(BlockJobTest, RateLimitWithSeveralWaitersFinishes) {
-  uint64_t fake_now = 1'000'000'000;
   auto job = std::make_shared<ParallelPacedJob>(engine_, JobOptions{.id = "p"}, 4, 1000);
-  job->set_rate_clock([&] { return fake_now; });
-  ASSERT_TRUE(engine_.jobs().add(job).ok());
-  ASSERT_TRUE(job->set_speed(1000).ok());
-  job->start();
-  run_until([&] { return job->progress_current() == 1000; });
-  settle();
+  start_paced(job, 1000, 1000);
   EXPECT_EQ(job->progress_current(), 1000u);  // the other workers wait
   ASSERT_TRUE(job->set_speed(0).ok());
   wait_status(*job, JobStatus::kNull);
@@ -208,14 +201,8 @@ TEST_F(BlockJobTest, RateLimitWithSeveralWaitersFinishes) {
 }
 
 TEST_F(BlockJobTest, CancelEndsAJobWithSeveralRateLimitWaiters) {
-  uint64_t fake_now = 1'000'000'000;
   auto job = std::make_shared<ParallelPacedJob>(engine_, JobOptions{.id = "p"}, 4, 1000);
-  job->set_rate_clock([&] { return fake_now; });
-  ASSERT_TRUE(engine_.jobs().add(job).ok());
-  ASSERT_TRUE(job->set_speed(1000).ok());
-  job->start();
-  run_until([&] { return job->progress_current() == 1000; });
-  settle();
+  start_paced(job, 1000, 1000);
   ASSERT_TRUE(run(job->co_user_cancel(true)).ok());
   wait_status(*job, JobStatus::kNull);
   EXPECT_EQ(job->progress_current(), 1000u);

@@ -68,6 +68,19 @@ class CopyEngineTest : public ::testing::Test {
     return engine_.run(engine.co_run(work));
   }
 
+  // A copier from a source whose reads at `offset` always fail (EIO) to a
+  // memory target.
+  BlockCopier copier_reading_fault_at(uint64_t offset) {
+    add({{"driver", "mem-src"}, {"node-name", "s0"}});
+    Node* faulty = add({{"driver", "fault"},
+                        {"node-name", "s"},
+                        {"file", "s0"},
+                        {"rules", {{{"event", "read"}, {"offset", offset}, {"length", 1}}}}});
+    Child* s = edge(faulty, false);
+    Child* t = edge(add({{"driver", "mem-dst"}, {"node-name", "t"}}), true);
+    return BlockCopier(*s, *t, {.max_chunk = 65536}, nullptr);
+  }
+
   Engine engine_;
   MemState src_, dst_;
   LayerState layer_;
@@ -156,14 +169,7 @@ TEST_F(CopyEngineTest, AFailedChunkIsRetriedOnALaterPassWhenTheListenerCarriesOn
 }
 
 TEST_F(CopyEngineTest, AnErrorTheListenerDoesNotAcceptStopsTheCopyWithItsRangeStillMarked) {
-  add({{"driver", "mem-src"}, {"node-name", "s0"}});
-  Node* faulty = add({{"driver", "fault"},
-                      {"node-name", "s"},
-                      {"file", "s0"},
-                      {"rules", {{{"event", "read"}, {"offset", 65536}, {"length", 1}}}}});
-  Child* s = edge(faulty, false);
-  Child* t = edge(add({{"driver", "mem-dst"}, {"node-name", "t"}}), true);
-  BlockCopier copier(*s, *t, {.max_chunk = 65536}, nullptr);
+  BlockCopier copier = copier_reading_fault_at(65536);
   HBitmap work(kSize, 16);
   work.set(0, 8 * 65536);
   auto r = run(copier, work, {.max_chunk = 65536, .max_workers = 1});
@@ -176,14 +182,7 @@ TEST_F(CopyEngineTest, AnErrorTheListenerDoesNotAcceptStopsTheCopyWithItsRangeSt
 }
 
 TEST_F(CopyEngineTest, AChunkTheListenerSkipsIsDroppedAndCountedAsDone) {
-  add({{"driver", "mem-src"}, {"node-name", "s0"}});
-  Node* faulty = add({{"driver", "fault"},
-                      {"node-name", "s"},
-                      {"file", "s0"},
-                      {"rules", {{{"event", "read"}, {"offset", 65536}, {"length", 1}}}}});
-  Child* s = edge(faulty, false);
-  Child* t = edge(add({{"driver", "mem-dst"}, {"node-name", "t"}}), true);
-  BlockCopier copier(*s, *t, {.max_chunk = 65536}, nullptr);
+  BlockCopier copier = copier_reading_fault_at(65536);
   HBitmap work(kSize, 16);
   work.set(0, 4 * 65536);
   listener_.skip = true;
