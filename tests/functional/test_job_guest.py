@@ -65,7 +65,8 @@ def test_job_with_a_guest_writing(workdir, chain, start, job_args, chain_after):
     ("block-commit", {"job-id": "k", "device": "top", "top-node": "mid",
                       "base-node": "base", "speed": 4 * MiB}),
     ("block-stream", {"job-id": "k", "device": "top", "speed": 4 * MiB}),
-], ids=["commit", "stream"])
+    ("block-commit", {"job-id": "k", "device": "top", "speed": 4 * MiB}),
+], ids=["commit", "stream", "active-commit"])
 def test_kill_during_a_job_leaves_readable_images(workdir, chain, start, job_args):
     before = read_image(chain["top"])
     d, paths = start("strata")
