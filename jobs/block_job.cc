@@ -24,6 +24,15 @@ Result<void> BlockJob::set_speed(int64_t speed) {
   return {};
 }
 
+Result<void> BlockJob::change(const BlockJobChange& change) {
+  if (change.type != type()) {
+    return Error{EINVAL, "Job '" + id() + "' is '" + std::string(type()) + "' job, not '" +
+                             change.type + "'"};
+  }
+  STRATA_TRY(check_verb(JobVerb::kChange));
+  return on_change(change);
+}
+
 void BlockJob::set_error_policies(OnError on_source_error, OnError on_target_error) {
   on_source_error_ = on_source_error;
   on_target_error_ = on_target_error;

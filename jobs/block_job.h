@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,13 @@ namespace strata {
 
 class Node;
 class Child;
+
+// block-job-change's options (QEMU's BlockJobChangeOptions): the job type
+// the caller names, and what that type may change while it runs.
+struct BlockJobChange {
+  std::string type;
+  std::optional<bool> write_blocking;  // mirror: copy-mode
+};
 
 class BlockJob : public Job, public EdgeOwner {
  public:
@@ -59,6 +67,12 @@ class BlockJob : public Job, public EdgeOwner {
   Result<void> set_speed(int64_t speed);
   uint64_t speed() const { return speed_; }
   IoStatus io_status() const { return io_status_; }
+
+  // block-job-change: checks the type ("Job 'x' is 'mirror' job, not
+  // 'commit'"), the verb, then lets the job type change (on_change()).
+  Result<void> change(const BlockJobChange& change);
+  // query-block-jobs' `actively-synced` (QEMU 8.2, mirror jobs only).
+  virtual std::optional<bool> actively_synced_info() const { return std::nullopt; }
 
   void set_error_policies(OnError on_source_error, OnError on_target_error);
   OnError on_source_error() const { return on_source_error_; }
@@ -116,6 +130,9 @@ class BlockJob : public Job, public EdgeOwner {
   Task<void> co_release() override;
   void on_idle() override;
   virtual void on_io_error(bool is_read) {}
+  virtual Result<void> on_change(const BlockJobChange&) {
+    return Error{ENOTSUP, "Job type does not support change"};
+  }
   // As QEMU: a block job's run fails with an errno, reported as its
   // strerror() text ("Input/output error"), whatever the layer below said.
   Error run_error(Error error) const override;

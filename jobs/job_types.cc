@@ -30,6 +30,7 @@ constexpr bool kVerbs[kJobVerbCount][kJobStatusCount] = {
     /* complete  */ {0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0},
     /* dismiss   */ {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
     /* finalize  */ {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
+    /* change    */ {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
 };
 
 }  // namespace
@@ -42,8 +43,8 @@ const char* to_string(JobStatus status) {
 }
 
 const char* to_string(JobVerb verb) {
-  static constexpr const char* kNames[] = {"cancel",   "pause",   "resume",  "set-speed",
-                                           "complete", "dismiss", "finalize"};
+  static constexpr const char* kNames[] = {"cancel",   "pause",   "resume",   "set-speed",
+                                           "complete", "dismiss", "finalize", "change"};
   return kNames[static_cast<int>(verb)];
 }
 

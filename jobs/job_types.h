@@ -31,8 +31,8 @@ enum class JobStatus {
 };
 constexpr int kJobStatusCount = 11;
 
-enum class JobVerb { kCancel, kPause, kResume, kSetSpeed, kComplete, kDismiss, kFinalize };
-constexpr int kJobVerbCount = 7;
+enum class JobVerb { kCancel, kPause, kResume, kSetSpeed, kComplete, kDismiss, kFinalize, kChange };
+constexpr int kJobVerbCount = 8;
 
 const char* to_string(JobStatus status);
 const char* to_string(JobVerb verb);

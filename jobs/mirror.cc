@@ -202,6 +202,7 @@ Task<Result<void>> MirrorJob::co_run() {
     if (is_cancelled()) co_return Result<void>{};
     if (wants_write_blocking()) co_await co_switch_to_write_blocking();
     if (dirty_->count() != 0) continue;
+    if (write_blocking_) actively_synced_ = true;
     if (!is_ready()) {
       auto flushed = co_await co_flush_target();
       if (!flushed && flushed.error().code == EAGAIN) continue;
@@ -223,7 +224,26 @@ Task<Result<void>> MirrorJob::co_run() {
 // source is done: from then on the guest's writes cannot dirty faster than
 // the copy cleans, so it reaches ready under any write load.
 bool MirrorJob::wants_write_blocking() const {
-  return params_.commit && !write_blocking_ && engine_ && engine_->sweeps() > 0;
+  if (write_blocking_) return false;
+  return switch_requested_ || (params_.commit && engine_ && engine_->sweeps() > 0);
+}
+
+// block-job-change (QEMU's mirror_change): background to write-blocking
+// only. The switch needs the filter drained, so the job makes it at its
+// next step; the mode reads as changed at once.
+Result<void> MirrorJob::on_change(const BlockJobChange& change) {
+  if (params_.commit) return BlockJob::on_change(change);
+  bool want = change.write_blocking.value_or(false);
+  if (want == (write_blocking_ || switch_requested_)) return {};
+  if (!want) return Error{ENOTSUP, "Change to copy mode 'background' is not implemented"};
+  switch_requested_ = true;
+  enter();
+  return {};
+}
+
+std::optional<bool> MirrorJob::actively_synced_info() const {
+  if (params_.commit) return std::nullopt;  // a commit job has no such member
+  return actively_synced_;
 }
 
 // From background to write-blocking: with the filter drained, no guest

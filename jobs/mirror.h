@@ -20,7 +20,9 @@
 // the latest when READY): it reaches READY under any guest write load, and
 // writes made while it is ready reach the base before they complete (a
 // Strata strengthening; QEMU stays in background mode and may never get
-// ready under a busy guest).
+// ready under a busy guest). block-job-change switches a running mirror
+// from background to write-blocking (QEMU 8.2), at its next chunk. The job
+// is actively synced while it is write-blocking with nothing left to copy.
 //
 // Completion: job-complete (or a soft cancel while READY, which finishes
 // without the pivot) makes the job drain its source, copy the last dirty
@@ -97,6 +99,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   bool drained_busy() const override;
 
   bool actively_synced() const { return actively_synced_; }
+  std::optional<bool> actively_synced_info() const override;
   Node* filter() const { return filter_; }
 
   // MirrorSink: the filter's write-blocking path.
@@ -107,6 +110,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
 
  protected:
   void on_io_error(bool is_read) override;
+  Result<void> on_change(const BlockJobChange& change) override;
 
  private:
   class Listener;
@@ -141,6 +145,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   bool in_own_drain_ = false;
   bool should_complete_ = false;
   bool write_blocking_ = false;
+  bool switch_requested_ = false;  // block-job-change to write-blocking
   bool actively_synced_ = false;
   bool chain_frozen_ = false;
   bool exited_ = false;

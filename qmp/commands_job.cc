@@ -173,6 +173,25 @@ Task<Result<json>> co_block_job_dismiss(QmpContext& ctx, json args) {
   co_return json::object();
 }
 
+// block-job-change (QEMU 8.2; the type check as QEMU 9.1): the members
+// of the type's branch (mirror: copy-mode) are checked as QAPI checks a
+// union, before the job is looked up.
+Task<Result<json>> co_block_job_change(QmpContext& ctx, json args) {
+  std::string type = args["type"].get<std::string>();
+  bool mirror = type == "mirror";
+  if (mirror && !args.contains("copy-mode")) {
+    co_return Error{EINVAL, "Parameter 'copy-mode' is missing"};
+  }
+  if (!mirror && args.contains("copy-mode")) {
+    co_return Error{EINVAL, "Parameter 'copy-mode' is unexpected"};
+  }
+  STRATA_CO_TRY_ASSIGN(auto job, find_block_job(ctx, args, "id"));
+  BlockJobChange change{.type = type};
+  if (mirror) change.write_blocking = args["copy-mode"] == "write-blocking";
+  STRATA_CO_TRY(job->change(change));
+  co_return json::object();
+}
+
 // Queries, newest job first as in QEMU.
 
 json job_info(const Job& job) {
@@ -199,6 +218,7 @@ json block_job_info(const BlockJob& job) {
                {"auto-finalize", job.auto_finalize()},
                {"auto-dismiss", job.auto_dismiss()}};
   if (job.error()) info["error"] = job.error()->message;
+  if (auto synced = job.actively_synced_info()) info["actively-synced"] = *synced;
   return info;
 }
 
@@ -250,7 +270,8 @@ void declare_job_types(Schema& s) {
                                 {"status", "JobStatus"},
                                 {"auto-finalize", "bool"},
                                 {"auto-dismiss", "bool"},
-                                {"error", "str", true}});
+                                {"error", "str", true},
+                                {"actively-synced", "bool", true}});
   s.add_object("q_obj_JOB_STATUS_CHANGE-arg", {{"id", "str"}, {"status", "JobStatus"}});
   std::vector<Member> progress = {
       {"type", "JobType"}, {"device", "str"}, {"len", "int"}, {"offset", "int"}, {"speed", "int"}};
@@ -294,6 +315,10 @@ void register_job_commands(QmpContext& ctx) {
   add_id_command(r, "block-job-dismiss", "id", co_block_job_dismiss);
   add_id_command(r, "block-job-finalize", "id", co_block_job_finalize);
   r.add({.name = "query-block-jobs", .returns = "[BlockJobInfo]", .handler = co_query_block_jobs});
+  r.schema().add_enum("MirrorCopyMode", {"background", "write-blocking"});
+  r.add({.name = "block-job-change",
+         .args = {{"id", "str"}, {"type", "JobType"}, {"copy-mode", "MirrorCopyMode", true}},
+         .handler = co_block_job_change});
   r.add_event({"JOB_STATUS_CHANGE", "q_obj_JOB_STATUS_CHANGE-arg"});
   r.add_event({"BLOCK_JOB_COMPLETED", "q_obj_BLOCK_JOB_COMPLETED-arg"});
   r.add_event({"BLOCK_JOB_CANCELLED", "q_obj_BLOCK_JOB_CANCELLED-arg"});

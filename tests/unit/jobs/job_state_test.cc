@@ -16,10 +16,10 @@ const char* accepted_verbs(JobStatus s) {
     case JobStatus::kCreated:
     case JobStatus::kRunning:
     case JobStatus::kPaused:
-      return "cancel pause resume set-speed";
+      return "cancel pause resume set-speed change";
     case JobStatus::kReady:
     case JobStatus::kStandby:
-      return "cancel pause resume set-speed complete";
+      return "cancel pause resume set-speed complete change";
     case JobStatus::kWaiting:
       return "cancel";
     case JobStatus::kPending:
