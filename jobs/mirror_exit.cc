@@ -90,6 +90,11 @@ Task<Result<void>> MirrorJob::co_exit(bool abort) {
     std::vector<Node*> drained = {params_.source};
     own_drain_ = co_await graph.co_drain(std::move(drained));
   }
+  // An edge that asks for nothing keeps the target open through the
+  // pivot, as QEMU's reference on it does: an implicit target
+  // (drive-mirror's) would close with the job's last edge on it.
+  auto keeper = graph.attach_root(*params_.target, "mirror target", 0, kPermAll,
+                                  {.backend = false, .stays_at_node = true});
   // The job no longer writes to the target (QEMU drops its target
   // BlockBackend first), and the filter asks nothing of its child.
   if (target_edge_) co_await co_remove_node(target_edge_);
@@ -114,6 +119,8 @@ Task<Result<void>> MirrorJob::co_exit(bool abort) {
   (void)filter;
   own_drain_.reset();
   in_own_drain_ = false;
+  // Without the pivot, an implicit target closes here.
+  if (keeper) co_await graph.co_detach(*keeper);
   co_return r;
 }
 

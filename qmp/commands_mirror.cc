@@ -4,6 +4,9 @@
 // mirror_start), over the engine's job API (jobs/mirror.h).
 #include <optional>
 
+#include "block/core/filename.h"
+#include "block/drivers/file_create.h"
+#include "block/drivers/qcow2/create.h"
 #include "jobs/mirror.h"
 #include "qmp/block_chain.h"
 #include "qmp/block_lookup.h"
@@ -54,13 +57,12 @@ std::optional<MirrorSync> sync_of(const std::string& s, Node& bs) {
   return std::nullopt;
 }
 
-Task<Result<json>> co_blockdev_mirror(QmpContext& ctx, json args) {
-  Engine& engine = ctx.engine();
+// QEMU's blockdev_mirror_common: the checks both commands share, in
+// QEMU's order, then the job.
+Task<Result<void>> co_mirror_common(Engine& engine, const json& args, Node* bs, Node* target,
+                                    MirrorBacking backing, bool zero_target) {
   Graph& graph = engine.graph();
   std::string device = args["device"].get<std::string>();
-  std::string target_name = args["target"].get<std::string>();
-  STRATA_CO_TRY_ASSIGN(Node * bs, get_root_bs(graph, device));
-  STRATA_CO_TRY_ASSIGN(Node * target, lookup_bs(graph, target_name, target_name));
   STRATA_CO_TRY_ASSIGN(uint64_t granularity, granularity_of(args));
   STRATA_CO_TRY(bs->check_op(BlockOp::kMirrorSource));
   STRATA_CO_TRY(target->check_op(BlockOp::kMirrorTarget));
@@ -93,10 +95,116 @@ Task<Result<json>> co_blockdev_mirror(QmpContext& ctx, json args) {
   p.on_target_error = on_error_of(args, "on-target-error");
   p.filter_node_name = args.value("filter-node-name", "");
   p.write_blocking = args.value("copy-mode", "background") == "write-blocking";
-  p.zero_target = *sync == MirrorSync::kFull;
+  p.zero_target = zero_target && *sync == MirrorSync::kFull;
+  p.backing = backing;
+  p.unmap = args.value("unmap", true);
   p.speed = args.value("speed", int64_t{0});
   auto job = co_await MirrorJob::co_start(engine, std::move(p));
   if (!job) co_return std::move(job).error();
+  co_return Result<void>{};
+}
+
+Task<Result<json>> co_blockdev_mirror(QmpContext& ctx, json args) {
+  Graph& graph = ctx.engine().graph();
+  std::string target_name = args["target"].get<std::string>();
+  STRATA_CO_TRY_ASSIGN(Node * bs, get_root_bs(graph, args["device"].get<std::string>()));
+  STRATA_CO_TRY_ASSIGN(Node * target, lookup_bs(graph, target_name, target_name));
+  bool zero_target = args["sync"] == "full";
+  STRATA_CO_TRY(co_await co_mirror_common(ctx.engine(), args, bs, target, MirrorBacking::kLeave,
+                                          zero_target));
+  co_return json::object();
+}
+
+// drive-mirror's new image (QEMU's bdrv_img_create for qcow2 and raw):
+// `backing` names the backing file and format in the header.
+Task<Result<void>> co_create_target(Engine& engine, const std::string& path,
+                                    const std::string& format, uint64_t size, Node* backing) {
+  if (format == "raw") {
+    if (backing) co_return Error{EINVAL, "Backing file not supported for file format 'raw'"};
+    co_return co_await co_create_file(engine.loop(), path, size, Preallocation::kOff);
+  }
+  if (format != "qcow2") {
+    co_return Error{ENOTSUP, "Creating '" + format +
+                                 "' images is not supported; create the image first and use "
+                                 "mode 'existing'"};
+  }
+  qcow2::CreateOptions options;
+  options.size = size;
+  if (backing) {
+    options.backing_file = backing->driver().filename();
+    options.backing_format = backing->driver_name();
+    if (options.backing_file == path) {
+      co_return Error{EINVAL,
+                      "Error: Trying to create an image with the same filename as the backing "
+                      "file"};
+    }
+  }
+  co_return co_await qcow2::co_create_image(engine, path, std::move(options));
+}
+
+// Opens drive-mirror's target as a node the job alone holds (closed with
+// it unless the pivot gives it users). A new image is opened without its
+// backing file (the pivot attaches the source's chain); an existing one
+// with the chain its header names.
+Task<Result<Node*>> co_open_target(Graph& graph, const json& args, const std::string& format,
+                                   bool existing) {
+  std::string file = args["target"].get<std::string>();
+  STRATA_CO_TRY_ASSIGN(json file_options, filename_node_options(graph.drivers(), file));
+  json options = {{"driver", format}, {"file", file_options}};
+  if (args.contains("node-name")) options["node-name"] = args["node-name"];
+  const DriverSpec* spec = graph.drivers().find(format);
+  if (!spec) co_return Error{EINVAL, "Unknown driver '" + format + "'"};
+  bool has_backing = false;
+  for (const auto& o : spec->options) has_backing |= o.name == "backing";
+  if (has_backing && !existing) options["backing"] = nullptr;  // QEMU's BDRV_O_NO_BACKING
+  bool named = args.contains("node-name");
+  auto node = co_await graph.co_add(std::move(options), !named);  // else auto-named
+  if (!node) co_return std::move(node).error();
+  (*node)->set_monitor_owned(false);  // as QEMU: not added by blockdev-add
+  co_return *node;
+}
+
+// drive-mirror (QEMU 7.2's qmp_drive_mirror): the target file is created
+// (mode absolute-paths, the default: with the source's backing file named
+// in it for sync top and none) or opened as it is (mode existing), then the
+// checks of blockdev-mirror run and the job starts. As in QEMU, a check
+// that fails after the target was created leaves the new file behind.
+Task<Result<json>> co_drive_mirror(QmpContext& ctx, json args) {
+  Engine& engine = ctx.engine();
+  Graph& graph = engine.graph();
+  STRATA_CO_TRY_ASSIGN(Node * bs, get_root_bs(graph, args["device"].get<std::string>()));
+  STRATA_CO_TRY(bs->check_op(BlockOp::kMirrorSource));
+  bool existing = args.value("mode", "absolute-paths") == "existing";
+  std::string format = args.value("format", existing ? "" : bs->driver_name());
+  if (format.empty()) {
+    co_return Error{EINVAL,
+                    "drive-mirror with mode 'existing' needs 'format': Strata does not "
+                    "guess an image's format"};
+  }
+  std::string sync = args["sync"].get<std::string>();
+  Child* cow = Graph::chain_child(*skip_filters(bs));
+  Node* target_backing = cow ? cow->node() : nullptr;
+  if (!target_backing && sync == "top") sync = "full";
+  if (sync == "none") target_backing = bs;
+  if (args.contains("replaces") && !args.contains("node-name")) {
+    co_return Error{EINVAL,
+                    "a node-name must be provided when replacing a named node of the graph"};
+  }
+  if (!existing) {
+    Node* backing = sync == "full" ? nullptr : target_backing;
+    if (backing) backing = skip_filters(backing);  // implicit filters are not named
+    STRATA_CO_TRY(co_await co_create_target(engine, args["target"].get<std::string>(), format,
+                                            bs->size(), backing));
+  }
+  STRATA_CO_TRY_ASSIGN(Node * target, co_await co_open_target(graph, args, format, existing));
+  // A new image reads as zeroes already; an existing one may not.
+  bool zero_target = sync == "full" && existing;
+  args["sync"] = sync;
+  auto r = co_await co_mirror_common(engine, args, bs, target,
+                                     existing ? MirrorBacking::kLeave : MirrorBacking::kSourceChain,
+                                     zero_target);
+  co_await graph.co_release_if_unused(target);  // the job's edges keep it open
+  if (!r) co_return std::move(r).error();
   co_return json::object();
 }
 
@@ -106,6 +214,26 @@ void register_mirror_commands(QmpContext& ctx) {
   CommandRegistry& r = ctx.registry();
   r.schema().add_enum("MirrorSyncMode", {"top", "full", "none", "incremental", "bitmap"});
   r.schema().add_enum("MirrorCopyMode", {"background", "write-blocking"});
+  r.schema().add_enum("NewImageMode", {"existing", "absolute-paths"});
+  r.add({.name = "drive-mirror",
+         .args = {{"job-id", "str", true},
+                  {"device", "str"},
+                  {"target", "str"},
+                  {"format", "str", true},
+                  {"node-name", "str", true},
+                  {"replaces", "str", true},
+                  {"sync", "MirrorSyncMode"},
+                  {"mode", "NewImageMode", true},
+                  {"speed", "int", true},
+                  {"granularity", "uint32", true},
+                  {"buf-size", "int", true},
+                  {"on-source-error", "BlockdevOnError", true},
+                  {"on-target-error", "BlockdevOnError", true},
+                  {"unmap", "bool", true},
+                  {"copy-mode", "MirrorCopyMode", true},
+                  {"auto-finalize", "bool", true},
+                  {"auto-dismiss", "bool", true}},
+         .handler = co_drive_mirror});
   r.add({.name = "blockdev-mirror",
          .args = {{"job-id", "str", true},
                   {"device", "str"},
