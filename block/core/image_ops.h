@@ -36,6 +36,14 @@ class ImageOps {
  public:
   virtual ~ImageOps() = default;
 
+  // The backing file name and format the image header records (QEMU's
+  // bs->backing_file and backing_format; empty: none).
+  virtual std::string backing_file_name() const = 0;
+  virtual std::string backing_format_name() const = 0;
+  // Whether the header says the image was not closed cleanly (QEMU's
+  // BlockDriverInfo.is_dirty, qemu-img info's dirty-flag).
+  virtual bool dirty_flag() const = 0;
+
   // Rewrites the backing file name and format in the image header (empty
   // file: none).
   virtual Task<Result<void>> co_change_backing_file(std::string file, std::string format) = 0;

@@ -7,7 +7,6 @@
 #include <ctime>
 
 #include "block/core/filename.h"
-#include "block/drivers/qcow2/qcow2.h"
 #include "block/drivers/vmdk/vmdk.h"
 #include "strata_img/common.h"
 #include "strata_img/info.h"
@@ -30,9 +29,9 @@ std::string join_backing(const std::string& image, const std::string& backing) {
   return full ? *full : backing;
 }
 
-ojson snapshot_json(const qcow2::Snapshot& s) {
+ojson snapshot_json(const SnapshotEntry& s) {
   ojson j;
-  if (s.has_icount && s.icount >= 0) j["icount"] = s.icount;
+  if (s.has_icount) j["icount"] = s.icount;
   j["vm-clock-nsec"] = s.vm_clock_nsec % 1000000000ull;
   j["name"] = s.name;
   j["date-sec"] = s.date_sec;
@@ -96,8 +95,8 @@ uint64_t allocated_bytes(Node* node) {
 
 // The parent image a format names in its header, and its format.
 std::pair<std::string, std::string> backing_names(Node* node) {
-  if (auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver())) {
-    return {q->header().backing_file, q->header().backing_format};
+  if (ImageOps* ops = node->driver().image_ops()) {
+    return {ops->backing_file_name(), ops->backing_format_name()};
   }
   if (auto* v = dynamic_cast<vmdk::VmdkDriver*>(&node->driver())) {
     return {v->backing_file(), v->backing_file().empty() ? "" : "vmdk"};
@@ -109,11 +108,13 @@ std::pair<std::string, std::string> backing_names(Node* node) {
 
 ojson image_info_json(Node* node) {
   ojson j;
-  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
+  ImageOps* ops = node->driver().image_ops();
   std::string filename = node_filename(node);
-  if (q && !q->snapshots().empty()) {
+  std::vector<SnapshotEntry> snapshots;
+  if (ops) snapshots = ops->list_snapshots();
+  if (!snapshots.empty()) {
     ojson list = ojson::array();
-    for (const auto& s : q->snapshots()) list.push_back(snapshot_json(s));
+    for (const auto& s : snapshots) list.push_back(snapshot_json(s));
     j["snapshots"] = list;
   }
   auto [backing, backing_format] = backing_names(node);
@@ -132,12 +133,12 @@ ojson image_info_json(Node* node) {
   // QEMU reports no dirty flag when it has no driver info (mixed vmdk extents).
   auto* v = dynamic_cast<vmdk::VmdkDriver*>(&node->driver());
   if (!v || v->extents_alike()) {
-    j["dirty-flag"] = q && (q->header().incompatible_features & qcow2::kIncompatDirty) != 0;
+    j["dirty-flag"] = ops && ops->dirty_flag();
   }
   return j;
 }
 
-std::string snapshot_table_text(const std::vector<qcow2::Snapshot>& snaps) {
+std::string snapshot_table_text(const std::vector<SnapshotEntry>& snaps) {
   std::string out;
   char line[512];
   std::snprintf(line, sizeof line, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
@@ -154,8 +155,7 @@ std::string snapshot_table_text(const std::vector<qcow2::Snapshot>& snaps) {
                   (unsigned long long)(secs / 3600), (unsigned long long)(secs / 60 % 60),
                   (unsigned long long)(secs % 60),
                   (unsigned long long)(s.vm_clock_nsec / 1000000 % 1000));
-    if (s.has_icount && s.icount >= 0)
-      std::snprintf(icount, sizeof icount, "%lld", (long long)s.icount);
+    if (s.has_icount) std::snprintf(icount, sizeof icount, "%lld", (long long)s.icount);
     std::snprintf(line, sizeof line, "%-9s %-16s %8s%20s%13s%11s\n", s.id.c_str(), s.name.c_str(),
                   size_to_str(s.vm_state_size).c_str(), date, clock, icount);
     out += line;
@@ -212,7 +212,7 @@ void format_specific_text(std::string& out, const ojson& data, int indent) {
 // The human text of one image, as qemu-img prints it.
 std::string human_text(const ojson& j, Node* node) {
   std::string out;
-  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
+  ImageOps* ops = node->driver().image_ops();
   appendf(out, "image: %s\n", j["filename"].get<std::string>().c_str());
   appendf(out, "file format: %s\n", j["format"].get<std::string>().c_str());
   uint64_t vsize = j["virtual-size"];
@@ -235,8 +235,10 @@ std::string human_text(const ojson& j, Node* node) {
     appendf(out, "backing file format: %s\n",
             j["backing-filename-format"].get<std::string>().c_str());
   }
-  if (q && !q->snapshots().empty()) {
-    appendf(out, "Snapshot list:\n%s", snapshot_table_text(q->snapshots()).c_str());
+  std::vector<SnapshotEntry> snapshots;
+  if (ops) snapshots = ops->list_snapshots();
+  if (!snapshots.empty()) {
+    appendf(out, "Snapshot list:\n%s", snapshot_table_text(snapshots).c_str());
   }
   if (j.contains("format-specific")) {
     out += "Format specific information:\n";

@@ -5,13 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "block/core/image_ops.h"
 #include "block/core/node.h"
-#include "block/drivers/qcow2/snapshot.h"
 
 namespace strata::img {
 
 nlohmann::ordered_json image_info_json(Node* node);
 // The "ID TAG VM SIZE DATE VM CLOCK ICOUNT" table.
-std::string snapshot_table_text(const std::vector<qcow2::Snapshot>& snaps);
+std::string snapshot_table_text(const std::vector<SnapshotEntry>& snaps);
 
 }  // namespace strata::img

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "block/drivers/qcow2/qcow2.h"
+#include "block/core/image_ops.h"
 #include "strata_img/common.h"
 #include "strata_img/info.h"
 
@@ -15,17 +15,19 @@ namespace {
 
 enum class Action { kNone, kList, kCreate, kApply, kDelete };
 
-// Runs `action` on a drained qcow2 node; prints qemu-img's message and
-// returns 1 on failure.
-Task<int> co_act(Node* node, qcow2::Qcow2Driver* q, Action action, const std::string& name) {
+// Runs `action` on a drained node whose format has snapshots (`ops`, null
+// for one without); prints qemu-img's message and returns 1 on failure.
+Task<int> co_act(Node* node, ImageOps* ops, Action action, const std::string& name) {
   if (action == Action::kList) {
-    if (q && !q->snapshots().empty()) {
-      std::printf("Snapshot list:\n%s", snapshot_table_text(q->snapshots()).c_str());
+    std::vector<SnapshotEntry> snapshots;
+    if (ops) snapshots = ops->list_snapshots();
+    if (!snapshots.empty()) {
+      std::printf("Snapshot list:\n%s", snapshot_table_text(snapshots).c_str());
     }
     co_return 0;
   }
   if (action == Action::kNone) co_return 0;
-  if (!q) {
+  if (!ops) {
     if (action == Action::kCreate) {
       error_report("Could not create snapshot '" + name + "': -95 (Operation not supported)");
     } else if (action == Action::kApply) {
@@ -40,13 +42,13 @@ Task<int> co_act(Node* node, qcow2::Qcow2Driver* q, Action action, const std::st
   Result<void> r;
   std::string what;
   if (action == Action::kCreate) {
-    r = co_await q->co_snapshot_create(name, 0);  // as qemu-img
+    r = co_await ops->co_snapshot_create(name, 0);  // as qemu-img
     if (!r) {
       what = "Could not create snapshot '" + name + "': -" + std::to_string(r.error().code) + " (" +
              std::strerror(r.error().code) + ")";
     }
   } else if (action == Action::kApply) {
-    r = co_await q->co_snapshot_apply(name);
+    r = co_await ops->co_snapshot_apply(name);
     if (!r) {
       what = "Could not apply snapshot '" + name +
              "': Failed to load snapshot: " + std::strerror(r.error().code);
@@ -55,7 +57,7 @@ Task<int> co_act(Node* node, qcow2::Qcow2Driver* q, Action action, const std::st
     // -d names a snapshot by its name only (qemu-img 7.2's
     // bdrv_snapshot_find); the first of that name goes, by its ID.
     std::string id;
-    for (const auto& s : q->snapshots()) {
+    for (const auto& s : ops->list_snapshots()) {
       if (s.name == name) {
         id = s.id;
         break;
@@ -64,7 +66,7 @@ Task<int> co_act(Node* node, qcow2::Qcow2Driver* q, Action action, const std::st
     if (id.empty()) {
       r = Error{ENOENT, "snapshot not found"};
     } else {
-      r = co_await q->co_snapshot_delete(id);
+      r = co_await ops->co_snapshot_delete(id);
     }
     if (!r) what = "Could not delete snapshot '" + name + "': " + r.error().message;
   }
@@ -88,8 +90,7 @@ Task<int> co_snapshot(Engine& engine, OpenSpec spec, Action action, std::string 
     co_return 1;
   }
   Node* node = (*drive)->edge()->node();
-  auto* q = dynamic_cast<qcow2::Qcow2Driver*>(&node->driver());
-  int rc = co_await co_act(node, q, action, name);
+  int rc = co_await co_act(node, node->driver().image_ops(), action, name);
   co_await (*drive)->co_close();
   co_return rc;
 }

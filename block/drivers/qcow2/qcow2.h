@@ -114,6 +114,9 @@ class Qcow2Driver final : public Driver, public ImageOps {
   ~Qcow2Driver() override;
   ImageOps* image_ops() override { return this; }
   std::vector<SnapshotEntry> list_snapshots() const override;
+  std::string backing_file_name() const override { return header_.backing_file; }
+  std::string backing_format_name() const override { return header_.backing_format; }
+  bool dirty_flag() const override { return header_.incompatible_features & kIncompatDirty; }
 
   Task<Result<void>> co_open(OpenContext& ctx) override;
   Task<void> co_close() override;
