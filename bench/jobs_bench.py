@@ -9,9 +9,14 @@ during the job as a fraction of its IOPS with no job (fio's nbd engine,
 queue depth 16, through the daemon's NBD export of the active layer).
 
 Jobs (1 GiB of data each):
-  active   active commit of a 1 GiB overlay into its base, to ready and complete
-  inter    intermediate commit of a 1 GiB middle layer into the base
-  stream   stream of a 1 GiB base into the top layer
+  active      active commit of a 1 GiB overlay into its base, to ready and complete
+  inter       intermediate commit of a 1 GiB middle layer into the base
+  stream      stream of a 1 GiB base into the top layer
+  mirror      blockdev-mirror (sync full) of the chain into a new qcow2, to
+              ready and complete
+  mirror-wb   the same in copy-mode write-blocking
+  mirror-nbd  the same into a qcow2 exported by a second daemon of the same
+              kind, through an NBD node (live storage migration)
 
 --dir picks where the images live (default /dev/shm, tmpfs); --direct opens
 them with cache.direct=on (use a directory on a real disk: the production
@@ -48,7 +53,7 @@ def make_chain(d, job):
             args += ["-b", paths[below], "-F", "qcow2"]
         sh(*args, paths[n], "1G")
         below = n
-    full = {"active": "top", "inter": "mid", "stream": "base"}[job]
+    full = {"active": "top", "inter": "mid", "stream": "base"}.get(job, "top")
     sh("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1G", paths[full])
     for n in ("base", "mid", "top"):
         if n != full:
@@ -87,8 +92,52 @@ def wait_event(qmp, name, job, status=None, timeout=600):
     raise TimeoutError(f"{name} {job}")
 
 
+MIRRORS = ("mirror", "mirror-wb", "mirror-nbd")
+
+
+def daemon_binary(kind, build):
+    if kind == "strata":
+        return os.path.join(build, "tools", "stratad")
+    return "qemu-storage-daemon"
+
+
+def add_target(qmp, d, direct):
+    path = os.path.join(d, "tgt.qcow2")
+    sh("qemu-img", "create", "-q", "-f", "qcow2", path, "1G")
+    cache = {"direct": direct, "no-flush": False}
+    qmp.execute("blockdev-add", driver="file", **{"node-name": "tgt-f"}, filename=path,
+                cache=cache)
+    qmp.execute("blockdev-add", driver="qcow2", **{"node-name": "tgt"}, file="tgt-f",
+                cache=cache)
+
+
+def prepare_target(kind, build, job, d, qmp, direct):
+    """A mirror's target node `tgt`; for mirror-nbd, in a second daemon
+    (returned, to be stopped after the run)."""
+    if job not in MIRRORS:
+        return None
+    if job != "mirror-nbd":
+        add_target(qmp, d, direct)
+        return None
+    td = os.path.join(d, "target")
+    os.makedirs(td)
+    target = Daemon(daemon_binary(kind, build), td)
+    tq = target.client()
+    add_target(tq, td, direct)
+    sock = os.path.join(td, "nbd.sock")
+    tq.execute("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+    tq.execute("block-export-add", type="nbd", id="t", **{"node-name": "tgt"}, writable=True)
+    qmp.execute("blockdev-add", driver="nbd", **{"node-name": "tgt"},
+                server={"type": "unix", "path": sock}, export="tgt")
+    return target, tq
+
+
 def start_job(qmp, job):
-    if job == "active":
+    if job in MIRRORS:
+        mode = "write-blocking" if job == "mirror-wb" else "background"
+        qmp.execute("blockdev-mirror", **{"job-id": "j", "device": "top", "target": "tgt",
+                                          "sync": "full", "copy-mode": mode})
+    elif job == "active":
         qmp.execute("block-commit", **{"job-id": "j", "device": "top"})
     elif job == "inter":
         qmp.execute("block-commit", **{"job-id": "j", "device": "top", "top-node": "mid"})
@@ -97,7 +146,7 @@ def start_job(qmp, job):
 
 
 def finish_job(qmp, job):
-    if job == "active":
+    if job == "active" or job in MIRRORS:
         wait_event(qmp, "BLOCK_JOB_READY", "j")
         qmp.execute("job-complete", id="j")
     wait_event(qmp, "JOB_STATUS_CHANGE", "j", "null")
@@ -127,11 +176,10 @@ def one_run(kind, build, job, base_dir, direct, guest):
     d = tempfile.mkdtemp(dir=base_dir)
     try:
         paths = make_chain(d, job)
-        binary = os.path.join(build, "tools", "stratad") if kind == "strata" else \
-            "qemu-storage-daemon"
-        daemon = Daemon(binary, d)
+        daemon = Daemon(daemon_binary(kind, build), d)
         qmp = daemon.client()
         open_chain(qmp, paths, direct)
+        target = prepare_target(kind, build, job, d, qmp, direct)
         sock = os.path.join(d, "nbd.sock")
         result = {}
         if guest:
@@ -159,6 +207,9 @@ def one_run(kind, build, job, base_dir, direct, guest):
             result["job_iops"] = iops_between(log, a, b)
         qmp.execute("quit")
         daemon.proc.wait(60)
+        if target:
+            target[1].execute("quit")
+            target[0].proc.wait(60)
         return result
     finally:
         shutil.rmtree(d, ignore_errors=True)
