@@ -93,6 +93,10 @@ OVER_MID = [("tgt.qcow2", "mid.qcow2"), ("mid.qcow2", "base.qcow2"), ("base.qcow
 CASES = [
     ("full-qcow2", {"sync": "full"}, None, "qcow2", ALONE),
     ("top-qcow2", {"sync": "top"}, None, "qcow2", OVER_MID),
+    # Only what the guest writes is copied (whole granules); the rest reads
+    # through the source, which becomes the target's backing file.
+    ("none-qcow2", {"sync": "none"}, None, "qcow2",
+     [("tgt.qcow2", "top.qcow2")] + [("top.qcow2", "mid.qcow2")] + OVER_MID[1:]),
     ("full-raw", {"sync": "full", "format": "raw", "name": "tgt.raw"}, None, "raw", None),
     ("top-existing", {"sync": "top", "mode": "existing", "format": "qcow2",
                       "node-name": "new"}, existing_over_mid, "qcow2", OVER_MID),

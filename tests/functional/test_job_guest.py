@@ -210,3 +210,41 @@ def test_write_blocking_mirror_under_a_guest_that_never_pauses(workdir, chain, s
         check(tpath)
         assert read_image(tpath) == guest.model
     assert events["strata"] == events["qsd"]
+
+
+def test_background_mirror_does_not_converge_until_changed_to_write_blocking(workdir, chain,
+                                                                            start):
+    """With granules of 8 MiB, each of the never-pausing guest's writes
+    dirties 8 MiB, faster than a background mirror cleans them: no ready
+    after seconds of copying, with bytes still to copy. block-job-change to write-blocking (QEMU 8.2, stratad only)
+    mid-job: the guest's writes now reach the target before they complete,
+    the job gets ready, pivots, and the target reads as the guest wrote."""
+    initial = read_image(chain["top"])
+    d, paths = start("strata")
+    tpath = os.path.join(os.path.dirname(paths["top"]), "tgt.qcow2")
+    run(["qemu-img", "create", "-q", "-f", "qcow2", tpath, str(len(initial))])
+    d.ok("blockdev-add", driver="file", **{"node-name": "tgt-file"}, filename=tpath)
+    d.ok("blockdev-add", driver="qcow2", **{"node-name": "tgt"}, file="tgt-file")
+    sock = os.path.join(str(workdir), "strata", "nbd.sock")
+    d.ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+    d.ok("block-export-add", type="nbd", id="e", **{"node-name": "top"}, writable=True)
+    guest = BusyGuest(sock, bytearray(initial), seed=17)
+    guest.thread.start()
+    time.sleep(0.2)
+    d.ok("blockdev-mirror", **{"job-id": "b", "device": "top", "target": "tgt",
+                               "sync": "full", "granularity": 8 * MiB})
+    time.sleep(3)
+    job = d.ok("query-block-jobs")[0]
+    assert (job["status"], job["ready"]) == ("running", False), job
+    assert job["offset"] < job["len"], job
+    assert not any(e["event"] == "BLOCK_JOB_READY" for e in d.qmp.events)
+    d.ok("block-job-change", id="b", type="mirror", **{"copy-mode": "write-blocking"})
+    d.wait_event("BLOCK_JOB_READY", "b", timeout=120)
+    d.ok("job-complete", id="b")
+    d.wait_event("JOB_STATUS_CHANGE", "b", "null", timeout=120)
+    guest.stop()
+    assert guest.writes > 1000
+    guest.h.shutdown()
+    d.quit()
+    check(tpath)
+    assert read_image(tpath) == guest.model
