@@ -15,7 +15,8 @@ import time
 import pytest
 
 from conftest import require, run, unix_listening
-from job_util import KINDS, JobDaemon, backing_chain, check, make_chain, read_image
+from job_util import (KINDS, JobDaemon, backing_chain, check, make_chain, read_image,
+                      start_guest)
 
 
 class ErrorServer:
@@ -187,3 +188,58 @@ def test_report_ends_the_job_and_leaves_the_chain(setup):
         run(["qemu-img", "check", paths["base"]], check=False)  # may leak clusters
     assert outcome["strata"] == outcome["qsd"]
     assert outcome["strata"][1] == "Input/output error"
+
+
+def test_mirror_stops_on_target_write_errors_and_resumes(setup):
+    """blockdev-mirror onto a target whose writes fail: with on-target-error
+    stop the job pauses (io-status failed) while the guest keeps writing to
+    the source; once the fault clears, job-resume carries on to ready, the
+    pivot moves the guest onto the target, and the target reads as the
+    guest wrote."""
+    outcome = {}
+    for kind in KINDS:
+        d, _, paths = setup(kind, "base")  # base's reads do not fail
+        tdir = os.path.join(os.path.dirname(paths["top"]), "target")
+        os.makedirs(tdir)
+        tpath = os.path.join(tdir, "tgt.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", tpath, str(len(setup.before))])
+        os.truncate(tpath, os.path.getsize(tpath) + (128 << 20))
+        target = ErrorServer(tpath, tdir)
+        try:
+            d.ok("blockdev-add", driver="qcow2", **{"node-name": "tgt"},
+                 file={"driver": "nbd", "server": {"type": "unix", "path": target.sock}})
+            guest = start_guest(d, os.path.dirname(os.path.dirname(paths["top"])), kind,
+                                setup.before, seed=41)
+            d.ok("blockdev-mirror", **{"job-id": "m", "device": "top", "target": "tgt",
+                                       "sync": "full", "on-target-error": "stop"})
+            d.wait_event("BLOCK_JOB_ERROR", "m")
+            d.wait_event("JOB_STATUS_CHANGE", "m", "paused")
+            status = io_status(d, "m")
+            writes = guest.writes
+            time.sleep(0.3)
+            assert guest.writes > writes  # the guest runs on while the job waits
+            target.heal()
+            d.ok("job-resume", id="m")
+            d.wait_event("BLOCK_JOB_READY", "m", timeout=120)
+            guest.stop()
+            d.ok("job-complete", id="m")
+            d.wait_event("JOB_STATUS_CHANGE", "m", "null")
+            for _ in range(20):
+                guest.random_write()  # on the target now
+            assert guest.read(0, len(guest.model)) == bytes(guest.model)
+            guest.close()
+            outcome[kind] = (shape(d.job_events("m")), error_actions(d, "m"), status)
+            d.quit()
+        finally:
+            target.stop()
+        # Clusters allocated for writes that failed may leak (refcount 1,
+        # no reference): harmless, and all qemu-img check may report.
+        # (Strata's target leaks the first chunk's clusters here, QEMU's
+        # none: a known difference, under investigation.)
+        res = run(["qemu-img", "check", tpath], check=False)
+        assert res.returncode in (0, 3), res.stdout + res.stderr
+        outcome[kind] += (res.returncode,)
+        assert (kind, read_image(tpath) == guest.model) == (kind, True)
+    assert outcome["strata"][:3] == outcome["qsd"][:3]
+    assert outcome["strata"][1] == [("write", "stop")]
+    assert outcome["strata"][2] == ["failed"]

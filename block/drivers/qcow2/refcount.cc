@@ -108,9 +108,10 @@ Task<Result<void>> Refcounts::co_set(uint64_t cluster_index, uint64_t value) {
 }
 
 Task<Result<void>> Refcounts::co_update(uint64_t offset, uint64_t count, int64_t delta,
-                                        bool discard) {
+                                        bool discard, uint64_t* done) {
   uint64_t first = offset >> cluster_bits_;
   for (uint64_t c = first; c < first + count; c++) {
+    if (done) *done = c - first;
     STRATA_CO_TRY_ASSIGN(uint64_t old, co_await co_get(c));
     if (delta < 0 && old < uint64_t(-delta)) {
       co_return corrupt("refcount underflow for cluster " + std::to_string(c));
@@ -323,10 +324,16 @@ Task<Result<void>> Refcounts::co_apply_pending_frees(bool discard) {
   auto pending = std::move(pending_);
   pending_.clear();
   for (size_t i = 0; i < pending.size(); i++) {
+    uint64_t done = 0;
     auto r = co_await co_update(pending[i].offset, pending[i].clusters, -1,
-                                discard || pending[i].discard);
+                                discard || pending[i].discard, &done);
     if (!r) {
-      // Keep what was not applied; the caller may retry (or it leaks).
+      // Keep what was not applied (a cluster's entry changes only once
+      // nothing can fail any more), for the next flush or the close.
+      PendingFree rest = pending[i];
+      rest.offset += done << cluster_bits_;
+      rest.clusters -= done;
+      pending_.push_back(rest);
       pending_.insert(pending_.end(), pending.begin() + i + 1, pending.end());
       co_return r;
     }

@@ -75,9 +75,11 @@ class Refcounts {
   // Adds `delta` to the refcount of `count` clusters starting at host `offset`.
   // With `discard`, clusters whose refcount drops to 0 are remembered for
   // co_discard_freed() (QEMU's discard passthrough for snapshot deletion,
-  // emptied images and shrinking).
-  Task<Result<void>> co_update(uint64_t offset, uint64_t count, int64_t delta,
-                               bool discard = false);
+  // emptied images and shrinking). Each cluster's entry changes at once
+  // or not at all: on failure, `done` (if given) tells how many clusters
+  // were updated.
+  Task<Result<void>> co_update(uint64_t offset, uint64_t count, int64_t delta, bool discard = false,
+                               uint64_t* done = nullptr);
   // Allocates `count` contiguous clusters (refcount 1); returns the offset.
   Task<Result<uint64_t>> co_alloc(uint64_t count);
   // Allocates `bytes` (< one cluster) for compressed data, sharing clusters
