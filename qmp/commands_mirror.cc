@@ -4,7 +4,6 @@
 // mirror_start), over the engine's job API (jobs/mirror.h).
 #include <optional>
 
-#include "block/core/filename.h"
 #include "block/drivers/file_create.h"
 #include "block/drivers/qcow2/create.h"
 #include "jobs/mirror.h"
@@ -13,6 +12,7 @@
 #include "qmp/commands.h"
 #include "qmp/context.h"
 #include "qmp/job_args.h"
+#include "qmp/snapshot.h"
 
 namespace strata::qmp {
 
@@ -142,28 +142,6 @@ Task<Result<void>> co_create_target(Engine& engine, const std::string& path,
   co_return co_await qcow2::co_create_image(engine, path, std::move(options));
 }
 
-// Opens drive-mirror's target as a node the job alone holds (closed with
-// it unless the pivot gives it users). A new image is opened without its
-// backing file (the pivot attaches the source's chain); an existing one
-// with the chain its header names.
-Task<Result<Node*>> co_open_target(Graph& graph, const json& args, const std::string& format,
-                                   bool existing) {
-  std::string file = args["target"].get<std::string>();
-  STRATA_CO_TRY_ASSIGN(json file_options, filename_node_options(graph.drivers(), file));
-  json options = {{"driver", format}, {"file", file_options}};
-  if (args.contains("node-name")) options["node-name"] = args["node-name"];
-  const DriverSpec* spec = graph.drivers().find(format);
-  if (!spec) co_return Error{EINVAL, "Unknown driver '" + format + "'"};
-  bool has_backing = false;
-  for (const auto& o : spec->options) has_backing |= o.name == "backing";
-  if (has_backing && !existing) options["backing"] = nullptr;  // QEMU's BDRV_O_NO_BACKING
-  bool named = args.contains("node-name");
-  auto node = co_await graph.co_add(std::move(options), !named);  // else auto-named
-  if (!node) co_return std::move(node).error();
-  (*node)->set_monitor_owned(false);  // as QEMU: not added by blockdev-add
-  co_return *node;
-}
-
 // drive-mirror (QEMU 7.2's qmp_drive_mirror): the target file is created
 // (mode absolute-paths, the default: with the source's backing file named
 // in it for sync top and none) or opened as it is (mode existing), then the
@@ -196,7 +174,12 @@ Task<Result<json>> co_drive_mirror(QmpContext& ctx, json args) {
     STRATA_CO_TRY(co_await co_create_target(engine, args["target"].get<std::string>(), format,
                                             bs->size(), backing));
   }
-  STRATA_CO_TRY_ASSIGN(Node * target, co_await co_open_target(graph, args, format, existing));
+  // A new image is opened without its backing file (the pivot attaches the
+  // source's chain), an existing one with the chain its header names. The
+  // node closes with the job unless the pivot gives it users.
+  STRATA_CO_TRY_ASSIGN(Node * target,
+                       co_await co_open_image_node(graph, args["target"].get<std::string>(), format,
+                                                   args.value("node-name", ""), existing, true));
   // A new image reads as zeroes already; an existing one may not.
   bool zero_target = sync == "full" && existing;
   args["sync"] = sync;
@@ -215,40 +198,42 @@ void register_mirror_commands(QmpContext& ctx) {
   r.schema().add_enum("MirrorSyncMode", {"top", "full", "none", "incremental", "bitmap"});
   r.schema().add_enum("MirrorCopyMode", {"background", "write-blocking"});
   r.schema().add_enum("NewImageMode", {"existing", "absolute-paths"});
+  // The members both commands share, in QEMU's order.
+  std::vector<Member> copy = {{"speed", "int", true},
+                              {"granularity", "uint32", true},
+                              {"buf-size", "int", true},
+                              {"on-source-error", "BlockdevOnError", true},
+                              {"on-target-error", "BlockdevOnError", true}};
+  std::vector<Member> tail = {{"copy-mode", "MirrorCopyMode", true},
+                              {"auto-finalize", "bool", true},
+                              {"auto-dismiss", "bool", true}};
+  auto join = [](std::initializer_list<std::vector<Member>> parts) {
+    std::vector<Member> out;
+    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+  };
   r.add({.name = "drive-mirror",
-         .args = {{"job-id", "str", true},
-                  {"device", "str"},
-                  {"target", "str"},
-                  {"format", "str", true},
-                  {"node-name", "str", true},
-                  {"replaces", "str", true},
-                  {"sync", "MirrorSyncMode"},
-                  {"mode", "NewImageMode", true},
-                  {"speed", "int", true},
-                  {"granularity", "uint32", true},
-                  {"buf-size", "int", true},
-                  {"on-source-error", "BlockdevOnError", true},
-                  {"on-target-error", "BlockdevOnError", true},
-                  {"unmap", "bool", true},
-                  {"copy-mode", "MirrorCopyMode", true},
-                  {"auto-finalize", "bool", true},
-                  {"auto-dismiss", "bool", true}},
+         .args = join({{{"job-id", "str", true},
+                        {"device", "str"},
+                        {"target", "str"},
+                        {"format", "str", true},
+                        {"node-name", "str", true},
+                        {"replaces", "str", true},
+                        {"sync", "MirrorSyncMode"},
+                        {"mode", "NewImageMode", true}},
+                       copy,
+                       {{"unmap", "bool", true}},
+                       tail}),
          .handler = co_drive_mirror});
   r.add({.name = "blockdev-mirror",
-         .args = {{"job-id", "str", true},
-                  {"device", "str"},
-                  {"target", "str"},
-                  {"replaces", "str", true},
-                  {"sync", "MirrorSyncMode"},
-                  {"speed", "int", true},
-                  {"granularity", "uint32", true},
-                  {"buf-size", "int", true},
-                  {"on-source-error", "BlockdevOnError", true},
-                  {"on-target-error", "BlockdevOnError", true},
-                  {"filter-node-name", "str", true},
-                  {"copy-mode", "MirrorCopyMode", true},
-                  {"auto-finalize", "bool", true},
-                  {"auto-dismiss", "bool", true}},
+         .args = join({{{"job-id", "str", true},
+                        {"device", "str"},
+                        {"target", "str"},
+                        {"replaces", "str", true},
+                        {"sync", "MirrorSyncMode"}},
+                       copy,
+                       {{"filter-node-name", "str", true}},
+                       tail}),
          .handler = co_blockdev_mirror});
 }
 

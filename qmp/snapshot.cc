@@ -20,7 +20,10 @@ namespace {
 class ExternalSnapshot final : public Action {
  public:
   ExternalSnapshot(QmpContext& ctx, json data, bool sync)
-      : ctx_(ctx), graph_(ctx.engine().graph()), change_(graph_), data_(std::move(data)),
+      : ctx_(ctx),
+        graph_(ctx.engine().graph()),
+        change_(graph_),
+        data_(std::move(data)),
         sync_(sync) {}
 
   Task<Result<void>> co_prepare() override;
@@ -61,19 +64,10 @@ Task<Result<Node*>> ExternalSnapshot::co_open_overlay() {
   if (data_.value("mode", "absolute-paths") != "existing") {
     STRATA_CO_TRY(co_await co_create_overlay_image(ctx_.engine(), file, format, *old_));
   }
-  // The file name as QEMU's bdrv_open reads it (nbd://..., json:, file:).
-  STRATA_CO_TRY_ASSIGN(json file_options, filename_node_options(graph_.drivers(), file));
-  json options = {{"driver", format}, {"node-name", snap_name}, {"file", file_options}};
-  const DriverSpec* spec = graph_.drivers().find(format);
-  if (!spec) co_return Error{EINVAL, "Unknown driver '" + format + "'"};
-  for (const auto& o : spec->options) {
-    if (o.name == "backing") options["backing"] = nullptr;  // QEMU's BDRV_O_NO_BACKING
-  }
-  auto node = co_await graph_.co_add(std::move(options));
-  if (!node) co_return std::move(node).error();
-  (*node)->set_monitor_owned(false);  // as QEMU: not added by blockdev-add
+  STRATA_CO_TRY_ASSIGN(Node * node,
+                       co_await co_open_image_node(graph_, file, format, snap_name, false, false));
   opened_here_ = true;
-  co_return *node;
+  co_return node;
 }
 
 Result<void> ExternalSnapshot::check_overlay(const Node& overlay) const {

@@ -1,4 +1,7 @@
-// Overlay creation for blockdev-snapshot-sync (qcow2, as QEMU's default).
+// Overlay creation for blockdev-snapshot-sync (qcow2, as QEMU's default),
+// and opening an image file for a command.
+#include "block/core/filename.h"
+#include "block/core/graph.h"
 #include "block/drivers/qcow2/create.h"
 #include "qmp/snapshot.h"
 
@@ -16,6 +19,25 @@ Task<Result<void>> co_create_overlay_image(Engine& engine, std::string path, std
   options.backing_file = backing.driver().filename();
   options.backing_format = backing.driver_name();
   co_return co_await qcow2::co_create_image(engine, std::move(path), std::move(options));
+}
+
+Task<Result<Node*>> co_open_image_node(Graph& graph, const std::string& file,
+                                       const std::string& format, const std::string& name,
+                                       bool with_backing, bool implicit) {
+  // The file name as QEMU's bdrv_open reads it (nbd://..., json:, file:).
+  STRATA_CO_TRY_ASSIGN(nlohmann::json file_options, filename_node_options(graph.drivers(), file));
+  nlohmann::json options = {{"driver", format}, {"file", file_options}};
+  if (!name.empty() || !implicit) options["node-name"] = name;
+  const DriverSpec* spec = graph.drivers().find(format);
+  if (!spec) co_return Error{EINVAL, "Unknown driver '" + format + "'"};
+  for (const auto& o : spec->options) {
+    // QEMU's BDRV_O_NO_BACKING.
+    if (o.name == "backing" && !with_backing) options["backing"] = nullptr;
+  }
+  auto node = co_await graph.co_add(std::move(options), implicit && name.empty());
+  if (!node) co_return std::move(node).error();
+  (*node)->set_monitor_owned(false);  // as QEMU: not added by blockdev-add
+  co_return *node;
 }
 
 }  // namespace strata::qmp

@@ -297,3 +297,31 @@ def start_guest(d, workdir, kind, initial, seed):
     guest = Guest(sock, "top", bytearray(initial), seed=seed)
     guest.start(pause=0.005)
     return guest
+
+
+def wait_offset(d, at_least, timeout=60):
+    """Waits until the one block job has copied `at_least` bytes; returns
+    query-block-jobs, asserting the job is part way."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        jobs = d.ok("query-block-jobs")
+        if jobs and jobs[0]["offset"] >= at_least:
+            break
+        time.sleep(0.05)
+    assert jobs and 0 < jobs[0]["offset"] < jobs[0]["len"], jobs
+    return jobs
+
+
+def pivot_with_guest(d, job, guest):
+    """A mirror with `guest` writing: ready, more writes while ready (the
+    target must get them too), job-complete, then writes that the target
+    serves; the guest reads back its model."""
+    d.wait_event("BLOCK_JOB_READY", job, timeout=180)
+    guest.stop()
+    for _ in range(30):
+        guest.random_write()
+    d.ok("job-complete", id=job)
+    d.wait_event("JOB_STATUS_CHANGE", job, "null")
+    for _ in range(20):
+        guest.random_write()
+    assert guest.read(0, len(guest.model)) == bytes(guest.model)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run
 from job_util import (KINDS, MiB, backing_chain, chain, check, read_image,  # noqa: F401
-                      start, start_guest)
+                      pivot_with_guest, start, start_guest)
 
 
 def reply(d, cmd, **args):
@@ -64,15 +64,7 @@ def drive_mirror_with_guest(start, workdir, kind, initial, args, prepare=None):
         prepare(paths, tpath)
     d.ok("drive-mirror", **{"job-id": "m", "device": "top", "target": tpath, **args})
     guest = start_guest(d, workdir, kind, initial, seed=31)
-    d.wait_event("BLOCK_JOB_READY", "m", timeout=180)
-    guest.stop()
-    for _ in range(30):
-        guest.random_write()
-    d.ok("job-complete", id="m")
-    d.wait_event("JOB_STATUS_CHANGE", "m", "null")
-    for _ in range(20):
-        guest.random_write()  # served by the target now
-    assert guest.read(0, len(guest.model)) == bytes(guest.model)
+    pivot_with_guest(d, "m", guest)
     guest.close()
     nodes = sorted(n["node-name"] for n in d.ok("query-named-block-nodes")
                    if not n["node-name"].startswith("#"))

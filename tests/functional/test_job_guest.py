@@ -19,7 +19,7 @@ import pytest
 
 from conftest import run
 from job_util import (KINDS, MiB, backing_chain, chain, check, read_image,  # noqa: F401
-                      start, start_guest)
+                      start, start_guest, wait_offset)
 
 
 def run_with_guest(start, workdir, initial, seed, job_args, kind):
@@ -73,13 +73,7 @@ def test_kill_during_a_job_leaves_readable_images(workdir, chain, start, job_arg
     cmd, args = job_args
     d.ok(cmd, **args)
     d.wait_event("JOB_STATUS_CHANGE", "k", "running")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        jobs = d.ok("query-block-jobs")
-        if jobs and jobs[0]["offset"] >= 8 * MiB:
-            break
-        time.sleep(0.05)
-    assert jobs and 0 < jobs[0]["offset"] < jobs[0]["len"], jobs
+    wait_offset(d, 8 * MiB)
     os.kill(d.daemon.proc.pid, signal.SIGKILL)
     d.daemon.proc.wait(30)
     for p in paths.values():

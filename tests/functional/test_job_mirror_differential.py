@@ -10,7 +10,7 @@ import os
 
 from conftest import run
 from job_util import (KINDS, MiB, chain, check, read_image, start,  # noqa: F401
-                      start_guest)
+                      pivot_with_guest, start_guest)
 
 
 def add_target(d, paths, kind, name="tgt", size=64 * MiB, backing=None):
@@ -87,15 +87,7 @@ def mirror_with_guest(start, workdir, kind, initial, sync, seed):
     d.ok("blockdev-mirror", **{"job-id": "m", "device": "top", "target": "tgt", "sync": sync,
                                "speed": 32 * MiB})
     guest = start_guest(d, workdir, kind, initial, seed)
-    d.wait_event("BLOCK_JOB_READY", "m", timeout=180)
-    guest.stop()
-    for _ in range(30):
-        guest.random_write()  # while ready: the target must get these too
-    d.ok("job-complete", id="m")
-    d.wait_event("JOB_STATUS_CHANGE", "m", "null")
-    for _ in range(20):
-        guest.random_write()  # now served by the target
-    assert guest.read(0, len(guest.model)) == bytes(guest.model)
+    pivot_with_guest(d, "m", guest)
     guest.close()
     events = d.job_events("m")
     d.quit()

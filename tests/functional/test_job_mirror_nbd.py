@@ -23,13 +23,12 @@ qemu-storage-daemon's for the same script.
 """
 import os
 import signal
-import time
 
 import pytest
 
 from conftest import run
 from job_util import (KINDS, MiB, Guest, JobDaemon, chain, check, read_image,  # noqa: F401
-                      start, start_guest)
+                      start, start_guest, wait_offset)
 
 PAIRS = [(s, t) for s in KINDS for t in KINDS]
 
@@ -204,13 +203,7 @@ def test_source_daemon_killed_mid_mirror(workdir, chain, start, targets):
     add_remote(src, tsock)
     src.ok("blockdev-mirror", **{"job-id": "m", "device": "top", "target": "remote",
                                  "sync": "full", "speed": 8 * MiB})
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        jobs = src.ok("query-block-jobs")
-        if jobs and jobs[0]["offset"] >= 8 * MiB:
-            break
-        time.sleep(0.05)
-    assert jobs and 0 < jobs[0]["offset"] < jobs[0]["len"], jobs
+    wait_offset(src, 8 * MiB)
     guest.stop()  # flushed: every write it made is on the source's disk
     os.kill(src.daemon.proc.pid, signal.SIGKILL)
     src.daemon.proc.wait(30)

@@ -106,12 +106,16 @@ std::pair<std::string, std::string> backing_names(Node* node) {
 
 }  // namespace
 
+std::vector<SnapshotEntry> snapshots_of(Node* node) {
+  ImageOps* ops = node->driver().image_ops();
+  return ops ? ops->list_snapshots() : std::vector<SnapshotEntry>{};
+}
+
 ojson image_info_json(Node* node) {
   ojson j;
   ImageOps* ops = node->driver().image_ops();
   std::string filename = node_filename(node);
-  std::vector<SnapshotEntry> snapshots;
-  if (ops) snapshots = ops->list_snapshots();
+  std::vector<SnapshotEntry> snapshots = snapshots_of(node);
   if (!snapshots.empty()) {
     ojson list = ojson::array();
     for (const auto& s : snapshots) list.push_back(snapshot_json(s));
@@ -212,7 +216,6 @@ void format_specific_text(std::string& out, const ojson& data, int indent) {
 // The human text of one image, as qemu-img prints it.
 std::string human_text(const ojson& j, Node* node) {
   std::string out;
-  ImageOps* ops = node->driver().image_ops();
   appendf(out, "image: %s\n", j["filename"].get<std::string>().c_str());
   appendf(out, "file format: %s\n", j["format"].get<std::string>().c_str());
   uint64_t vsize = j["virtual-size"];
@@ -235,8 +238,7 @@ std::string human_text(const ojson& j, Node* node) {
     appendf(out, "backing file format: %s\n",
             j["backing-filename-format"].get<std::string>().c_str());
   }
-  std::vector<SnapshotEntry> snapshots;
-  if (ops) snapshots = ops->list_snapshots();
+  std::vector<SnapshotEntry> snapshots = snapshots_of(node);
   if (!snapshots.empty()) {
     appendf(out, "Snapshot list:\n%s", snapshot_table_text(snapshots).c_str());
   }

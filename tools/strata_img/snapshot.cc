@@ -19,8 +19,7 @@ enum class Action { kNone, kList, kCreate, kApply, kDelete };
 // for one without); prints qemu-img's message and returns 1 on failure.
 Task<int> co_act(Node* node, ImageOps* ops, Action action, const std::string& name) {
   if (action == Action::kList) {
-    std::vector<SnapshotEntry> snapshots;
-    if (ops) snapshots = ops->list_snapshots();
+    std::vector<SnapshotEntry> snapshots = snapshots_of(node);
     if (!snapshots.empty()) {
       std::printf("Snapshot list:\n%s", snapshot_table_text(snapshots).c_str());
     }
