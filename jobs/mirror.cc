@@ -134,7 +134,7 @@ Task<Result<void>> MirrorJob::co_setup() {
   engine_ = std::make_unique<CopyEngine>(engine().loop(), *copier_, *listener_,
                                          CopyConfig{.max_chunk = chunk, .max_workers = workers});
   filter_driver_->set_sink(this);
-  write_blocking_ = params_.write_blocking;
+  if (params_.write_blocking) enter_write_blocking();
   co_return Result<void>{};
 }
 
@@ -256,10 +256,20 @@ Task<void> MirrorJob::co_switch_to_write_blocking() {
   in_own_drain_ = true;
   std::vector<Node*> drained = {filter_};
   auto section = co_await engine().graph().co_drain(std::move(drained));
-  write_blocking_ = true;
+  enter_write_blocking();
   actively_synced_ = dirty_->count() == 0;
   section.reset();
   in_own_drain_ = false;
+}
+
+// From now on the filter sends guest writes to the target too and tells the
+// job of those that did not get there. The bitmap no longer records writes
+// through the filter, whose marks would make granules the filter just
+// brought in sync look owed (and one write take another's mark for its
+// own); writes that reach the source by any other way still mark it.
+void MirrorJob::enter_write_blocking() {
+  dirty_->set_unrecorded_writer(filter_->file());
+  write_blocking_ = true;
 }
 
 // The last step before the exit: drain the source (guest writes wait), copy

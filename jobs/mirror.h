@@ -10,7 +10,8 @@
 // with QEMU's permissions; a commit freezes the chain from the filter down
 // to the base. An anonymous dirty bitmap on the source records what is
 // still to copy; the copy engine (block/copy/copy_engine.h) drains it with
-// many chunks in flight.
+// many chunks in flight. In write-blocking mode the bitmap screens out
+// writes through the filter, which clears and marks for them itself.
 //
 // Copy modes: in background mode guest writes only mark the bitmap; in
 // write-blocking mode they reach the target before they complete (the
@@ -107,6 +108,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   Task<ActiveWrite> co_begin_active_write(uint64_t offset, uint64_t bytes) override;
   Task<void> co_active_write(ActiveWrite& write, MirrorMethod method, uint64_t offset,
                              uint64_t bytes, const IoVec* iov, uint32_t flags) override;
+  void note_source_write(uint64_t offset, uint64_t bytes) override;
 
  protected:
   void on_io_error(bool is_read) override;
@@ -124,11 +126,13 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   bool wants_write_blocking() const;
   void update_remaining();
   Task<void> co_switch_to_write_blocking();
+  void enter_write_blocking();
   Task<bool> co_try_finish();
   Task<Result<void>> co_exit(bool abort);
   Task<Result<void>> co_pivot(bool complete);
   Task<void> co_remove_filter();
-  void clear_synced(uint64_t offset, uint64_t bytes, const ActiveWrite& write);
+  void clear_synced(uint64_t offset, uint64_t bytes);
+  void mark_dirty(uint64_t offset, uint64_t bytes);
   Task<Result<void>> co_insert_filter();
   bool base_was_read_only_ = false;
   std::optional<Error> pending_error_;

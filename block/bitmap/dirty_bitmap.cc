@@ -24,6 +24,11 @@ void DirtyBitmap::set_enabled(bool on) {
   set_->refresh_recording();
 }
 
+void DirtyBitmap::set_unrecorded_writer(const Child* edge) {
+  unrecorded_writer_ = edge;
+  set_->refresh_recording();
+}
+
 bool DirtyBitmap::recording() const {
   return enabled_ || (successor_ != nullptr && successor_->enabled_);
 }
@@ -156,6 +161,12 @@ void BitmapSet::mark_recording(uint64_t offset, uint64_t bytes) {
   for (MarkGroup& g : groups_) mark_group(g, offset, bytes);
 }
 
+void BitmapSet::mark_screened(uint64_t offset, uint64_t bytes, const Child* via) {
+  for (DirtyBitmap* b : screened_) {
+    if (b->unrecorded_writer_ != via) b->bits_.set(offset, bytes);
+  }
+}
+
 void BitmapSet::mark_group(MarkGroup& g, uint64_t offset, uint64_t bytes) {
   uint64_t end = offset + bytes;
   uint64_t first = offset >> g.gran_bits;
@@ -203,8 +214,14 @@ void BitmapSet::rebuild_groups() {
 
 void BitmapSet::refresh_recording() {
   recording_.clear();
+  screened_.clear();
   for (const auto& b : bitmaps_) {
-    if (b->enabled_) recording_.push_back(&b->bits_);
+    if (!b->enabled_) continue;
+    if (b->unrecorded_writer_) {
+      screened_.push_back(b.get());
+    } else {
+      recording_.push_back(&b->bits_);
+    }
   }
   std::stable_sort(recording_.begin(), recording_.end(), [](const HBitmap* a, const HBitmap* b) {
     return a->granularity_bits() < b->granularity_bits();

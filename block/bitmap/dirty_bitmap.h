@@ -2,7 +2,9 @@
 //
 // Contract: a BitmapSet belongs to one Node (Node::bitmaps()) and owns its
 // bitmaps. The node's dispatcher calls mark() after every successful write,
-// write-zeroes and discard, which marks every recording bitmap; the node
+// write-zeroes and discard, which marks every recording bitmap (but one that
+// screens out the edge the write came through, see set_unrecorded_writer);
+// the node
 // tells it about resizes (on_resize), and every bitmap follows. A DirtyBitmap
 // has QEMU's state: a name (empty for the anonymous successors that jobs
 // use), a granularity, `enabled` (records writes), busy (a job or an export
@@ -29,6 +31,7 @@
 
 namespace strata {
 
+class Child;
 class Node;
 class BitmapSet;
 class BitmapStore;
@@ -79,6 +82,12 @@ class DirtyBitmap {
   // on disk).
   void set_inconsistent();
   DirtyBitmap* successor() const { return successor_; }
+  // Writes that reach the node through `edge` do not mark the bitmap: its
+  // owner marks what it must of them itself (a mirror in write-blocking
+  // mode, whose filter sends the guest's writes to the target too). Writes
+  // through any other edge still do. Null: every write marks it.
+  void set_unrecorded_writer(const Child* edge);
+  const Child* unrecorded_writer() const { return unrecorded_writer_; }
 
   // QEMU's bdrv_dirty_bitmap_check: the first failing condition of `flags`.
   Result<void> check(unsigned flags) const;
@@ -96,6 +105,7 @@ class DirtyBitmap {
   bool read_only_ = false;
   bool inconsistent_ = false;
   DirtyBitmap* successor_ = nullptr;
+  const Child* unrecorded_writer_ = nullptr;
 };
 
 class BitmapSet {
@@ -125,9 +135,12 @@ class BitmapSet {
   Result<DirtyBitmap*> reclaim(DirtyBitmap& bitmap);
 
   // Marks every recording bitmap. The dispatcher calls it directly after
-  // each successful write, write-zeroes and discard of the node.
-  void mark(uint64_t offset, uint64_t bytes) {
-    if (bytes == 0 || recording_.empty()) return;
+  // each successful write, write-zeroes and discard of the node that came
+  // through `via` (null: from no edge).
+  void mark(uint64_t offset, uint64_t bytes, const Child* via = nullptr) {
+    if (bytes == 0) return;
+    if (!screened_.empty()) mark_screened(offset, bytes, via);
+    if (recording_.empty()) return;
     if (groups_.size() == 1 && !groups_stale_ && known_dirty(groups_.front(), offset, bytes))
       return;
     mark_recording(offset, bytes);
@@ -183,11 +196,14 @@ class BitmapSet {
   void rebuild_groups();
   void mark_recording(uint64_t offset, uint64_t bytes);
   void mark_group(MarkGroup& g, uint64_t offset, uint64_t bytes);
+  void mark_screened(uint64_t offset, uint64_t bytes, const Child* via);
 
   Node& node_;
   std::vector<std::unique_ptr<DirtyBitmap>> bitmaps_;
   // The bits of every enabled bitmap: what mark() walks on each write.
   std::vector<HBitmap*> recording_;
+  // Enabled bitmaps with an unrecorded writer, marked apart (rare: jobs).
+  std::vector<DirtyBitmap*> screened_;
   std::vector<MarkGroup> groups_;
   bool groups_stale_ = true;
   std::unique_ptr<BitmapStore> store_;

@@ -287,8 +287,8 @@ Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t
   co_return co_await co_write_aligned(offset, iov, flags);
 }
 
-void Node::mark_written(uint64_t offset, uint64_t bytes) {
-  if (bitmaps_) bitmaps_->mark(offset, bytes);
+void Node::mark_written(uint64_t offset, uint64_t bytes, const Child* caller) {
+  if (bitmaps_) bitmaps_->mark(offset, bytes, caller);
 }
 
 void Node::check_write_threshold(uint64_t offset, uint64_t bytes) {
@@ -347,7 +347,7 @@ Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t 
     stats_.wr_bytes += iov.size();
     stats_.wr_operations++;
     stats_.wr_highest_offset = std::max(stats_.wr_highest_offset, offset + iov.size());
-    mark_written(offset, iov.size());
+    mark_written(offset, iov.size(), caller);
   } else {
     stats_.failed_wr_operations++;
   }
@@ -452,7 +452,7 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
     stats_.zero_operations++;
     stats_.zero_bytes += bytes;
     stats_.wr_highest_offset = std::max(stats_.wr_highest_offset, offset + bytes);
-    mark_written(offset, bytes);
+    mark_written(offset, bytes, caller);
   } else if (!(flags & kReqNoFallback) || r.error().code != ENOTSUP) {
     stats_.failed_wr_operations++;
   }
@@ -488,7 +488,7 @@ Task<Result<void>> Node::co_pdiscard(uint64_t offset, uint64_t bytes, const Chil
   if (r) {
     stats_.unmap_operations++;
     stats_.unmap_bytes += bytes;
-    mark_written(offset, bytes);
+    mark_written(offset, bytes, caller);
   } else {
     stats_.failed_unmap_operations++;
   }

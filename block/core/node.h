@@ -260,7 +260,7 @@ class Node {
   bool is_one_driver_request(uint64_t offset, uint64_t bytes) const;
   // After a successful write, write-zeroes or discard: marks the dirty
   // bitmaps.
-  void mark_written(uint64_t offset, uint64_t bytes);
+  void mark_written(uint64_t offset, uint64_t bytes, const Child* caller);
   // Before a write, write-zeroes or discard runs: the write threshold.
   void check_write_threshold(uint64_t offset, uint64_t bytes);
   void check_zeroes_threshold(uint64_t offset, uint64_t bytes);

@@ -22,13 +22,16 @@ Task<Result<void>> MirrorTopDriver::co_write(MirrorMethod method, uint64_t offse
       r = co_await FilterDriver::co_pdiscard(offset, bytes);
       break;
   }
-  if (r && sink) co_await sink->co_active_write(write, method, offset, bytes, iov, flags);
+  if (r && sink) {
+    co_await sink->co_active_write(write, method, offset, bytes, iov, flags);
+  } else if (sink_) {
+    sink_->note_source_write(offset, bytes);
+  }
   co_return r;
 }
 
 Task<Result<void>> MirrorTopDriver::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t flags) {
-  if (!sink_ || !sink_->copy_to_target())
-    co_return co_await FilterDriver::co_pwritev(offset, iov, flags);
+  if (!sink_) co_return co_await FilterDriver::co_pwritev(offset, iov, flags);
   co_return co_await co_write(MirrorMethod::kCopy, offset, iov.size(), &iov, flags);
 }
 

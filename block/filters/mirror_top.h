@@ -3,8 +3,9 @@
 // (the source); while its job is in write-blocking mode, a guest write,
 // write-zeroes or discard waits for copies of overlapping ranges in flight,
 // goes to the source, and then goes to the target before it completes, so
-// the target never falls behind. In background mode writes just pass
-// through: the job's dirty bitmap on this node records them.
+// the target never falls behind. Any other write passes through and is then
+// told to the job, which records it unless its dirty bitmap does already
+// (background mode).
 //
 // Contract: opened only by jobs (blockdev-add refuses the driver). The job
 // attaches itself with set_sink() and detaches before the node goes; after
@@ -23,11 +24,9 @@ namespace strata {
 enum class MirrorMethod { kCopy, kZero, kDiscard };
 
 // A guest write on its way through the write-blocking path: the range
-// held against copies, and what the job noted before the source took it.
+// held against copies.
 struct ActiveWrite {
   RangeLock::Guard held;
-  bool head_dirty = false;  // the partly written first granule was still to copy
-  bool tail_dirty = false;  // likewise the last
 };
 
 // The job behind a mirror_top filter.
@@ -43,6 +42,10 @@ class MirrorSink {
   // the job's policy, never to the guest, as in QEMU).
   virtual Task<void> co_active_write(ActiveWrite& write, MirrorMethod method, uint64_t offset,
                                      uint64_t bytes, const IoVec* iov, uint32_t flags) = 0;
+  // After a write that did not reach the target (not write-blocking then,
+  // or the source failed it) is done with the source, successful or not:
+  // the range is still to copy.
+  virtual void note_source_write(uint64_t offset, uint64_t bytes) = 0;
 };
 
 class MirrorTopDriver final : public FilterDriver {

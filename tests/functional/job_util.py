@@ -96,10 +96,12 @@ class JobDaemon:
         return reply["return"]
 
     def pump(self, timeout=0.05):
-        """Reads events that arrived without a command."""
+        """Reads events that arrived without a command, for `timeout`
+        seconds at most (a daemon may send events without pause)."""
         self.qmp.sock.settimeout(timeout)
+        end = time.time() + timeout
         try:
-            while True:
+            while time.time() < end:
                 msg = self.qmp.read_message()
                 if "event" in msg:
                     self.qmp.events.append(msg)

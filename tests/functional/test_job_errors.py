@@ -190,12 +190,15 @@ def test_report_ends_the_job_and_leaves_the_chain(setup):
     assert outcome["strata"][1] == "Input/output error"
 
 
-def test_mirror_stops_on_target_write_errors_and_resumes(setup):
+@pytest.mark.parametrize("mode", ["background", "write-blocking"])
+def test_mirror_stops_on_target_write_errors_and_resumes(setup, mode):
     """blockdev-mirror onto a target whose writes fail: with on-target-error
     stop the job pauses (io-status failed) while the guest keeps writing to
     the source; once the fault clears, job-resume carries on to ready, the
     pivot moves the guest onto the target, and the target reads as the
-    guest wrote."""
+    guest wrote. In write-blocking mode the guest's writes that failed on
+    the target, and those made while the job waits (which go to the source
+    only), are copied after the resume."""
     outcome = {}
     for kind in KINDS:
         d, _, paths = setup(kind, "base")  # base's reads do not fail
@@ -211,7 +214,8 @@ def test_mirror_stops_on_target_write_errors_and_resumes(setup):
             guest = start_guest(d, os.path.dirname(os.path.dirname(paths["top"])), kind,
                                 setup.before, seed=41)
             d.ok("blockdev-mirror", **{"job-id": "m", "device": "top", "target": "tgt",
-                                       "sync": "full", "on-target-error": "stop"})
+                                       "sync": "full", "on-target-error": "stop",
+                                       "copy-mode": mode})
             d.wait_event("BLOCK_JOB_ERROR", "m")
             d.wait_event("JOB_STATUS_CHANGE", "m", "paused")
             status = io_status(d, "m")

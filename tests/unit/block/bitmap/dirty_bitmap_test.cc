@@ -88,6 +88,33 @@ TEST_F(DirtyBitmapTest, WritesZeroesAndDiscardsMarkRecordingBitmaps) {
   EXPECT_FALSE(b->bits().get(5 << 20));
 }
 
+// A bitmap that screens out one edge records every other edge's writes
+// (and the dispatcher's own, from no edge), and the other bitmaps record
+// everything, that edge's writes included.
+TEST_F(DirtyBitmapTest, UnrecordedWriterIsScreenedOutOfOneBitmapOnly) {
+  open();
+  DirtyBitmap* job = add("job", {.granularity = 65536});
+  DirtyBitmap* user = add("user", {.granularity = 65536});
+  job->set_unrecorded_writer(drive_->edge());
+  EXPECT_TRUE(job->recording());
+  write(0, 4096);  // through the screened edge
+  ASSERT_TRUE(drive_->write_zeroes(2 << 20, 4096));
+  const Child* other = node_->backing();  // any other edge
+  node_->bitmaps().mark(1 << 20, 4096, other);
+  node_->bitmaps().mark(5 << 20, 4096, nullptr);
+  EXPECT_EQ(extents(*job), (std::vector<BitmapExtent>{{1 << 20, 65536}, {5 << 20, 65536}}));
+  EXPECT_EQ(extents(*user), (std::vector<BitmapExtent>{
+                                {0, 65536}, {1 << 20, 65536}, {2 << 20, 65536}, {5 << 20, 65536}}));
+  // Screened or not, a disabled bitmap records nothing.
+  job->set_enabled(false);
+  node_->bitmaps().mark(3 << 20, 4096, other);
+  EXPECT_FALSE(job->bits().get(3 << 20));
+  job->set_enabled(true);
+  job->set_unrecorded_writer(nullptr);
+  write(4 << 20, 4096);
+  EXPECT_TRUE(job->bits().get(4 << 20));
+}
+
 TEST_F(DirtyBitmapTest, RandomWritesMatchModelAtSeveralGranularities) {
   open();
   std::vector<DirtyBitmap*> bitmaps;
