@@ -3,6 +3,7 @@
 #include "jobs/mirror.h"
 
 #include <algorithm>
+#include <bit>
 
 #include "block/bitmap/dirty_bitmap.h"
 #include "block/core/block_status.h"
@@ -122,10 +123,13 @@ Task<Result<void>> MirrorJob::co_setup() {
   uint64_t buf = params_.buf_size ? params_.buf_size : kDefaultBufSize;
   uint64_t chunk = std::max(std::min(kMaxChunk, buf) / gran * gran, gran);
   unsigned workers = static_cast<unsigned>(std::clamp<uint64_t>(buf / chunk, 1, kMaxWorkers));
+  if (params_.target_is_zero) {
+    target_zeroes_ = std::make_unique<ZeroMap>(params_.target->size(), std::countr_zero(gran));
+  }
   BlockCopierOptions copy{.base = params_.base,
                           .skip_unallocated = params_.base != nullptr,
                           .unmap = params_.unmap,
-                          .target_is_zero = params_.target_is_zero,
+                          .target_zeroes = target_zeroes_.get(),
                           .max_chunk = chunk};
   copier_ = std::make_unique<BlockCopier>(
       *filter_->file(), *target_edge_, copy,

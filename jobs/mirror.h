@@ -69,7 +69,7 @@ struct MirrorParams {
   OnError on_target_error = OnError::kReport;
   std::string filter_node_name;
   bool write_blocking = false;
-  bool target_is_zero = false;  // the target reads as zeroes already
+  bool target_is_zero = false;  // the target reads as zeroes when the job starts
   bool zero_target = false;     // sync full: make sure unallocated ranges read as zeroes
   bool unmap = true;
   int64_t speed = 0;
@@ -142,6 +142,7 @@ class MirrorJob final : public BlockJob, public MirrorSink {
   MirrorTopDriver* filter_driver_ = nullptr;
   Child* target_edge_ = nullptr;
   DirtyBitmap* dirty_ = nullptr;
+  std::unique_ptr<ZeroMap> target_zeroes_;  // with target_is_zero
   std::unique_ptr<BlockCopier> copier_;
   std::unique_ptr<CopyEngine> engine_;
   std::unique_ptr<Listener> listener_;

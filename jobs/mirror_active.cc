@@ -64,6 +64,9 @@ Task<void> MirrorJob::co_active_write(ActiveWrite& w, MirrorMethod method, uint6
   auto self = shared_from_this();
   progress_increase_remaining(bytes);
   active_bytes_in_flight_ += bytes;
+  // Only zeroes keep the target reading as zeroes; anything else (or a
+  // write that fails half way) may not.
+  if (target_zeroes_ && method != MirrorMethod::kZero) target_zeroes_->forget(offset, bytes);
   Result<void> r;
   switch (method) {
     case MirrorMethod::kCopy:

@@ -98,6 +98,7 @@ Task<Result<void>> co_mirror_common(Engine& engine, const json& args, Node* bs, 
   p.zero_target = zero_target && *sync == MirrorSync::kFull;
   p.backing = backing;
   p.unmap = args.value("unmap", true);
+  p.target_is_zero = args.value("target-is-zero", false);
   p.speed = args.value("speed", int64_t{0});
   auto job = co_await MirrorJob::co_start(engine, std::move(p));
   if (!job) co_return std::move(job).error();
@@ -233,7 +234,8 @@ void register_mirror_commands(QmpContext& ctx) {
                         {"sync", "MirrorSyncMode"}},
                        copy,
                        {{"filter-node-name", "str", true}},
-                       tail}),
+                       tail,
+                       {{"target-is-zero", "bool", true}}}),
          .handler = co_blockdev_mirror});
 }
 

@@ -34,6 +34,7 @@ Task<ChunkOutcome> BlockCopier::co_copy_data(uint64_t offset, uint64_t bytes) {
       break;
     }
     uint32_t flags = options_.compress ? kReqWriteCompressed : 0;
+    if (options_.target_zeroes) options_.target_zeroes->forget(offset + done, len);
     out.result = co_await target_->co_pwritev(offset + done, iov, flags);
     done += len;
   }
@@ -53,7 +54,7 @@ Task<ChunkOutcome> BlockCopier::co_copy(uint64_t offset, uint64_t bytes) {
     if (!st->allocated() && options_.skip_unallocated) {
       // The base already holds what this range reads as.
     } else if (st->flags & kStatusZero) {
-      if (!options_.target_is_zero) {
+      if (!options_.target_zeroes || !options_.target_zeroes->reads_zero(pos, len)) {
         uint32_t flags = options_.unmap ? kReqMayUnmap : 0;
         out.result = co_await target_->co_pwrite_zeroes(pos, len, flags);
       }

@@ -5,8 +5,9 @@
 // above `base` (block/core/block_status.h; null: the whole chain). A range
 // no layer above the base allocates is skipped when `skip_unallocated`
 // (commit and stream leave what the base already has); a range that reads
-// as zeroes is written as zeroes (may-unmap when `unmap`), or skipped when
-// the target is known to read as zeroes; anything else is read from the
+// as zeroes is written as zeroes (may-unmap when `unmap`), or skipped where
+// `target_zeroes` knows the target reads as zeroes already (the copier
+// makes it forget every range it writes data to); anything else is read from the
 // source and written to the target, compressed when asked (whole target
 // clusters). Reads and writes go through the job's edges, so they hold
 // the job's permissions. Buffers come from a pool of `max_chunk` buffers,
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "block/copy/copy_engine.h"
+#include "block/copy/zero_map.h"
 #include "block/core/node.h"
 
 namespace strata {
@@ -27,7 +29,7 @@ struct BlockCopierOptions {
   Node* base = nullptr;
   bool skip_unallocated = false;
   bool unmap = false;
-  bool target_is_zero = false;
+  ZeroMap* target_zeroes = nullptr;  // owned by the job; null: nothing known
   bool compress = false;
   uint64_t max_chunk = 1 << 20;
 };
@@ -41,7 +43,6 @@ class BlockCopier final : public ChunkCopier {
 
   // Bytes read and written (not skipped or zeroed) so far.
   uint64_t bytes_copied() const { return copied_; }
-  void set_target_is_zero(bool v) { options_.target_is_zero = v; }
   Child& target() const { return *target_; }
 
  private:

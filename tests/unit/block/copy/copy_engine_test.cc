@@ -126,12 +126,23 @@ TEST_F(CopyEngineTest, ZeroRangesAreWrittenAsZeroesOrSkippedAndUnallocatedOnesCa
   }
   dst_.log.clear();
   {
-    BlockCopier copier(*s, *t, {.target_is_zero = true}, nullptr);
+    ZeroMap zeroes(kSize, 16);
+    BlockCopier copier(*s, *t, {.target_zeroes = &zeroes}, nullptr);
     HBitmap work(kSize, 16);
     work.set(0, 4 * 65536);
     ASSERT_TRUE(run(copier, work));
     ASSERT_EQ(dst_.log.size(), 1u);  // zeroes skipped on a zeroed target
     EXPECT_EQ(dst_.log[0].op, 'w');
+    EXPECT_FALSE(zeroes.reads_zero(0, 1));  // data went there
+    EXPECT_TRUE(zeroes.reads_zero(65536, 3 * 65536));
+    // Once the source reads as zeroes where data was copied, the zeroes
+    // are written: the target no longer reads so there.
+    layer_.allocate(0, 65536, false);
+    dst_.log.clear();
+    work.set(0, 65536);
+    ASSERT_TRUE(run(copier, work));
+    ASSERT_EQ(dst_.log.size(), 1u);
+    EXPECT_EQ(dst_.log[0].op, 'z');
   }
   dst_.log.clear();
   {
@@ -140,7 +151,7 @@ TEST_F(CopyEngineTest, ZeroRangesAreWrittenAsZeroesOrSkippedAndUnallocatedOnesCa
     work.set(65536, 65536);
     ASSERT_TRUE(run(copier, work));
     EXPECT_TRUE(dst_.log.empty());  // unallocated above the (absent) base
-    EXPECT_EQ(listener_.progress, 4 * 65536u + 4 * 65536u + 65536u);
+    EXPECT_EQ(listener_.progress, 4 * 65536u + 4 * 65536u + 65536u + 65536u);
   }
 }
 
