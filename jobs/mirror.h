@@ -30,7 +30,9 @@
 // ranges and flush the target. Then, on success with complete requested,
 // the target's backing chain is set as the backing mode says and one graph
 // change moves the users of the source (or of `replaces`) to the target
-// and takes the filter out; otherwise only the filter goes.
+// and takes the filter out; otherwise only the filter goes. With
+// carry_bitmaps the source's named bitmaps are first carried to the target,
+// so that change tracking goes on across the pivot.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -77,7 +79,19 @@ struct MirrorParams {
   // A commit: merge the committed layers' bitmaps into the base's at
   // completion (jobs/commit.h).
   bool merge_bitmaps = false;
+  // A mirror: at the pivot, the source's named bitmaps go on with the
+  // target (x-carry-bitmaps, see carry_bitmaps()).
+  bool carry_bitmaps = false;
 };
+
+// x-carry-bitmaps: for each named bitmap of `source`, a bitmap of the same
+// name, granularity, persistence (when `target` can store bitmaps) and
+// enabled state is made on `target` and given the source's bits; a bitmap
+// of that name the target has already gets them merged in. A bitmap that
+// is busy or inconsistent, or that cannot be made, is left out with a
+// warning: the pivot goes on. Call it with the source drained, so the
+// bits are complete, just before the target takes the source's place.
+Task<void> co_carry_bitmaps(Engine& engine, Node& source, Node& target);
 
 class MirrorJob final : public BlockJob, public MirrorSink {
  public:

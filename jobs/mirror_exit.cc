@@ -3,6 +3,8 @@
 // backing chain, moves the users of the replaced node to the target (when
 // complete was asked and nothing failed) and takes the filter out.
 #include "base/log.h"
+#include "block/bitmap/bitmap_ops.h"
+#include "block/bitmap/bitmap_store.h"
 #include "block/bitmap/dirty_bitmap.h"
 #include "block/core/block_status.h"
 #include "block/core/graph_change.h"
@@ -104,6 +106,9 @@ Task<Result<void>> MirrorJob::co_exit(bool abort) {
   if (complete && params_.commit && params_.merge_bitmaps) {
     merge_committed_bitmaps(engine(), *params_.source, *params_.target);
   }
+  if (complete && params_.carry_bitmaps) {
+    co_await co_carry_bitmaps(engine(), *params_.source, *params_.target);
+  }
   if (complete && params_.target->read_only() != params_.source->read_only()) {
     (void)co_await co_set_read_only(graph, *params_.target, params_.source->read_only());
   }
@@ -122,6 +127,45 @@ Task<Result<void>> MirrorJob::co_exit(bool abort) {
   // Without the pivot, an implicit target closes here.
   if (keeper) co_await graph.co_detach(*keeper);
   co_return r;
+}
+
+namespace {
+
+void carry_warning(Engine& engine, const DirtyBitmap& b, const std::string& why) {
+  engine.logger().warning("mirror: bitmap '" + b.name() + "' not carried to the target: " + why);
+}
+
+// One bitmap: made on the target if it has none of that name, then merged.
+Task<void> co_carry_bitmap(Engine& engine, const DirtyBitmap& b, Node& target) {
+  Graph& graph = engine.graph();
+  BitmapSet* have = target.bitmaps_if_any();
+  if (!have || !have->find(b.name())) {
+    BitmapAddOptions o{.granularity = b.granularity(),
+                       .persistent = b.persistent() && bitmap_store_of(target) != nullptr,
+                       .disabled = !b.enabled()};
+    auto made = co_await co_add_bitmap(graph, target.name(), b.name(), o);
+    if (!made) {
+      carry_warning(engine, b, made.error().message);
+      co_return;
+    }
+  }
+  auto merged = merge_bitmaps(graph, target.name(), b.name(), {{b.node().name(), b.name()}});
+  if (!merged) carry_warning(engine, b, merged.error().message);
+}
+
+}  // namespace
+
+Task<void> co_carry_bitmaps(Engine& engine, Node& source, Node& target) {
+  BitmapSet* set = source.bitmaps_if_any();
+  if (!set) co_return;
+  for (DirtyBitmap* b : set->all()) {
+    if (b->anonymous()) continue;
+    if (auto ok = b->check(kBitmapBusy | kBitmapInconsistent); !ok) {
+      carry_warning(engine, *b, ok.error().message);
+      continue;
+    }
+    co_await co_carry_bitmap(engine, *b, target);
+  }
 }
 
 }  // namespace strata

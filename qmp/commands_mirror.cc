@@ -99,6 +99,7 @@ Task<Result<void>> co_mirror_common(Engine& engine, const json& args, Node* bs, 
   p.backing = backing;
   p.unmap = args.value("unmap", true);
   p.target_is_zero = args.value("target-is-zero", false);
+  p.carry_bitmaps = args.value("x-carry-bitmaps", false);
   p.speed = args.value("speed", int64_t{0});
   auto job = co_await MirrorJob::co_start(engine, std::move(p));
   if (!job) co_return std::move(job).error();
@@ -207,7 +208,8 @@ void register_mirror_commands(QmpContext& ctx) {
                               {"on-target-error", "BlockdevOnError", true}};
   std::vector<Member> tail = {{"copy-mode", "MirrorCopyMode", true},
                               {"auto-finalize", "bool", true},
-                              {"auto-dismiss", "bool", true}};
+                              {"auto-dismiss", "bool", true},
+                              {"x-carry-bitmaps", "bool", true}};
   auto join = [](std::initializer_list<std::vector<Member>> parts) {
     std::vector<Member> out;
     for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
