@@ -234,6 +234,8 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Error invalid_entry(uint64_t l1_idx, uint64_t l2_idx);
   Task<Result<std::shared_ptr<Table>>> co_l2_table(uint64_t l1_idx);
   Task<Result<std::shared_ptr<Table>>> co_writable_l2(uint64_t l1_idx);
+  Task<Result<std::shared_ptr<Table>>> co_fill_new_l2(uint64_t l1_idx, uint64_t old_entry,
+                                                      uint64_t fresh);
   Task<Result<void>> co_write_l1_entry(uint64_t l1_idx);
   Task<Result<void>> co_grow_l1(uint64_t min_size);
   Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);

@@ -91,7 +91,10 @@ Task<Result<void>> Qcow2Driver::co_grow_l1(uint64_t min_size) {
 }
 
 // Returns the L2 table for `l1_idx`, allocating it or copying a shared one
-// first: refcounts, then the table, then the L1 entry, each on disk.
+// first: refcounts, then the table, then the L1 entry, each on disk. If the
+// table cannot be written, nothing points at the new cluster yet: it is
+// freed again (QEMU's l2_allocate). If the L1 entry cannot be written, the
+// cluster is kept, since the disk may point at it.
 Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx) {
   if (l1_idx >= l1_.size()) STRATA_CO_TRY(co_await co_grow_l1(l1_idx + 1));
   uint64_t entry = l1_[l1_idx];
@@ -103,8 +106,25 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx
   }
   if (lazy_refcounts_) STRATA_CO_TRY(co_await co_set_dirty_bit(true));
   STRATA_CO_TRY_ASSIGN(uint64_t fresh, co_await refcounts_->co_alloc(1));
+  auto table = co_await co_fill_new_l2(l1_idx, entry, fresh);
+  if (!table) {
+    l2_cache_->discard(fresh);
+    refcounts_->free_later(fresh, 1);
+    co_return std::move(table).error();
+  }
+  l1_[l1_idx] = fresh | kCopied;
+  STRATA_CO_TRY(co_await co_write_l1_entry(l1_idx));
+  if (entry & kOffsetMask) refcounts_->free_later(entry & kOffsetMask, 1);
+  co_return table;
+}
+
+// The new table at `fresh`: empty, or a copy of the one `old_entry` names,
+// written and flushed after the refcounts.
+Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_fill_new_l2(uint64_t l1_idx,
+                                                                 uint64_t old_entry,
+                                                                 uint64_t fresh) {
   std::shared_ptr<Table> old;
-  if (entry & kOffsetMask) {
+  if (old_entry & kOffsetMask) {
     STRATA_CO_TRY_ASSIGN(old, co_await co_l2_table(l1_idx));
   }
   STRATA_CO_TRY_ASSIGN(auto table, co_await l2_cache_->co_get_new(fresh));
@@ -113,9 +133,6 @@ Task<Result<std::shared_ptr<Table>>> Qcow2Driver::co_writable_l2(uint64_t l1_idx
   STRATA_CO_TRY(check_metadata_write(fresh, cluster_size(), 0));
   STRATA_CO_TRY(co_await file_->co_pwritev(fresh, table->data.iov(), 0));
   STRATA_CO_TRY(co_await file_->co_flush());
-  l1_[l1_idx] = fresh | kCopied;
-  STRATA_CO_TRY(co_await co_write_l1_entry(l1_idx));
-  if (entry & kOffsetMask) refcounts_->free_later(entry & kOffsetMask, 1);
   co_return table;
 }
 
