@@ -80,7 +80,7 @@ struct MirrorParams {
   // completion (jobs/commit.h).
   bool merge_bitmaps = false;
   // A mirror: at the pivot, the source's named bitmaps go on with the
-  // target (x-carry-bitmaps, see carry_bitmaps()).
+  // target (x-carry-bitmaps, see co_carry_bitmaps()).
   bool carry_bitmaps = false;
 };
 

@@ -4,13 +4,12 @@
 // bitmaps. The node's dispatcher calls mark() after every successful write,
 // write-zeroes and discard, which marks every recording bitmap (but one that
 // screens out the edge the write came through, see set_unrecorded_writer);
-// the node
-// tells it about resizes (on_resize), and every bitmap follows. A DirtyBitmap
-// has QEMU's state: a name (empty for the anonymous successors that jobs
-// use), a granularity, `enabled` (records writes), busy (a job or an export
-// uses it), persistent (stored in the image), read-only (persistent bitmap of
-// a read-only image) and inconsistent (found in-use on disk: no data, only
-// removal allowed). Successors follow QEMU's
+// the node tells it about resizes (on_resize), and every bitmap follows. A
+// DirtyBitmap has QEMU's state: a name (empty for the anonymous successors
+// that jobs use), a granularity, `enabled` (records writes), busy (a job or
+// an export uses it), persistent (stored in the image), read-only
+// (persistent bitmap of a read-only image) and inconsistent (found in-use on
+// disk: no data, only removal allowed). Successors follow QEMU's
 // bdrv_dirty_bitmap_create_successor / abdicate / reclaim: a job freezes a
 // bitmap by giving it an anonymous successor that records the writes in its
 // place; on completion the successor either takes over the name (abdicate) or
