@@ -72,7 +72,6 @@ struct MirrorParams {
   std::string filter_node_name;
   bool write_blocking = false;
   bool target_is_zero = false;  // the target reads as zeroes when the job starts
-  bool zero_target = false;     // sync full: make sure unallocated ranges read as zeroes
   bool unmap = true;
   int64_t speed = 0;
   bool commit = false;  // an active commit (job type "commit")

@@ -60,7 +60,7 @@ std::optional<MirrorSync> sync_of(const std::string& s, Node& bs) {
 // QEMU's blockdev_mirror_common: the checks both commands share, in
 // QEMU's order, then the job.
 Task<Result<void>> co_mirror_common(Engine& engine, const json& args, Node* bs, Node* target,
-                                    MirrorBacking backing, bool zero_target) {
+                                    MirrorBacking backing, bool target_reads_zero) {
   Graph& graph = engine.graph();
   std::string device = args["device"].get<std::string>();
   STRATA_CO_TRY_ASSIGN(uint64_t granularity, granularity_of(args));
@@ -95,10 +95,9 @@ Task<Result<void>> co_mirror_common(Engine& engine, const json& args, Node* bs, 
   p.on_target_error = on_error_of(args, "on-target-error");
   p.filter_node_name = args.value("filter-node-name", "");
   p.write_blocking = args.value("copy-mode", "background") == "write-blocking";
-  p.zero_target = zero_target && *sync == MirrorSync::kFull;
   p.backing = backing;
   p.unmap = args.value("unmap", true);
-  p.target_is_zero = args.value("target-is-zero", false);
+  p.target_is_zero = args.value("target-is-zero", target_reads_zero);
   p.carry_bitmaps = args.value("x-carry-bitmaps", false);
   p.speed = args.value("speed", int64_t{0});
   auto job = co_await MirrorJob::co_start(engine, std::move(p));
@@ -111,9 +110,8 @@ Task<Result<json>> co_blockdev_mirror(QmpContext& ctx, json args) {
   std::string target_name = args["target"].get<std::string>();
   STRATA_CO_TRY_ASSIGN(Node * bs, get_root_bs(graph, args["device"].get<std::string>()));
   STRATA_CO_TRY_ASSIGN(Node * target, lookup_bs(graph, target_name, target_name));
-  bool zero_target = args["sync"] == "full";
-  STRATA_CO_TRY(co_await co_mirror_common(ctx.engine(), args, bs, target, MirrorBacking::kLeave,
-                                          zero_target));
+  STRATA_CO_TRY(
+      co_await co_mirror_common(ctx.engine(), args, bs, target, MirrorBacking::kLeave, false));
   co_return json::object();
 }
 
@@ -182,12 +180,13 @@ Task<Result<json>> co_drive_mirror(QmpContext& ctx, json args) {
   STRATA_CO_TRY_ASSIGN(Node * target,
                        co_await co_open_image_node(graph, args["target"].get<std::string>(), format,
                                                    args.value("node-name", ""), existing, true));
-  // A new image reads as zeroes already; an existing one may not.
-  bool zero_target = sync == "full" && existing;
+  // A new image without a backing file reads as zeroes already (QEMU
+  // skips zeroing it): zeroes of the source need not be written there.
+  bool reads_zero = sync == "full" && !existing;
   args["sync"] = sync;
   auto r = co_await co_mirror_common(engine, args, bs, target,
                                      existing ? MirrorBacking::kLeave : MirrorBacking::kSourceChain,
-                                     zero_target);
+                                     reads_zero);
   co_await graph.co_release_if_unused(target);  // the job's edges keep it open
   if (!r) co_return std::move(r).error();
   co_return json::object();

@@ -4,10 +4,12 @@ no such member, so these run on stratad alone, checked with qemu-img).
 On a fresh qcow2 target the job writes no zeroes where the target still
 reads as zeroes: the ranges the source reads as zeroes stay unallocated in
 the target (qemu-img map), where without the member they are written as
-zeroes. Zeroes the guest writes over data already copied still reach the
+zeroes. drive-mirror into the image it creates for sync full does the same
+by itself. Zeroes the guest writes over data already copied still reach the
 target, in background and write-blocking mode: the pivoted target reads
 as the guest wrote."""
 import json
+import os
 
 import pytest
 
@@ -41,6 +43,24 @@ def test_zero_ranges_are_not_written_to_a_zero_target(workdir, chain, start, tar
         assert present == data * 65536
     else:
         assert present > data * 65536
+
+
+def test_drive_mirror_into_a_new_image_writes_no_zeroes(workdir, chain, start):
+    """drive-mirror sync full creates a target without a backing file, which
+    reads as zeroes: the job treats it as target-is-zero."""
+    initial = read_image(chain["top"])
+    d, paths = start("strata")
+    tpath = os.path.join(os.path.dirname(paths["top"]), "new.qcow2")
+    d.ok("drive-mirror", **{"job-id": "m", "device": "top", "target": tpath, "sync": "full",
+                            "format": "qcow2"})
+    d.wait_event("BLOCK_JOB_READY", "m", timeout=120)
+    d.ok("job-cancel", id="m")
+    d.wait_event("JOB_STATUS_CHANGE", "m", "null")
+    d.quit()
+    check(tpath)
+    assert read_image(tpath) == initial
+    data = sum(1 for i in range(0, len(initial), 65536) if any(initial[i:i + 65536]))
+    assert present_bytes(tpath) == data * 65536
 
 
 @pytest.mark.parametrize("mode", ["background", "write-blocking"])
