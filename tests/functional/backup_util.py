@@ -8,6 +8,7 @@ checks it against QEMU's semantics; for stratad it also runs the same script
 on qemu-storage-daemon and requires the same record."""
 import json
 import os
+import time
 
 import pytest
 
@@ -89,11 +90,12 @@ def count(d, node, name):
     raise AssertionError(f"no bitmap {name} on {node}")
 
 
-def job_record(d, job, progress=True):
-    """The job's events in order, without timestamps; `progress` False drops
-    len and offset (for jobs racing a guest's writes)."""
+def job_record(d, job, progress=True, since=0):
+    """The job's events in order (from index `since` on), without
+    timestamps; `progress` False drops len and offset (for jobs racing a
+    guest's writes)."""
     out = []
-    for e in d.qmp.events:
+    for e in d.qmp.events[since:]:
         data = dict(e.get("data", {}))
         if data.get("id", data.get("device")) != job:
             continue
@@ -108,8 +110,14 @@ def statuses(record):
     return [data["status"] if name == "JOB_STATUS_CHANGE" else name for name, data in record]
 
 
-def wait_null(d, job, timeout=120):
-    d.wait_event("JOB_STATUS_CHANGE", job, "null", timeout=timeout)
+def wait_null(d, job, since=0, timeout=120):
+    """Waits for the job's status null among the events from index `since`
+    on (a refused command may have made and dropped a job of that ID)."""
+    deadline = time.time() + timeout
+    while not any(e["event"] == "JOB_STATUS_CHANGE" and e["data"]["id"] == job
+                  and e["data"]["status"] == "null" for e in d.qmp.events[since:]):
+        assert time.time() < deadline, f"{d.kind}: {job} did not end: {d.qmp.events}"
+        d.pump(0.05)
 
 
 def allocated_granules(path):
