@@ -51,7 +51,8 @@ def expected_257(sync, bitmap, mode):
     if bitmap and sync == "none":
         return "sync mode 'none' does not produce meaningful bitmap outputs"
     if bitmap and mode == "never" and sync != "bitmap":
-        return f"Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '{sync}'"
+        return ("Bitmap sync mode 'never' has no meaningful effect when combined with "
+                f"sync mode '{sync}'")
     if mode and not bitmap:
         return "Cannot specify bitmap sync mode without a bitmap"
     raise AssertionError("valid")

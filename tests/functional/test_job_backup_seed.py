@@ -29,6 +29,7 @@ stratad the record must be qemu-storage-daemon's."""
 import json
 import os
 
+import nbd
 import pytest
 
 from conftest import run
@@ -291,8 +292,8 @@ def test_drive_backup_into_files_it_makes_or_finds(workdir, chain, start, kind):
     record = drive_backups(workdir, start, chain, kind)
     infos = {name: i for name, i in record if name.endswith(("qcow2", "raw")) and "format" in i}
     assert infos["full.qcow2"]["format"] == "qcow2" and "backing" not in infos["full.qcow2"]
-    assert (infos["top-backup.qcow2"]["backing"], infos["top-backup.qcow2"]["backing-filename-format"]) == (
-        "mid.qcow2", "qcow2")
+    top = infos["top-backup.qcow2"]
+    assert (top["backing"], top["backing-filename-format"]) == ("mid.qcow2", "qcow2")
     assert infos["full.raw"]["format"] == "raw"
     assert all(i["virtual-size"] == SIZE for i in infos.values())
     for name, events in record:
@@ -301,3 +302,48 @@ def test_drive_backup_into_files_it_makes_or_finds(workdir, chain, start, kind):
                                              "concluded", "null"]
     if kind != "qsd":
         assert record == drive_backups(workdir, start, chain, "qsd")
+
+
+def fleecing(workdir, daemons, kind):
+    d, base = start_daemon(workdir, kind, daemons)
+    guest, disk = source(d, base, "drive0", 0x51)
+    writes(guest, 30)
+    temp = image(base, "fleece.qcow2", SIZE, backing=os.path.basename(disk))
+    add_qcow2(d, "fleece", temp, backing="drive0")
+    model = bytes(guest.model)
+    guest.granules.clear()
+    mark = len(d.qmp.events)
+    d.ok("blockdev-backup", **{"job-id": "fleece", "device": "drive0", "target": "fleece",
+                               "sync": "none"})
+    d.ok("block-export-add", type="nbd", id="fleece-export", name="fleece",
+         **{"node-name": "fleece"})
+    writes(guest, 80)
+    h = nbd.NBD()
+    h.set_export_name("fleece")
+    h.connect_unix(os.path.join(base, "nbd.sock"))
+    snapshot = b"".join(h.pread(16 * MiB, off) for off in range(0, SIZE, 16 * MiB))
+    h.shutdown()
+    written = set(guest.granules)
+    d.ok("job-cancel", id="fleece")
+    wait_null(d, "fleece", since=mark)
+    d.ok("block-export-del", id="fleece-export")
+    d.wait_event("BLOCK_EXPORT_DELETED")
+    d.ok("blockdev-del", **{"node-name": "fleece"})
+    assert guest.read(0, SIZE) == bytes(guest.model)
+    guest.close()
+    record = [("fleece", job_record(d, "fleece", progress=False, since=mark)),
+              ("bitmaps", bitmap_view(d, "drive0"))]
+    d.quit()
+    check(temp)
+    return record, snapshot == model, allocated_granules(temp), written
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fleecing_export_reads_the_point_in_time(workdir, daemons, kind):
+    record, snapshot_ok, held, written = fleecing(workdir, daemons, kind)
+    assert snapshot_ok
+    assert held == written and written
+    assert statuses(record[0][1])[-4:] == ["aborting", "BLOCK_JOB_CANCELLED", "concluded",
+                                           "null"]
+    if kind != "qsd":
+        assert record == fleecing(workdir, daemons, "qsd")[0]
