@@ -1,5 +1,7 @@
 #include "base/rate_limit.h"
 
+#include <algorithm>
+
 #include "base/loop.h"
 
 namespace strata {
@@ -14,9 +16,10 @@ void RateLimiter::set_speed(uint64_t bytes_per_second) {
   speed_ = bytes_per_second;
 }
 
-// Drops sends that left the window (t - 1 s, t].
+// Drops sends that left the window (t - 1 s, t], or, for a send larger
+// than the rate, the time the rate needs for it.
 void RateLimiter::expire(uint64_t t) {
-  while (!log_.empty() && log_.front().time + kWindowNs <= t) {
+  while (!log_.empty() && log_.front().until <= t) {
     in_window_ -= log_.front().bytes;
     log_.pop_front();
   }
@@ -32,7 +35,7 @@ uint64_t RateLimiter::delay_ns(uint64_t bytes) {
   for (const Sent& s : log_) {
     if (remaining + bytes <= speed_) break;
     remaining -= s.bytes;
-    if (remaining == 0 || remaining + bytes <= speed_) return s.time + kWindowNs - t;
+    if (remaining == 0 || remaining + bytes <= speed_) return s.until - t;
   }
   return 0;
 }
@@ -41,7 +44,11 @@ void RateLimiter::account(uint64_t bytes) {
   if (speed_ == 0 || bytes == 0) return;
   uint64_t t = now();
   expire(t);
-  log_.push_back({t, bytes});
+  // A chunk larger than the rate occupies the log for as long as the rate
+  // needs to send it, so that the average over a longer time holds.
+  uint64_t span = std::max<uint64_t>(
+      kWindowNs, static_cast<uint64_t>(static_cast<long double>(bytes) * kWindowNs / speed_));
+  log_.push_back({t + span, bytes});
   in_window_ += bytes;
 }
 

@@ -15,8 +15,20 @@ using nlohmann::json;
 
 namespace {
 
+// QEMU's error hints (printed on a line of their own by its tools) are not
+// part of a QMP error's desc; Strata's image-lock errors carry theirs after
+// ": " (block/core/image_lock.h).
+std::string without_hints(std::string desc) {
+  static const std::string kLockHint = ": Is another process using the image [";
+  for (size_t at = desc.find(kLockHint); at != std::string::npos; at = desc.find(kLockHint, at)) {
+    size_t end = desc.find("]?", at);
+    desc.erase(at, end == std::string::npos ? std::string::npos : end + 2 - at);
+  }
+  return desc;
+}
+
 json error_body(ErrorClass cls, const std::string& desc) {
-  return {{"class", error_class_name(cls)}, {"desc", desc}};
+  return {{"class", error_class_name(cls)}, {"desc", without_hints(desc)}};
 }
 
 json error_response(ErrorClass cls, const std::string& desc, const json* id) {

@@ -34,6 +34,7 @@ Task<ChunkOutcome> BlockCopier::co_copy_data(uint64_t offset, uint64_t bytes) {
       break;
     }
     uint32_t flags = options_.compress ? kReqWriteCompressed : 0;
+    if (options_.serialising) flags |= kReqSerialising;
     if (options_.target_zeroes) options_.target_zeroes->forget(offset + done, len);
     out.result = co_await target_->co_pwritev(offset + done, iov, flags);
     done += len;
@@ -48,7 +49,7 @@ Task<ChunkOutcome> BlockCopier::co_copy(uint64_t offset, uint64_t bytes) {
   for (uint64_t pos = offset; pos < end;) {
     auto st =
         co_await co_block_status_above(*source_->node(), options_.base, pos, end - pos, source_);
-    if (!st) co_return ChunkOutcome{std::move(st).error(), true};
+    if (!st) co_return ChunkOutcome{std::move(st).error(), true, pos - offset};
     uint64_t len = std::min(st->bytes, end - pos);
     ChunkOutcome out;
     if (!st->allocated() && options_.skip_unallocated) {
@@ -56,12 +57,16 @@ Task<ChunkOutcome> BlockCopier::co_copy(uint64_t offset, uint64_t bytes) {
     } else if (st->flags & kStatusZero) {
       if (!options_.target_zeroes || !options_.target_zeroes->reads_zero(pos, len)) {
         uint32_t flags = options_.unmap ? kReqMayUnmap : 0;
+        if (options_.serialising) flags |= kReqSerialising;
         out.result = co_await target_->co_pwrite_zeroes(pos, len, flags);
       }
     } else {
       out = co_await co_copy_data(pos, len);
     }
-    if (!out.result) co_return out;
+    if (!out.result) {
+      out.done_bytes = pos - offset;
+      co_return out;
+    }
     pos += len;
   }
   co_return ChunkOutcome{};

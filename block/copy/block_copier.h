@@ -9,10 +9,11 @@
 // `target_zeroes` knows the target reads as zeroes already (the copier
 // makes it forget every range it writes data to); anything else is read from the
 // source and written to the target, compressed when asked (whole target
-// clusters). Reads and writes go through the job's edges, so they hold
+// clusters; serialising when asked). Reads and writes go through the job's edges, so they hold
 // the job's permissions. Buffers come from a pool of `max_chunk` buffers,
 // one per chunk in flight. The throttle (the job's rate limit) is awaited
 // for the bytes actually read and written, before they are.
+// A failed copy says how far from its start it got (whole status extents).
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -31,6 +32,9 @@ struct BlockCopierOptions {
   bool unmap = false;
   ZeroMap* target_zeroes = nullptr;  // owned by the job; null: nothing known
   bool compress = false;
+  // Target writes wait for overlapping requests on the target, reads
+  // included (kReqSerialising: copy-before-write).
+  bool serialising = false;
   uint64_t max_chunk = 1 << 20;
 };
 

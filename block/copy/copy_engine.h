@@ -34,6 +34,7 @@ namespace strata {
 struct ChunkOutcome {
   Result<void> result;
   bool read_failed = false;  // the error came from the source (else the target)
+  uint64_t done_bytes = 0;   // on failure: bytes from the start copied before it
 };
 
 // Copies one chunk; see BlockCopier for the usual source-to-target copy.

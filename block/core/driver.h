@@ -25,6 +25,7 @@ namespace strata {
 
 class Child;
 class ImageOps;
+class SnapshotApi;
 class Node;
 class OpenContext;
 class Pipe;
@@ -95,6 +96,9 @@ class Driver {
   virtual nlohmann::json block_info_extension() const { return nullptr; }
   // The file name the node stands for, as QEMU reports it.
   virtual std::string filename() const;
+  // Whether writes with kReqWriteCompressed can be stored compressed
+  // (QEMU's bdrv_supports_compressed_writes; filters ask their child).
+  virtual bool supports_compressed_writes() const { return false; }
   // For filters: the child all requests go to.
   virtual Child* filtered_child() const { return nullptr; }
   // Formats that can have a backing file: unallocated ranges without one
@@ -102,6 +106,9 @@ class Driver {
   virtual bool supports_backing() const { return false; }
   // Format operations beyond I/O (block/core/image_ops.h), or null.
   virtual ImageOps* image_ops() { return nullptr; }
+  // The point-in-time view this node keeps of its child
+  // (block/core/snapshot_api.h: copy-before-write), or null.
+  virtual SnapshotApi* snapshot_api() { return nullptr; }
 
   Node& node() const { return *node_; }
   void attach(Node* node) { node_ = node; }

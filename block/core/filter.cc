@@ -11,6 +11,10 @@ Task<Result<void>> FilterDriver::co_open(OpenContext& ctx) {
   co_return Result<void>{};
 }
 
+bool FilterDriver::supports_compressed_writes() const {
+  return file_ && file_->node()->driver().supports_compressed_writes();
+}
+
 Task<Result<void>> FilterDriver::co_preadv(uint64_t offset, const IoVec& iov, uint32_t flags) {
   return file_->co_preadv(offset, iov, flags);
 }

@@ -22,6 +22,7 @@ class FilterDriver : public Driver {
   uint64_t size() const override;
   Limits limits() const override;
   Child* filtered_child() const override { return file_; }
+  bool supports_compressed_writes() const override;
   Task<Result<void>> co_reopen_prepare(const NodeFlags&) override { return accept_any_reopen(); }
 
  protected:

@@ -279,7 +279,8 @@ Task<Result<void>> Node::co_do_write(uint64_t offset, const IoVec& iov, uint32_t
   bool unaligned = offset % align || iov.size() % align;
   uint64_t start = align_down(offset, align);
   uint64_t end = align_up(offset + iov.size(), align);
-  bool serialise = unaligned || lim.serialize_overlapping_writes;
+  bool serialise = unaligned || lim.serialize_overlapping_writes || (flags & kReqSerialising);
+  flags &= ~kReqSerialising;
   RequestScope scope(*this, start, end - start, serialise);
   if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   check_write_threshold(start, end - start);  // QEMU checks the padded request
@@ -336,7 +337,7 @@ Task<Result<void>> Node::co_pwritev(uint64_t offset, const IoVec& iov, uint32_t 
     uint64_t align = limits().request_alignment;
     uint64_t start = align_down(offset, align);
     check_write_threshold(start, align_up(offset + iov.size(), align) - start);
-    uint32_t zflags = flags & kReqFua;
+    uint32_t zflags = flags & (kReqFua | kReqSerialising);
     if (flags_.detect_zeroes == DetectZeroes::kUnmap) zflags |= kReqMayUnmap;
     co_return co_await co_pwrite_zeroes(offset, iov.size(), zflags, nullptr);
   }
@@ -440,8 +441,9 @@ Task<Result<void>> Node::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint3
   uint64_t align = limits().request_alignment;
   uint64_t start = align_down(offset, align);
   uint64_t end = align_up(offset + bytes, align);
-  bool serialise =
-      start != offset || end != offset + bytes || limits().serialize_overlapping_writes;
+  bool serialise = start != offset || end != offset + bytes ||
+                   limits().serialize_overlapping_writes || (flags & kReqSerialising);
+  flags &= ~kReqSerialising;
   RequestScope scope(*this, start, end - start, serialise);
   if (scope.entry().must_wait()) co_await scope.entry().co_wait();
   check_zeroes_threshold(offset, bytes);

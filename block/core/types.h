@@ -18,6 +18,12 @@ enum RequestFlag : uint32_t {
   // read: what this node does not allocate is written into it, unchanged,
   // as it is read (QEMU's BDRV_REQ_COPY_ON_READ; the copy-on-read filter).
   kReqCopyOnRead = 1u << 4,
+  // write, write-zeroes: waits for every overlapping request in flight on
+  // this node, reads included, and later ones wait for it (QEMU's
+  // BDRV_REQ_SERIALISING; copy-before-write into an image that reads its
+  // unallocated clusters from the very node being written). The dispatcher
+  // consumes it: drivers never see it.
+  kReqSerialising = 1u << 5,
 };
 
 // Block status flags (as QEMU's BDRV_BLOCK_*).

@@ -113,6 +113,7 @@ class Qcow2Driver final : public Driver, public ImageOps {
   Qcow2Driver();
   ~Qcow2Driver() override;
   ImageOps* image_ops() override { return this; }
+  bool supports_compressed_writes() const override { return true; }
   std::vector<SnapshotEntry> list_snapshots() const override;
   std::string backing_file_name() const override { return header_.backing_file; }
   std::string backing_format_name() const override { return header_.backing_format; }
