@@ -111,6 +111,12 @@ Task<void> CopyBeforeWriteDriver::co_close() {
   while (background_ > 0) co_await idle_->wait();
 }
 
+uint64_t CopyBeforeWriteDriver::pending_bytes() const {
+  uint64_t bytes = 0;
+  pending_->for_each_dirty_extent([&bytes](const BitmapExtent& e) { bytes += e.length; });
+  return bytes;
+}
+
 void CopyBeforeWriteDriver::set_copy_options(BlockCopierOptions options) {
   options_ = options;
   options_.serialising = true;
@@ -126,24 +132,38 @@ Task<ChunkOutcome> CopyBeforeWriteDriver::co_copy_range(uint64_t offset, uint64_
   for (auto e = pending_->next_dirty_extent(offset, end); e;
        e = pending_->next_dirty_extent(e->offset + e->length, end)) {
     ChunkOutcome out = co_await copier.co_copy(e->offset, e->length);
+    uint64_t copied = out.result ? e->length : round_down(out.done_bytes, cluster_);
+    co_await co_mark_copied(e->offset, copied);
     if (!out.result) co_return out;
-    pending_->reset(e->offset, e->length);
-    done_->set(e->offset, e->length);
-    if (discard_source_) (void)co_await file_->co_pdiscard(e->offset, e->length);
   }
   co_return ChunkOutcome{};
+}
+
+// Clusters whose old data is now in the target.
+Task<void> CopyBeforeWriteDriver::co_mark_copied(uint64_t offset, uint64_t bytes) {
+  if (bytes == 0) co_return;
+  pending_->reset(offset, bytes);
+  done_->set(offset, bytes);
+  copied_bytes_ += bytes;
+  if (discard_source_) (void)co_await file_->co_pdiscard(offset, bytes);
 }
 
 // Before a guest write: the old data of the clusters it touches that are
 // still pending goes to the target. A failure fails the write
 // (break-guest-write) or breaks the view and lets it through.
 Task<Result<void>> CopyBeforeWriteDriver::co_before_write(uint64_t offset, uint64_t bytes) {
-  if (broken_ || bytes == 0) co_return Result<void>{};
+  if (broken_ || stopped_ || bytes == 0) co_return Result<void>{};
   uint64_t start = round_down(offset, cluster_);
   uint64_t end = std::min(round_up(offset + bytes, cluster_), pending_->size());
   if (!pending_->next_dirty(start, end)) co_return Result<void>{};
-  ChunkOutcome out = timeout_ns_ ? co_await co_copy_in_time(start, end - start)
-                                 : co_await co_copy_range(start, end - start, *copier_);
+  // Two statements: GCC 12 destroys the result of a conditional
+  // expression with a co_await in each arm twice.
+  ChunkOutcome out;
+  if (timeout_ns_) {
+    out = co_await co_copy_in_time(start, end - start);
+  } else {
+    out = co_await co_copy_range(start, end - start, *copier_);
+  }
   if (out.result) co_return Result<void>{};
   if (on_error_ == OnCbwError::kBreakGuestWrite) co_return out.result;
   broken_ = true;
@@ -191,9 +211,13 @@ Task<Result<void>> CopyBeforeWriteDriver::co_pdiscard(uint64_t offset, uint64_t 
 }
 
 Result<std::pair<bool, uint64_t>> CopyBeforeWriteDriver::view_extent(uint64_t offset,
-                                                                     uint64_t bytes) const {
+                                                                     uint64_t bytes,
+                                                                     bool whole) const {
   uint64_t end = offset + bytes;
-  if (broken_ || access_->next_clean(offset, end)) return view_error();
+  if (broken_) return view_error();
+  auto hole = access_->next_clean(offset, end);
+  if (hole && (whole || *hole == offset)) return view_error();
+  if (hole) end = *hole;
   bool done = done_->get(offset);
   auto change = done ? done_->next_clean(offset, end) : done_->next_dirty(offset, end);
   return std::make_pair(done, (change ? *change : end) - offset);
@@ -213,7 +237,7 @@ Task<Result<void>> CopyBeforeWriteDriver::co_read_source(uint64_t offset, const 
 
 Task<Result<void>> CopyBeforeWriteDriver::co_snapshot_preadv(uint64_t offset, const IoVec& iov) {
   for (uint64_t pos = 0; pos < iov.size();) {
-    STRATA_CO_TRY_ASSIGN(auto extent, view_extent(offset + pos, iov.size() - pos));
+    STRATA_CO_TRY_ASSIGN(auto extent, view_extent(offset + pos, iov.size() - pos, true));
     auto [done, len] = extent;
     IoVec part = iov.slice(pos, len);
     bool retry = false;
@@ -231,7 +255,7 @@ Task<Result<void>> CopyBeforeWriteDriver::co_snapshot_preadv(uint64_t offset, co
 // allocated), the others as the source's chain does.
 Task<Result<BlockStatus>> CopyBeforeWriteDriver::co_snapshot_block_status(uint64_t offset,
                                                                           uint64_t bytes) {
-  STRATA_CO_TRY_ASSIGN(auto extent, view_extent(offset, bytes));
+  STRATA_CO_TRY_ASSIGN(auto extent, view_extent(offset, bytes, false));
   auto [done, len] = extent;
   Child* from = done ? target_ : file_;
   std::optional<RangeLock::Entry> held;
@@ -265,6 +289,11 @@ void CopyBeforeWriteDriver::child_perm(const Child& child, uint64_t perm, uint64
   if (&child == target_ || child.name() == "target") {
     *nperm = kPermWrite;
     *nshared = kPermAll & ~kPermResize;
+    return;
+  }
+  if (stopped_) {
+    *nperm = 0;
+    *nshared = kPermAll;
     return;
   }
   filter_default_perms(perm, shared, nperm, nshared);

@@ -90,6 +90,14 @@ class CopyBeforeWriteDriver final : public FilterDriver, public SnapshotApi {
   // view reads; those copied are done. A broken view fails with EACCES.
   Task<ChunkOutcome> co_copy_range(uint64_t offset, uint64_t bytes, BlockCopier& copier);
   bool broken() const { return broken_; }
+  // Bytes copied so far (by guest writes and by the job), and still to
+  // copy: the job's progress.
+  uint64_t copied_bytes() const { return copied_bytes_; }
+  uint64_t pending_bytes() const;
+  // The job is over: nothing is copied any more and the filter takes no
+  // permission on its source (so the source's users can go back to it
+  // while the filter is still attached; mirror_top's stop()).
+  void stop() { stopped_ = true; }
 
  private:
   struct Call;
@@ -97,10 +105,13 @@ class CopyBeforeWriteDriver final : public FilterDriver, public SnapshotApi {
   Result<void> init_bitmaps(OpenContext& ctx);
   Task<Result<void>> co_before_write(uint64_t offset, uint64_t bytes);
   Task<ChunkOutcome> co_copy_in_time(uint64_t offset, uint64_t bytes);
+  Task<void> co_mark_copied(uint64_t offset, uint64_t bytes);
   Task<void> co_background_copy(std::shared_ptr<Call> call, uint64_t offset, uint64_t bytes);
   // The extent at `offset` (at most `bytes`) that is all done or all not
-  // done, or EACCES when part of the range is outside the view.
-  Result<std::pair<bool, uint64_t>> view_extent(uint64_t offset, uint64_t bytes) const;
+  // done, or EACCES when the range is outside the view: any of it when
+  // `whole` (a read), else its start (block status answers for the part
+  // of the view it begins with).
+  Result<std::pair<bool, uint64_t>> view_extent(uint64_t offset, uint64_t bytes, bool whole) const;
   Task<Result<void>> co_read_source(uint64_t offset, const IoVec& iov, bool* retry);
 
   Child* target_ = nullptr;
@@ -116,6 +127,8 @@ class CopyBeforeWriteDriver final : public FilterDriver, public SnapshotApi {
   BlockCopierOptions options_;
   std::unique_ptr<BlockCopier> copier_;
   bool broken_ = false;
+  bool stopped_ = false;
+  uint64_t copied_bytes_ = 0;
   size_t background_ = 0;
   std::unique_ptr<CoQueue> idle_;
 };
