@@ -15,11 +15,21 @@ constexpr uint64_t kDefaultChunk = 1 << 20;
 constexpr int64_t kMaxWorkers = INT32_MAX;
 }  // namespace
 
-// A broken snapshot cannot be retried: the job stops whatever the policy.
+// Progress is the filter's: every cluster copied, by a chunk or a guest
+// write, counts once. A broken snapshot cannot be retried: the job stops
+// whatever the policy.
 class BackupJob::Listener final : public JobCopyListener {
  public:
-  Listener(BackupJob& job) : JobCopyListener(job), job_(job) {}
+  explicit Listener(BackupJob& job) : JobCopyListener(job), job_(job) {}
+  // The speed limit is waited for here, in the run coroutine, where a
+  // pause or cancel cuts the wait short; chunks count at their start.
+  Task<bool> co_before_chunk() override {
+    co_await job_.co_rate_limit(0);
+    co_return co_await JobCopyListener::co_before_chunk();
+  }
+  void on_progress(uint64_t) override { job_.sync_progress(); }
   Task<ChunkErrorStep> co_on_error(Error error, bool read_failed) override {
+    job_.sync_progress();
     if (job_.cbw_->broken()) co_return ChunkErrorStep::kStop;
     co_return co_await JobCopyListener::co_on_error(std::move(error), read_failed);
   }
@@ -45,15 +55,17 @@ Task<Result<std::shared_ptr<BackupJob>>> BackupJob::co_create(Engine& engine, Ba
   }
   auto held = job->hold_nodes();
   if (!held) {
-    co_await job->co_discard();
+    co_await job->co_undo_setup();
+    co_await job->co_early_fail();
     co_return std::move(held).error();
   }
   co_return job;
 }
 
+// As QEMU's job_cancel_sync on a job its transaction never started:
+// aborting, concluded (and null); abort and clean undo the set-up.
 Task<void> BackupJob::co_discard() {
-  co_await co_undo_setup();
-  co_await co_early_fail();
+  co_await co_cancel_sync(true);
 }
 
 Task<void> BackupJob::co_undo_setup() {
@@ -67,7 +79,8 @@ Result<void> BackupJob::check() const {
   Node* target = params_.target;
   if (bs == target) return Error{EINVAL, "Source and target cannot be the same"};
   if (params_.compress && !target->driver().supports_compressed_writes()) {
-    return Error{ENOTSUP, "Compression is not supported for this drive " + target->name()};
+    // QEMU names the target's device, which a node has none of.
+    return Error{ENOTSUP, "Compression is not supported for this drive "};
   }
   STRATA_TRY(bs->check_op(BlockOp::kBackupSource));
   STRATA_TRY(target->check_op(BlockOp::kBackupTarget));
@@ -110,7 +123,10 @@ Task<Result<void>> BackupJob::co_insert_filter() {
     options["on-cbw-error"] = "break-snapshot";
   if (params_.perf.min_cluster_size) options["min-cluster-size"] = params_.perf.min_cluster_size;
   if (params_.discard_source) options["x-discard-source"] = true;
-  STRATA_CO_TRY_ASSIGN(filter_, co_await graph.co_add_internal(std::move(options)));
+  auto added = co_await graph.co_add_internal(std::move(options));
+  if (!added)
+    co_return Error{added.error().code, "Could not create node: " + added.error().message};
+  filter_ = *added;
   cbw_ = static_cast<CopyBeforeWriteDriver*>(&filter_->driver());
   auto r = init_pending();
   if (r) {
@@ -163,16 +179,15 @@ Result<void> BackupJob::hold_nodes() {
   STRATA_TRY(add_node(*params_.target, "target", 0, kPermAll));
   STRATA_TRY(set_speed(params_.speed));
   set_error_policies(params_.on_source_error, params_.on_target_error);
-  copier_ = std::make_unique<BlockCopier>(
-      *cbw_->source(), *cbw_->target(), cbw_->copy_options(),
-      [this](uint64_t bytes) -> Task<void> { co_await co_throttle(bytes); });
+  copier_ = std::make_unique<BlockCopier>(*cbw_->source(), *cbw_->target(), cbw_->copy_options(),
+                                          nullptr);
   return {};
 }
 
 Task<Result<void>> BackupJob::co_run() {
   if (params_.sync == BackupSync::kTop) STRATA_CO_TRY(co_await co_skip_unallocated());
+  sync_progress();
   if (params_.sync == BackupSync::kNone) {
-    progress_set_remaining(params_.source->size());
     while (!is_cancelled()) {
       co_await co_yield_job();
       co_await co_pause_point();
@@ -205,20 +220,28 @@ Task<Result<void>> BackupJob::co_skip_unallocated() {
 // flushed.
 Task<Result<void>> BackupJob::co_copy_all() {
   HBitmap work = cbw_->pending();
-  uint64_t bytes = 0;
-  work.for_each_dirty_extent([&bytes](const BitmapExtent& e) { bytes += e.length; });
-  progress_set_remaining(bytes);
   Listener listener(*this);
   CopyEngine copy(engine().loop(), *this, listener,
                   CopyConfig{.max_chunk = cbw_->copy_options().max_chunk,
                              .max_workers = static_cast<unsigned>(params_.perf.max_workers)});
   auto r = co_await copy.co_run(work);
+  sync_progress();
   if (!r && r.error().code == ECANCELED) co_return Result<void>{};
   STRATA_CO_TRY(std::move(r));
   co_return co_await cbw_->target()->co_flush();
 }
 
+// offset: what the filter copied; len: that plus what is still pending.
+void BackupJob::sync_progress() {
+  if (!cbw_) return;
+  uint64_t copied = cbw_->copied_bytes();
+  progress_update(copied - reported_);
+  reported_ = copied;
+  progress_set_remaining(cbw_->pending_bytes());
+}
+
 Task<ChunkOutcome> BackupJob::co_copy(uint64_t offset, uint64_t bytes) {
+  note_rate(bytes);
   co_return co_await cbw_->co_copy_range(offset, bytes, *copier_);
 }
 
@@ -243,18 +266,24 @@ void BackupJob::settle_bitmap(bool success) {
   finish_sync_bitmap(*params_.bitmap, params_.bitmap_mode, success, not_copied);
 }
 
-// The source's users go back to it, the job lets go of the filter and the
-// target, and the filter goes (QEMU's backup_clean).
+// The source's users go back to it, the job lets go of the target and the
+// filter, and the filter goes with the job's last edge (QEMU's
+// backup_clean); a filter the job never held goes at once.
 Task<void> BackupJob::co_remove_filter() {
   if (!filter_) co_return;
   Graph& graph = engine().graph();
   Node* filter = filter_;
   filter_ = nullptr;
+  cbw_->stop();
+  cbw_ = nullptr;
   auto r = co_await graph.co_replace_node(*filter, *filter->file()->node());
   if (!r) engine().logger().error("backup: removing the filter failed: " + r.error().message);
-  for (const NodeUse& use : std::vector<NodeUse>(nodes())) co_await co_remove_node(use.edge);
-  cbw_ = nullptr;
-  co_await graph.co_release_if_unused(filter);
+  if (nodes().empty()) {
+    co_await graph.co_release_if_unused(filter);
+    co_return;
+  }
+  std::vector<NodeUse> uses = nodes();
+  for (auto it = uses.rbegin(); it != uses.rend(); ++it) co_await co_remove_node(it->edge);
 }
 
 }  // namespace strata

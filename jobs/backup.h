@@ -80,7 +80,8 @@ class BackupJob final : public BlockJob, private ChunkCopier {
   // is left behind.
   static Task<Result<std::shared_ptr<BackupJob>>> co_create(Engine& engine, BackupParams params,
                                                             std::shared_ptr<JobTxn> txn);
-  // Undoes co_create() for a job never started (created -> null).
+  // Cancels a job never started (its transaction failed): created ->
+  // aborting -> concluded, the set-up undone.
   Task<void> co_discard();
 
   BackupJob(Engine& engine, BackupParams params);
@@ -106,6 +107,7 @@ class BackupJob final : public BlockJob, private ChunkCopier {
   Task<Result<void>> co_skip_unallocated();
   Task<Result<void>> co_copy_all();
   Task<ChunkOutcome> co_copy(uint64_t offset, uint64_t bytes) override;
+  void sync_progress();
   Task<void> co_remove_filter();
   void settle_bitmap(bool success);
 
@@ -114,6 +116,7 @@ class BackupJob final : public BlockJob, private ChunkCopier {
   CopyBeforeWriteDriver* cbw_ = nullptr;
   std::unique_ptr<BlockCopier> copier_;
   bool bitmap_frozen_ = false;
+  uint64_t reported_ = 0;  // copied bytes already counted as progress
 };
 
 }  // namespace strata

@@ -109,6 +109,10 @@ class BlockJob : public Job, public EdgeOwner {
   // Waits until `bytes` more keep the speed limit, then counts them.
   // Returns early (without counting) when the job is cancelled.
   Task<void> co_rate_limit(uint64_t bytes);
+  // Counts `bytes` as sent now without waiting (a copy engine's worker
+  // whose run coroutine waits with co_rate_limit(0) before each chunk: a
+  // pause or drain then never waits for a rate sleep).
+  void note_rate(uint64_t bytes) { limiter_.account(bytes); }
   // The same for code other than the run coroutine (copy workers): the
   // job stays busy while it waits, in slices of 100 ms at most.
   Task<void> co_throttle(uint64_t bytes);

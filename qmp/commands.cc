@@ -71,6 +71,7 @@ void register_all_commands(QmpContext& ctx) {
   register_job_commands(ctx);
   register_block_job_commands(ctx);
   register_mirror_commands(ctx);
+  register_backup_commands(ctx);
   register_write_threshold_commands(ctx);
 }
 

@@ -25,5 +25,6 @@ void register_image_commands(CommandRegistry& registry);
 // block-commit and block-stream (qmp/commands_block_jobs.cc).
 void register_block_job_commands(QmpContext& ctx);
 void register_mirror_commands(QmpContext& ctx);
+void register_backup_commands(QmpContext& ctx);
 
 }  // namespace strata::qmp

@@ -127,6 +127,10 @@ class BackupAction : public Action {
     co_await co_forget_target();
     if (!job) co_return std::move(job).error();
     job_ = *job;
+    // The job starts inside the drain (QEMU's order: paused, then running
+    // again when the transaction ends).
+    std::vector<Node*> filter = {job_->filter()};
+    job_section_ = co_await graph.co_drain(std::move(filter));
     co_return Result<void>{};
   }
   Task<void> co_commit() override {
@@ -134,10 +138,12 @@ class BackupAction : public Action {
     co_return;
   }
   Task<void> co_abort() override {
+    job_section_.reset();  // the filter goes with the job
     if (job_) co_await job_->co_discard();
     job_.reset();
   }
   Task<void> co_clean() override {
+    job_section_.reset();
     section_.reset();
     co_return;
   }
@@ -156,6 +162,7 @@ class BackupAction : public Action {
  private:
   std::shared_ptr<JobTxn> txn_;
   std::unique_ptr<DrainSection> section_;
+  std::unique_ptr<DrainSection> job_section_;
   std::shared_ptr<BackupJob> job_;
 };
 
@@ -193,14 +200,18 @@ class DriveBackupAction final : public BackupAction {
       Node* named = source ? skip_filters(source) : nullptr;
       STRATA_CO_TRY(co_await co_create_target_image(engine, path, format, bs.size(), named));
     }
-    STRATA_CO_TRY_ASSIGN(target_,
+    STRATA_CO_TRY_ASSIGN(Node * target,
                          co_await co_open_image_node(graph, path, format, "", existing, true));
-    if (!existing && source) STRATA_CO_TRY(co_await co_set_backing(*target_, *source));
-    co_return target_;
+    target_name_ = target->name();
+    if (!existing && source) STRATA_CO_TRY(co_await co_set_backing(*target, *source));
+    co_return target;
   }
+  // By name: a job that failed half way may have taken the node with it.
   Task<void> co_forget_target() override {
-    if (target_) co_await ctx_.engine().graph().co_release_if_unused(target_);
-    target_ = nullptr;
+    Graph& graph = ctx_.engine().graph();
+    Node* target = target_name_.empty() ? nullptr : graph.find(target_name_);
+    target_name_.clear();
+    if (target) co_await graph.co_release_if_unused(target);
   }
 
  private:
@@ -215,7 +226,7 @@ class DriveBackupAction final : public BackupAction {
     co_await change.co_finish();
     co_return r;
   }
-  Node* target_ = nullptr;
+  std::string target_name_;
 };
 
 template <typename A>

@@ -4,8 +4,6 @@
 // mirror_start), over the engine's job API (jobs/mirror.h).
 #include <optional>
 
-#include "block/drivers/file_create.h"
-#include "block/drivers/qcow2/create.h"
 #include "jobs/mirror.h"
 #include "qmp/block_chain.h"
 #include "qmp/block_lookup.h"
@@ -115,33 +113,6 @@ Task<Result<json>> co_blockdev_mirror(QmpContext& ctx, json args) {
   co_return json::object();
 }
 
-// drive-mirror's new image (QEMU's bdrv_img_create for qcow2 and raw):
-// `backing` names the backing file and format in the header.
-Task<Result<void>> co_create_target(Engine& engine, const std::string& path,
-                                    const std::string& format, uint64_t size, Node* backing) {
-  if (format == "raw") {
-    if (backing) co_return Error{EINVAL, "Backing file not supported for file format 'raw'"};
-    co_return co_await co_create_file(engine.loop(), path, size, Preallocation::kOff);
-  }
-  if (format != "qcow2") {
-    co_return Error{ENOTSUP, "Creating '" + format +
-                                 "' images is not supported; create the image first and use "
-                                 "mode 'existing'"};
-  }
-  qcow2::CreateOptions options;
-  options.size = size;
-  if (backing) {
-    options.backing_file = backing->driver().filename();
-    options.backing_format = backing->driver_name();
-    if (options.backing_file == path) {
-      co_return Error{EINVAL,
-                      "Error: Trying to create an image with the same filename as the backing "
-                      "file"};
-    }
-  }
-  co_return co_await qcow2::co_create_image(engine, path, std::move(options));
-}
-
 // drive-mirror (QEMU 7.2's qmp_drive_mirror): the target file is created
 // (mode absolute-paths, the default: with the source's backing file named
 // in it for sync top and none) or opened as it is (mode existing), then the
@@ -171,8 +142,8 @@ Task<Result<json>> co_drive_mirror(QmpContext& ctx, json args) {
   if (!existing) {
     Node* backing = sync == "full" ? nullptr : target_backing;
     if (backing) backing = skip_filters(backing);  // implicit filters are not named
-    STRATA_CO_TRY(co_await co_create_target(engine, args["target"].get<std::string>(), format,
-                                            bs->size(), backing));
+    STRATA_CO_TRY(co_await co_create_target_image(engine, args["target"].get<std::string>(), format,
+                                                  bs->size(), backing));
   }
   // A new image is opened without its backing file (the pivot attaches the
   // source's chain), an existing one with the chain its header names. The

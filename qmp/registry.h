@@ -43,6 +43,10 @@
 #include "strata/result.h"
 #include "strata/task.h"
 
+namespace strata {
+class JobTxn;
+}
+
 namespace strata::qmp {
 
 class QmpContext;
@@ -59,8 +63,11 @@ struct CommandSpec {
 };
 
 // Transaction-wide settings an action may need (properties.completion-mode).
+// With grouped, the jobs the actions start share one job transaction
+// (jobs/job_txn.h), made by the transaction command.
 struct TransactionOptions {
   bool grouped = false;
+  std::shared_ptr<JobTxn> job_txn;
 };
 
 // Builds the state of one action from its validated `data`; the transaction

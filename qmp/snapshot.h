@@ -19,6 +19,12 @@ Task<Result<void>> co_create_overlay_image(Engine& engine, std::string path, std
 // command (blockdev-snapshot-sync, drive-mirror): the node is not the
 // monitor's, and is opened without its backing file unless `with_backing`.
 // `name` names it; with `implicit`, an empty name is generated.
+// A new image file for drive-mirror and drive-backup's target (QEMU's
+// bdrv_img_create for qcow2 and raw): `size` bytes, with `backing`'s file
+// and format named as its backing file when given.
+Task<Result<void>> co_create_target_image(Engine& engine, const std::string& path,
+                                          const std::string& format, uint64_t size, Node* backing);
+
 Task<Result<Node*>> co_open_image_node(Graph& graph, const std::string& file,
                                        const std::string& format, const std::string& name,
                                        bool with_backing, bool implicit);

@@ -1,7 +1,9 @@
 // Overlay creation for blockdev-snapshot-sync (qcow2, as QEMU's default),
-// and opening an image file for a command.
+// drive-mirror's and drive-backup's new targets, and opening an image file
+// for a command.
 #include "block/core/filename.h"
 #include "block/core/graph.h"
+#include "block/drivers/file_create.h"
 #include "block/drivers/qcow2/create.h"
 #include "qmp/snapshot.h"
 
@@ -38,6 +40,34 @@ Task<Result<Node*>> co_open_image_node(Graph& graph, const std::string& file,
   if (!node) co_return std::move(node).error();
   (*node)->set_monitor_owned(false);  // as QEMU: not added by blockdev-add
   co_return *node;
+}
+
+Task<Result<void>> co_create_target_image(Engine& engine, const std::string& path,
+                                          const std::string& format, uint64_t size, Node* backing) {
+  if (format == "raw") {
+    if (backing) co_return Error{EINVAL, "Backing file not supported for file format 'raw'"};
+    co_return co_await co_create_file(engine.loop(), path, size, Preallocation::kOff);
+  }
+  if (!engine.graph().drivers().find(format)) {
+    co_return Error{EINVAL, "Unknown file format '" + format + "'"};
+  }
+  if (format != "qcow2") {
+    co_return Error{ENOTSUP, "Creating '" + format +
+                                 "' images is not supported; create the image first and use "
+                                 "mode 'existing'"};
+  }
+  qcow2::CreateOptions options;
+  options.size = size;
+  if (backing) {
+    options.backing_file = backing->driver().filename();
+    options.backing_format = backing->driver_name();
+    if (options.backing_file == path) {
+      co_return Error{EINVAL,
+                      "Error: Trying to create an image with the same filename as the backing "
+                      "file"};
+    }
+  }
+  co_return co_await qcow2::co_create_image(engine, path, std::move(options));
 }
 
 }  // namespace strata::qmp

@@ -1,7 +1,9 @@
 // The transaction runner, the `transaction` command and the `abort` action.
 #include "qmp/transaction.h"
 
+#include "jobs/job_registry.h"
 #include "qmp/context.h"
+#include "strata/engine.h"
 
 namespace strata::qmp {
 
@@ -54,6 +56,7 @@ Task<Result<json>> co_transaction(QmpContext& ctx, json args) {
   if (auto p = args.find("properties"); p != args.end()) {
     options.grouped = p->value("completion-mode", "individual") == "grouped";
   }
+  if (options.grouped) options.job_txn = ctx.engine().jobs().new_txn();
   const auto& registry = ctx.registry();
   std::vector<std::unique_ptr<Action>> actions;
   for (auto& entry : args["actions"]) {
