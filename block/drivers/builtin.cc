@@ -11,6 +11,7 @@ void register_fault_filter(DriverRegistry& registry);
 void register_mirror_top_filter(DriverRegistry& registry);
 void register_commit_top_filter(DriverRegistry& registry);
 void register_copy_on_read_filter(DriverRegistry& registry);
+void register_throttle_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
 void register_nbd_driver(DriverRegistry& registry);
 void register_vdi_driver(DriverRegistry& registry);
@@ -25,6 +26,7 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_mirror_top_filter(registry);
   register_commit_top_filter(registry);
   register_copy_on_read_filter(registry);
+  register_throttle_filter(registry);
   register_qcow2_driver(registry);
   register_nbd_driver(registry);
   register_vdi_driver(registry);
