@@ -102,6 +102,7 @@ Task<Result<void>> Export::co_close(RemoveMode mode) {
     co_return Error{EBUSY, "export '" + options_.id + "' still in use"};
   }
   begin_close();
+  co_await co_release_held_requests();
   while (!clients_.empty()) co_await clients_gone_.wait();
   if (closed_) co_return Result<void>{};
   closed_ = true;
@@ -111,6 +112,15 @@ Task<Result<void>> Export::co_close(RemoveMode mode) {
     co_await graph_.co_detach(root);
   }
   co_return Result<void>{};
+}
+
+// A drained node lets the requests it holds back go (Driver::drained_begin),
+// and the drain returns once the clients' requests in the subtree are done.
+Task<void> Export::co_release_held_requests() {
+  if (clients_.empty() || !root_) co_return;
+  std::vector<Node*> nodes{root_->node()};
+  auto section = co_await graph_.co_drain(std::move(nodes), DrainScope::kSubtree);
+  section->end();
 }
 
 }  // namespace strata::nbd

@@ -8,7 +8,10 @@
 // Graph::co_replace_node like any parent. Clients register while
 // they use the export; co_close() in safe mode refuses while any is
 // registered, in hard mode disconnects them, then waits until all have left
-// and detaches from the node. After close starts, new clients are refused.
+// and detaches from the node. Their requests that a filter below holds
+// back (throttle) are let go at once by a drain of the exported subtree,
+// so a close never waits for I/O limits. After close starts, new clients
+// are refused.
 // Thread rules: loop-thread only.
 #pragma once
 
@@ -105,6 +108,7 @@ class Export {
 
  private:
   Export(Graph& graph, ExportOptions options);
+  Task<void> co_release_held_requests();
   Graph& graph_;
   ExportOptions options_;
   Child* root_ = nullptr;

@@ -8,6 +8,7 @@
 
 #include "block/core/graph.h"
 #include "qmp/context.h"
+#include "qmp/errors.h"
 
 namespace strata::qmp {
 
@@ -86,6 +87,26 @@ Task<Result<json>> co_object_del(QmpContext& ctx, json args) {
   co_return json::object();
 }
 
+Task<Result<json>> co_qom_get(QmpContext& ctx, json args) {
+  co_return ctx.service<ObjectStore>().get_property(args["path"].get<std::string>(),
+                                                    args["property"].get<std::string>());
+}
+
+Task<Result<json>> co_qom_set(QmpContext& ctx, json args) {
+  STRATA_CO_TRY(ctx.service<ObjectStore>().set_property(args["path"].get<std::string>(),
+                                                        args["property"].get<std::string>(),
+                                                        std::move(args["value"])));
+  co_return json::object();
+}
+
+Error device_not_found(const std::string& path) {
+  return class_error(ErrorClass::kDeviceNotFound, "Device '" + path + "' not found");
+}
+
+Error property_not_found(const std::string& type, const std::string& property) {
+  return Error{ENOENT, "Property '" + type + "." + property + "' not found"};
+}
+
 }  // namespace
 
 Result<void> ObjectStore::add(json options) {
@@ -95,19 +116,57 @@ Result<void> ObjectStore::add(json options) {
     return Error{EEXIST,
                  "attempt to add duplicate property '" + id + "' to object (type 'container')"};
   }
-  auto creator = creators_.find(type);
-  if (creator == creators_.end()) return Error{EINVAL, "Invalid object type '" + type + "'"};
-  UserObject o{type, options, {}};
+  auto type_ops = types_.find(type);
+  if (type_ops == types_.end()) return Error{EINVAL, "Invalid object type '" + type + "'"};
+  UserObject o{type, id, options, {}};
   o.props.erase("qom-type");
   o.props.erase("id");
-  STRATA_TRY(creator->second(o));
+  if (type_ops->second.create) STRATA_TRY(type_ops->second.create(o));
   objects_.emplace(id, std::move(o));
   return {};
 }
 
 Result<void> ObjectStore::remove(const std::string& id) {
-  if (!objects_.erase(id)) return Error{ENOENT, "object '" + id + "' not found"};
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return Error{ENOENT, "object '" + id + "' not found"};
+  const ObjectTypeOps* type_ops = ops(it->second);
+  if (type_ops && type_ops->release) STRATA_TRY(type_ops->release(it->second));
+  objects_.erase(it);
   return {};
+}
+
+const ObjectTypeOps* ObjectStore::ops(const UserObject& o) const {
+  auto it = types_.find(o.qom_type);
+  return it == types_.end() ? nullptr : &it->second;
+}
+
+// QOM paths of user objects: "/objects/ID", or the partial path "ID".
+std::string ObjectStore::id_of(const std::string& path) {
+  std::string id = path.rfind("/objects/", 0) == 0 ? path.substr(9) : path;
+  return id.find('/') == std::string::npos ? id : "";
+}
+
+Result<json> ObjectStore::get_property(const std::string& path, const std::string& property) const {
+  auto it = objects_.find(id_of(path));
+  if (it == objects_.end()) return device_not_found(path);
+  const UserObject& o = it->second;
+  if (property == "type") return json(o.qom_type);
+  const ObjectTypeOps* type_ops = ops(o);
+  if (!type_ops || !type_ops->get) return property_not_found(o.qom_type, property);
+  return type_ops->get(o, property);
+}
+
+Result<void> ObjectStore::set_property(const std::string& path, const std::string& property,
+                                       json value) {
+  auto it = objects_.find(id_of(path));
+  if (it == objects_.end()) return device_not_found(path);
+  UserObject& o = it->second;
+  if (property == "type") {
+    return Error{EPERM, "Property '" + o.qom_type + ".type' is not writable"};
+  }
+  const ObjectTypeOps* type_ops = ops(o);
+  if (!type_ops || !type_ops->set) return property_not_found(o.qom_type, property);
+  return type_ops->set(o, property, std::move(value));
 }
 
 const UserObject* ObjectStore::find(const std::string& id) const {
@@ -123,8 +182,13 @@ Result<std::string> ObjectStore::secret(const std::string& id) const {
 
 void add_object_type(QmpContext& ctx, const std::string& qom_type, const std::string& props_type,
                      ObjectCreator creator) {
+  add_object_type(ctx, qom_type, props_type, ObjectTypeOps{.create = std::move(creator)});
+}
+
+void add_object_type(QmpContext& ctx, const std::string& qom_type, const std::string& props_type,
+                     ObjectTypeOps ops) {
   add_variant(ctx.registry().schema(), qom_type, props_type);
-  ctx.service<ObjectStore>().add_type(qom_type, std::move(creator));
+  ctx.service<ObjectStore>().add_type(qom_type, std::move(ops));
 }
 
 namespace {
@@ -164,6 +228,14 @@ void register_object_commands(QmpContext& ctx) {
   add_object_type(ctx, "secret", "SecretProperties", create_secret);
   ctx.registry().add({.name = "object-add", .boxed = "ObjectOptions", .handler = co_object_add});
   ctx.registry().add({.name = "object-del", .args = {{"id", "str"}}, .handler = co_object_del});
+  ctx.registry().add({.name = "qom-get",
+                      .args = {{"path", "str"}, {"property", "str"}},
+                      .returns = "any",
+                      .handler = co_qom_get});
+  ctx.registry().add({.name = "qom-set",
+                      .args = {{"path", "str"}, {"property", "str"}, {"value", "any"}},
+                      .handler = co_qom_set});
+  register_throttle_group_object(ctx);
 }
 
 }  // namespace strata::qmp

@@ -74,6 +74,12 @@ class Driver {
   // succeeded; it cannot fail the reopen any more.
   virtual Task<void> co_reopen_finish(bool committed);
 
+  // The node's drain began (the outermost begin) or ended, as QEMU's
+  // bdrv_drain_begin/end: a driver that holds requests back (throttle)
+  // lets them go while the node is drained, so that the drain can end.
+  virtual void drained_begin() {}
+  virtual void drained_end() {}
+
   virtual uint64_t size() const = 0;
   virtual Limits limits() const { return {}; }
 

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "base/log.h"
+#include "block/filters/throttle_group.h"
 #include "strata/engine.h"
 
 namespace strata {
@@ -55,7 +56,10 @@ Task<Result<Child*>> OpenContext::co_open_child_with(const std::string& key, jso
   co_return edge;
 }
 
-Graph::Graph(Engine& engine) : engine_(engine), closed_(engine.loop()) {
+Graph::Graph(Engine& engine)
+    : engine_(engine),
+      throttle_groups_(std::make_unique<ThrottleGroups>(engine.loop())),
+      closed_(engine.loop()) {
   register_builtin_drivers(drivers_);
 }
 

@@ -26,6 +26,7 @@ namespace strata {
 
 class Engine;
 class Graph;
+class ThrottleGroups;
 
 // A drained section of the graph (Graph::co_drain): while it lives, root
 // users' requests to its nodes wait and nothing is in flight on them. Ends
@@ -88,6 +89,9 @@ class Graph {
   DriverRegistry& drivers() { return drivers_; }
   // TLS credentials by object id, for drivers that connect (nbd).
   CredentialStore& credentials() { return credentials_; }
+  // I/O throttling groups by name, for throttle nodes
+  // (block/filters/throttle_group.h).
+  ThrottleGroups& throttle_groups() { return *throttle_groups_; }
   // Told when a node's write threshold is passed (Node::write_threshold).
   WriteThresholdListeners& write_threshold_listeners() { return write_threshold_listeners_; }
 
@@ -201,6 +205,8 @@ class Graph {
   Engine& engine_;
   DriverRegistry drivers_;
   CredentialStore credentials_;
+  // Outlives the nodes (cleared in ~Graph), whose throttle members use it.
+  std::unique_ptr<ThrottleGroups> throttle_groups_;
   WriteThresholdListeners write_threshold_listeners_;
   std::map<std::string, std::unique_ptr<Node>, std::less<>> nodes_;
   std::vector<Node*> order_;  // creation order

@@ -80,6 +80,7 @@ Result<void> Node::check_op(BlockOp op) const {
 
 void Node::quiesce() {
   if (quiesce_++ > 0) return;
+  driver_->drained_begin();
   // Copy: an owner may detach while it is told.
   std::vector<Child*> users(parents_);
   for (Child* p : users) {
@@ -106,6 +107,7 @@ Task<void> Node::co_drain_begin() {
 
 void Node::drain_end() {
   if (quiesce_ == 0 || --quiesce_ > 0) return;
+  driver_->drained_end();
   std::vector<Child*> users(parents_);
   for (Child* p : users) {
     if (p->owner()) p->owner()->drained_end();

@@ -13,6 +13,7 @@ void register_commit_top_filter(DriverRegistry& registry);
 void register_copy_on_read_filter(DriverRegistry& registry);
 void register_copy_before_write_filter(DriverRegistry& registry);
 void register_snapshot_access_driver(DriverRegistry& registry);
+void register_throttle_filter(DriverRegistry& registry);
 void register_qcow2_driver(DriverRegistry& registry);
 void register_nbd_driver(DriverRegistry& registry);
 void register_vdi_driver(DriverRegistry& registry);
@@ -29,6 +30,7 @@ void register_builtin_drivers(DriverRegistry& registry) {
   register_copy_on_read_filter(registry);
   register_copy_before_write_filter(registry);
   register_snapshot_access_driver(registry);
+  register_throttle_filter(registry);
   register_qcow2_driver(registry);
   register_nbd_driver(registry);
   register_vdi_driver(registry);
