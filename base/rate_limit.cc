@@ -1,7 +1,5 @@
 #include "base/rate_limit.h"
 
-#include <algorithm>
-
 #include "base/loop.h"
 
 namespace strata {
@@ -16,10 +14,9 @@ void RateLimiter::set_speed(uint64_t bytes_per_second) {
   speed_ = bytes_per_second;
 }
 
-// Drops sends that left the window (t - 1 s, t], or, for a send larger
-// than the rate, the time the rate needs for it.
+// Drops sends that left the window (t - 1 s, t].
 void RateLimiter::expire(uint64_t t) {
-  while (!log_.empty() && log_.front().until <= t) {
+  while (!log_.empty() && log_.front().time + kWindowNs <= t) {
     in_window_ -= log_.front().bytes;
     log_.pop_front();
   }
@@ -35,7 +32,7 @@ uint64_t RateLimiter::delay_ns(uint64_t bytes) {
   for (const Sent& s : log_) {
     if (remaining + bytes <= speed_) break;
     remaining -= s.bytes;
-    if (remaining == 0 || remaining + bytes <= speed_) return s.until - t;
+    if (remaining == 0 || remaining + bytes <= speed_) return s.time + kWindowNs - t;
   }
   return 0;
 }
@@ -44,11 +41,7 @@ void RateLimiter::account(uint64_t bytes) {
   if (speed_ == 0 || bytes == 0) return;
   uint64_t t = now();
   expire(t);
-  // A chunk larger than the rate occupies the log for as long as the rate
-  // needs to send it, so that the average over a longer time holds.
-  uint64_t span = std::max<uint64_t>(
-      kWindowNs, static_cast<uint64_t>(static_cast<long double>(bytes) * kWindowNs / speed_));
-  log_.push_back({t + span, bytes});
+  log_.push_back({t, bytes});
   in_window_ += bytes;
 }
 

@@ -7,9 +7,7 @@
 // then within the rate, because the check made for the last send inside a
 // window covered everything before it in that window. A single chunk larger
 // than the rate passes alone, once nothing else was sent in the second
-// before it (a job never stalls on a chunk it cannot split), and then
-// counts for as long as the rate needs to send it (5 KB at 1 KB/s: 5 s),
-// so that the rate holds on average over longer times.
+// before it (a job never stalls on a chunk it cannot split).
 //
 // Use: `delay_ns(n)` says how long to wait before sending n bytes (0: now);
 // after waiting, `account(n)` records the send. The speed may change at any
@@ -49,7 +47,7 @@ class RateLimiter {
   Clock clock_;
   uint64_t speed_ = 0;
   struct Sent {
-    uint64_t until;  // when it leaves the log
+    uint64_t time;
     uint64_t bytes;
   };
   std::deque<Sent> log_;  // oldest first, all within the last window

@@ -23,10 +23,18 @@ class BackupJob::Listener final : public JobCopyListener {
   explicit Listener(BackupJob& job) : JobCopyListener(job), job_(job) {}
   // The speed limit is waited for here, in the run coroutine, where a
   // pause or cancel cuts the wait short; chunks count at their start.
+  // With a speed below the chunk size, chunks shrink to it (down to one
+  // cluster), so that the rate holds over every second.
   Task<bool> co_before_chunk() override {
     co_await job_.co_rate_limit(0);
+    if (engine_) {
+      CopyConfig config = engine_->config();
+      config.max_chunk = job_.chunk_for_speed();
+      engine_->set_config(config);
+    }
     co_return co_await JobCopyListener::co_before_chunk();
   }
+  void set_engine(CopyEngine* engine) { engine_ = engine; }
   void on_progress(uint64_t) override { job_.sync_progress(); }
   Task<ChunkErrorStep> co_on_error(Error error, bool read_failed) override {
     job_.sync_progress();
@@ -36,6 +44,7 @@ class BackupJob::Listener final : public JobCopyListener {
 
  private:
   BackupJob& job_;
+  CopyEngine* engine_ = nullptr;
 };
 
 BackupJob::BackupJob(Engine& engine, BackupParams params)
@@ -224,11 +233,19 @@ Task<Result<void>> BackupJob::co_copy_all() {
   CopyEngine copy(engine().loop(), *this, listener,
                   CopyConfig{.max_chunk = cbw_->copy_options().max_chunk,
                              .max_workers = static_cast<unsigned>(params_.perf.max_workers)});
+  listener.set_engine(&copy);
   auto r = co_await copy.co_run(work);
   sync_progress();
   if (!r && r.error().code == ECANCELED) co_return Result<void>{};
   STRATA_CO_TRY(std::move(r));
   co_return co_await cbw_->target()->co_flush();
+}
+
+uint64_t BackupJob::chunk_for_speed() const {
+  uint64_t chunk = cbw_->copy_options().max_chunk;
+  uint64_t cluster = cbw_->copy_cluster();
+  if (speed() == 0 || speed() >= chunk) return chunk;
+  return std::max(speed() / cluster * cluster, cluster);
 }
 
 // offset: what the filter copied; len: that plus what is still pending.

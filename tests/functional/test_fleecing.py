@@ -87,7 +87,7 @@ class Fleecing:
     def set_up(self):
         d = self.d
         fmt = "raw" if self.recipe == "cbw-raw" else "qcow2"
-        tmp = {"driver": fmt, "node-name": "tmp",
+        tmp = {"driver": fmt, "node-name": "tmp", "discard": "unmap",
                "file": {"driver": "file", "filename": self.tmp}}
         if self.recipe == "legacy":
             tmp["backing"] = "top"
@@ -101,11 +101,12 @@ class Fleecing:
                  name="fleece")
             return
         cbw = {"driver": "copy-before-write", "node-name": "cbw", "file": "top",
-               "target": "tmp"}
+               "target": "tmp", "discard": "unmap"}
         if self.recipe == "cbw-bitmap":
             cbw["bitmap"] = {"node": "top", "name": "b0"}
         d.ok("blockdev-add", **cbw)
-        d.ok("blockdev-add", driver="snapshot-access", **{"node-name": "acc"}, file="cbw")
+        d.ok("blockdev-add", driver="snapshot-access", **{"node-name": "acc"}, file="cbw",
+             discard="unmap")
         d.ok("block-export-add", type="nbd", id="guest", **{"node-name": "cbw"}, name="guest",
              writable=True)
         d.ok("block-export-add", type="nbd", id="fleece", **{"node-name": "acc"},
@@ -207,4 +208,98 @@ def test_the_temporary_keeps_only_what_the_guest_overwrote(workdir, chain, kind)
     with open(raw, "rb") as fh:
         fh.seek(5 * MiB)
         assert fh.read(CLUSTER) == before
+    os.unlink(raw)
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "pull_backup.py")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_example_client_backs_up_the_point_in_time_and_gives_the_space_back(
+        workdir, chain, kind):
+    """examples/pull_backup.py over a writable export of the snapshot-access
+    node: the backup file is the disk at the point in time, though the
+    guest overwrote clusters after it; with --discard the temporary holds
+    no data afterwards."""
+    f = Fleecing(kind, workdir, chain, "cbw-qcow2")
+    try:
+        f.set_up()
+        f.d.ok("block-export-add", type="nbd", id="pull", **{"node-name": "acc"},
+               name="pull", writable=True)
+        guest = Guest(f.sock, "guest", bytearray(SIZE), seed=11)
+        then = guest.read(0, SIZE)
+        for _ in range(200):
+            guest.random_write()
+        guest.h.flush()
+        out = os.path.join(f.dir, "backup.raw")
+        res = run(["/usr/bin/python3", EXAMPLE, "--socket", f.sock, "--export", "pull",
+                   "--output", out, "--discard"])
+        assert res.stdout.startswith("done: ")
+        with open(out, "rb") as fh:
+            assert fh.read() == then
+        f.d.ok("block-export-del", id="pull")
+        f.d.wait_event("BLOCK_EXPORT_DELETED", timeout=30)
+        f.d.qmp.events.clear()
+        guest.close()
+        f.tear_down()
+        f.d.quit()
+    finally:
+        if f.d.daemon.proc.poll() is None:
+            f.d.kill()
+    extents = json.loads(run(["qemu-img", "map", "--output=json", f.tmp]).stdout)
+    assert not [e for e in extents if e["data"]], extents
+
+
+def tmp_writes(d):
+    for s in d.ok("query-blockstats", **{"query-nodes": True}):
+        if s.get("node-name") == "tmp":
+            return s["stats"]["wr_operations"]
+    raise AssertionError("no stats for tmp")
+
+
+def test_a_push_backup_from_the_view_with_discard_source_empties_the_temporary(workdir, chain):
+    """QEMU 9.1's recipe (iotest backup-discard-source), stratad only: the
+    qemu-storage-daemon at hand (7.2) predates discard-source. A backup of
+    the snapshot-access node with discard-source gives back every cluster
+    of the temporary as it copies it; the target is the point in time; the
+    view is gone afterwards, and later guest writes copy nothing."""
+    f = Fleecing("strata", workdir, chain, "cbw-qcow2")
+    try:
+        f.set_up()
+        guest = Guest(f.sock, "guest", bytearray(SIZE), seed=5)
+        then = guest.read(0, SIZE)
+        for _ in range(100):
+            guest.random_write()
+        guest.h.flush()
+        final = os.path.join(f.dir, "final.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", final, str(SIZE)])
+        f.d.ok("blockdev-add", driver="qcow2", **{"node-name": "final"},
+               file={"driver": "file", "filename": final})
+        f.d.ok("blockdev-backup", **{"job-id": "push"}, device="acc", target="final",
+               sync="full", **{"discard-source": True})
+        f.d.wait_event("JOB_STATUS_CHANGE", "push", "null")
+        done = [e for e in f.d.qmp.events if e["event"] == "BLOCK_JOB_COMPLETED"]
+        assert done and "error" not in done[0]["data"], done
+        reader = client(f.sock, "fleece")
+        with pytest.raises(nbd.Error):
+            reader.pread(4096, 0)  # discarded from the view
+        reader.shutdown()
+        before = tmp_writes(f.d)
+        for _ in range(50):
+            guest.random_write()
+        guest.h.flush()
+        assert tmp_writes(f.d) == before
+        guest.close()
+        f.d.ok("blockdev-del", **{"node-name": "final"})
+        f.tear_down()
+        f.d.quit()
+    finally:
+        if f.d.daemon.proc.poll() is None:
+            f.d.kill()
+    extents = json.loads(run(["qemu-img", "map", "--output=json", f.tmp]).stdout)
+    assert not [e for e in extents if e["data"]], extents
+    raw = os.path.join(f.dir, "final.raw")
+    run(["qemu-img", "convert", "-O", "raw", final, raw])
+    with open(raw, "rb") as fh:
+        assert fh.read() == then
     os.unlink(raw)
