@@ -17,6 +17,12 @@ Jobs (1 GiB of data each):
   mirror-wb   the same in copy-mode write-blocking
   mirror-nbd  the same into a qcow2 exported by a second daemon of the same
               kind, through an NBD node (live storage migration)
+  backup      blockdev-backup sync full of the top layer (1 GiB of data) into a
+              new qcow2
+  backup-inc  blockdev-backup sync incremental from a persistent bitmap that
+              marks 5% of the disk (64 KiB every 1.25 MiB, written by qemu-io)
+  backup-slow the full backup into a target behind a throttle node limited
+              to 20 MiB/s of writes (throttle-group; use with --guest)
 
 --dir picks where the images live (default /dev/shm, tmpfs); --direct opens
 them with cache.direct=on (use a directory on a real disk: the production
@@ -58,6 +64,12 @@ def make_chain(d, job):
     for n in ("base", "mid", "top"):
         if n != full:
             sh("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64M", paths[n])
+    if job == "backup-inc":
+        sh("qemu-img", "bitmap", "--add", paths["top"], "b0")
+        writes = []
+        for off in range(0, GiB, 20 * 64 * 1024):
+            writes += ["-c", f"write -P 0x33 {off} 64k"]
+        sh("qemu-io", "-f", "qcow2", *writes, paths["top"])
     return paths
 
 
@@ -93,6 +105,7 @@ def wait_event(qmp, name, job, status=None, timeout=600):
 
 
 MIRRORS = ("mirror", "mirror-wb", "mirror-nbd")
+BACKUPS = ("backup", "backup-inc", "backup-slow")
 
 
 def daemon_binary(kind, build):
@@ -114,10 +127,15 @@ def add_target(qmp, d, direct):
 def prepare_target(kind, build, job, d, qmp, direct):
     """A mirror's target node `tgt`; for mirror-nbd, in a second daemon
     (returned, to be stopped after the run)."""
-    if job not in MIRRORS:
+    if job not in MIRRORS + BACKUPS:
         return None
     if job != "mirror-nbd":
         add_target(qmp, d, direct)
+        if job == "backup-slow":
+            qmp.execute("object-add", **{"qom-type": "throttle-group", "id": "tg",
+                                         "limits": {"bps-write": 20 * MiB}})
+            qmp.execute("blockdev-add", driver="throttle", **{"node-name": "tgt-t"},
+                        file="tgt", **{"throttle-group": "tg"})
         return None
     td = os.path.join(d, "target")
     os.makedirs(td)
@@ -133,7 +151,13 @@ def prepare_target(kind, build, job, d, qmp, direct):
 
 
 def start_job(qmp, job):
-    if job in MIRRORS:
+    if job in BACKUPS:
+        args = {"job-id": "j", "device": "top", "sync": "full",
+                "target": "tgt-t" if job == "backup-slow" else "tgt"}
+        if job == "backup-inc":
+            args.update(sync="incremental", bitmap="b0")
+        qmp.execute("blockdev-backup", **args)
+    elif job in MIRRORS:
         mode = "write-blocking" if job == "mirror-wb" else "background"
         qmp.execute("blockdev-mirror", **{"job-id": "j", "device": "top", "target": "tgt",
                                           "sync": "full", "copy-mode": mode})

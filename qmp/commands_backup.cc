@@ -117,7 +117,12 @@ class BackupAction : public Action {
     STRATA_CO_TRY_ASSIGN(Node * bs, lookup_bs(graph, device, device));
     std::vector<Node*> drained = {bs};
     section_ = co_await graph.co_drain(std::move(drained));
-    STRATA_CO_TRY_ASSIGN(Node * target, co_await co_target(*bs));
+    auto opened = co_await co_target(*bs);
+    if (!opened) {
+      co_await co_forget_target();
+      co_return std::move(opened).error();
+    }
+    Node* target = *opened;
     auto p = backup_params(data_, *bs, *target);
     if (!p) {
       co_await co_forget_target();
