@@ -28,7 +28,7 @@ class CopyBeforeWriteTest : public ::testing::Test {
     testing::register_mem_driver(engine_, &src_, "mem");
     testing::register_mem_driver(engine_, &tgt_, "memt");
     ASSERT_TRUE(add({{"driver", "mem"}, {"node-name", "src"}}));
-    ASSERT_TRUE(add({{"driver", "memt"}, {"node-name", "tgt"}}));
+    ASSERT_TRUE(add({{"driver", "memt"}, {"node-name", "tgt"}, {"discard", "unmap"}}));
   }
   void TearDown() override {
     drives_.clear();
@@ -52,10 +52,14 @@ class CopyBeforeWriteTest : public ::testing::Test {
     drives_.push_back(std::move(*d));
     return drives_.back().get();
   }
+  // The view, through a drive that may discard (writes are refused).
   Drive* open_access() {
-    auto n = add({{"driver", "snapshot-access"}, {"node-name", "acc"}, {"file", "cbw"}});
+    auto n = add({{"driver", "snapshot-access"},
+                  {"node-name", "acc"},
+                  {"file", "cbw"},
+                  {"discard", "unmap"}});
     EXPECT_TRUE(n) << n.error().message;
-    return n ? attach("acc", false) : nullptr;
+    return n ? attach("acc", true) : nullptr;
   }
   size_t target_writes() const {
     size_t n = 0;
@@ -114,7 +118,7 @@ TEST_F(CopyBeforeWriteTest, TheSourceTakesNoOtherWriterOnceTheFilterHasUsers) {
 }
 
 TEST_F(CopyBeforeWriteTest, TheBitmapOptionLimitsTheViewAndTheCopies) {
-  auto bm = engine_.run(engine_.graph().find("src")->bitmaps().create(kCluster, "b0"));
+  auto bm = engine_.graph().find("src")->bitmaps().create(kCluster, "b0");
   ASSERT_TRUE(bm);
   (*bm)->bits().set(2 * kCluster, kCluster);
   Drive* guest = open_cbw({{"bitmap", {{"node", "src"}, {"name", "b0"}}}});
