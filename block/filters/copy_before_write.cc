@@ -111,9 +111,11 @@ Task<void> CopyBeforeWriteDriver::co_close() {
   while (background_ > 0) co_await idle_->wait();
 }
 
+// The bitmap's count, less the part of a last, short cluster past the end.
 uint64_t CopyBeforeWriteDriver::pending_bytes() const {
-  uint64_t bytes = 0;
-  pending_->for_each_dirty_extent([&bytes](const BitmapExtent& e) { bytes += e.length; });
+  uint64_t size = pending_->size();
+  uint64_t bytes = pending_->count_bytes();
+  if (size % cluster_ && pending_->get(size - 1)) bytes -= cluster_ - size % cluster_;
   return bytes;
 }
 

@@ -18,7 +18,8 @@ import nbd
 import pytest
 
 from conftest import require, run
-from job_util import KINDS, MiB, Guest, JobDaemon, chain_commands, copy_files, make_chain
+from job_util import (KINDS, MiB, Guest, JobDaemon, chain_commands, copy_files, make_chain,
+                      read_image)
 
 SIZE = 64 * MiB
 CLUSTER = 64 * 1024
@@ -32,6 +33,18 @@ def client(sock, export):
     h.set_export_name(export)
     h.connect_unix(sock)
     return h
+
+
+def data_extents(path):
+    """[(start, length)] of the extents qemu-img map finds data in."""
+    extents = json.loads(run(["qemu-img", "map", "--output=json", path]).stdout)
+    return [(e["start"], e["length"]) for e in extents if e["data"]]
+
+
+def stop(f):
+    """Kills the daemon of `f` if a failed test left it running."""
+    if f.d.daemon.proc.poll() is None:
+        f.d.kill()
 
 
 def read_all(h, ranges):
@@ -171,16 +184,11 @@ def test_a_client_reads_the_point_in_time_while_the_guest_writes(workdir, chain,
                               ("JOB_STATUS_CHANGE", "null")], events
         f.d.quit()
     finally:
-        if f.d.daemon.proc.poll() is None:
-            f.d.kill()
+        stop(f)
     run(["qemu-img", "check", "-q", f.paths["top"]])
     if recipe != "cbw-raw":
         run(["qemu-img", "check", "-q", f.tmp])
-    top_raw = os.path.join(f.dir, "top.raw")
-    run(["qemu-img", "convert", "-O", "raw", f.paths["top"], top_raw])
-    with open(top_raw, "rb") as fh:
-        assert fh.read() == now
-    os.unlink(top_raw)
+    assert read_image(f.paths["top"]) == now
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -198,17 +206,9 @@ def test_the_temporary_keeps_only_what_the_guest_overwrote(workdir, chain, kind)
         f.tear_down()
         f.d.quit()
     finally:
-        if f.d.daemon.proc.poll() is None:
-            f.d.kill()
-    extents = json.loads(run(["qemu-img", "map", "--output=json", f.tmp]).stdout)
-    data = [(e["start"], e["length"]) for e in extents if e["data"]]
-    assert data == [(5 * MiB, CLUSTER)], data
-    raw = os.path.join(f.dir, "tmp.read")
-    run(["qemu-img", "convert", "-O", "raw", f.tmp, raw])
-    with open(raw, "rb") as fh:
-        fh.seek(5 * MiB)
-        assert fh.read(CLUSTER) == before
-    os.unlink(raw)
+        stop(f)
+    assert data_extents(f.tmp) == [(5 * MiB, CLUSTER)]
+    assert read_image(f.tmp)[5 * MiB:5 * MiB + CLUSTER] == before
 
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "pull_backup.py")
@@ -244,10 +244,8 @@ def test_the_example_client_backs_up_the_point_in_time_and_gives_the_space_back(
         f.tear_down()
         f.d.quit()
     finally:
-        if f.d.daemon.proc.poll() is None:
-            f.d.kill()
-    extents = json.loads(run(["qemu-img", "map", "--output=json", f.tmp]).stdout)
-    assert not [e for e in extents if e["data"]], extents
+        stop(f)
+    assert data_extents(f.tmp) == []
 
 
 def tmp_writes(d):
@@ -294,12 +292,6 @@ def test_a_push_backup_from_the_view_with_discard_source_empties_the_temporary(w
         f.tear_down()
         f.d.quit()
     finally:
-        if f.d.daemon.proc.poll() is None:
-            f.d.kill()
-    extents = json.loads(run(["qemu-img", "map", "--output=json", f.tmp]).stdout)
-    assert not [e for e in extents if e["data"]], extents
-    raw = os.path.join(f.dir, "final.raw")
-    run(["qemu-img", "convert", "-O", "raw", final, raw])
-    with open(raw, "rb") as fh:
-        assert fh.read() == then
-    os.unlink(raw)
+        stop(f)
+    assert data_extents(f.tmp) == []
+    assert read_image(final) == then
