@@ -1,6 +1,7 @@
 // The transaction runner, the `transaction` command and the `abort` action.
 #include "qmp/transaction.h"
 
+#include "block/core/graph.h"
 #include "jobs/job_registry.h"
 #include "qmp/context.h"
 #include "strata/engine.h"
@@ -29,6 +30,15 @@ Task<void> co_finish(std::vector<std::unique_ptr<Action>>& actions, size_t count
     }
   }
   for (size_t i = count; i-- > 0;) co_await actions[i]->co_clean();
+}
+
+// As QEMU's qmp_transaction (bdrv_drain_all before any action): every node
+// is drained once and released, so no request is in flight when the first
+// action prepares. Jobs see it as any drain: a running job pauses and
+// resumes, a ready one goes to standby and back (JOB_STATUS_CHANGE events).
+Task<void> co_drain_everything(QmpContext& ctx) {
+  auto section = co_await ctx.engine().graph().co_drain_all();
+  section->end();
 }
 
 }  // namespace
@@ -70,6 +80,7 @@ Task<Result<json>> co_transaction(QmpContext& ctx, json args) {
     }
     actions.push_back(spec->create(ctx, std::move(entry["data"]), options));
   }
+  co_await co_drain_everything(ctx);
   auto r = co_await co_run_actions(std::move(actions));
   if (!r) co_return std::move(r).error();
   co_return json::object();
