@@ -23,6 +23,12 @@ Jobs (1 GiB of data each):
               marks 5% of the disk (64 KiB every 1.25 MiB, written by qemu-io)
   backup-slow the full backup into a target behind a throttle node limited
               to 20 MiB/s of writes (throttle-group; use with --guest)
+  backup-fleece
+              the same slow target, the backup taken through a fleecing
+              image: a sync=none backup job keeps the point in time in a
+              local qcow2 (filter-node-name `fl`), a snapshot-access node
+              reads it, and the full backup copies that view into the slow
+              target; timed until the full backup ends
 
 --dir picks where the images live (default /dev/shm, tmpfs); --direct opens
 them with cache.direct=on (use a directory on a real disk: the production
@@ -105,7 +111,8 @@ def wait_event(qmp, name, job, status=None, timeout=600):
 
 
 MIRRORS = ("mirror", "mirror-wb", "mirror-nbd")
-BACKUPS = ("backup", "backup-inc", "backup-slow")
+BACKUPS = ("backup", "backup-inc", "backup-slow", "backup-fleece")
+SLOW = ("backup-slow", "backup-fleece")
 
 
 def daemon_binary(kind, build):
@@ -114,14 +121,18 @@ def daemon_binary(kind, build):
     return "qemu-storage-daemon"
 
 
-def add_target(qmp, d, direct):
-    path = os.path.join(d, "tgt.qcow2")
+def add_node(qmp, path, name, direct):
+    """A new 1 GiB qcow2 at `path`, opened as node `name`."""
     sh("qemu-img", "create", "-q", "-f", "qcow2", path, "1G")
     cache = {"direct": direct, "no-flush": False}
-    qmp.execute("blockdev-add", driver="file", **{"node-name": "tgt-f"}, filename=path,
+    qmp.execute("blockdev-add", driver="file", **{"node-name": f"{name}-f"}, filename=path,
                 cache=cache)
-    qmp.execute("blockdev-add", driver="qcow2", **{"node-name": "tgt"}, file="tgt-f",
+    qmp.execute("blockdev-add", driver="qcow2", **{"node-name": name}, file=f"{name}-f",
                 cache=cache)
+
+
+def add_target(qmp, d, direct):
+    add_node(qmp, os.path.join(d, "tgt.qcow2"), "tgt", direct)
 
 
 def prepare_target(kind, build, job, d, qmp, direct):
@@ -131,11 +142,13 @@ def prepare_target(kind, build, job, d, qmp, direct):
         return None
     if job != "mirror-nbd":
         add_target(qmp, d, direct)
-        if job == "backup-slow":
+        if job in SLOW:
             qmp.execute("object-add", **{"qom-type": "throttle-group", "id": "tg",
                                          "limits": {"bps-write": 20 * MiB}})
             qmp.execute("blockdev-add", driver="throttle", **{"node-name": "tgt-t"},
                         file="tgt", **{"throttle-group": "tg"})
+        if job == "backup-fleece":
+            add_node(qmp, os.path.join(d, "fleece.qcow2"), "fleece", direct)
         return None
     td = os.path.join(d, "target")
     os.makedirs(td)
@@ -151,9 +164,16 @@ def prepare_target(kind, build, job, d, qmp, direct):
 
 
 def start_job(qmp, job):
-    if job in BACKUPS:
+    if job == "backup-fleece":
+        qmp.execute("blockdev-backup", **{"job-id": "fl-job", "device": "top",
+                                          "target": "fleece", "sync": "none",
+                                          "filter-node-name": "fl"})
+        qmp.execute("blockdev-add", driver="snapshot-access", **{"node-name": "snap"}, file="fl")
+        qmp.execute("blockdev-backup", **{"job-id": "j", "device": "snap", "target": "tgt-t",
+                                          "sync": "full"})
+    elif job in BACKUPS:
         args = {"job-id": "j", "device": "top", "sync": "full",
-                "target": "tgt-t" if job == "backup-slow" else "tgt"}
+                "target": "tgt-t" if job in SLOW else "tgt"}
         if job == "backup-inc":
             args.update(sync="incremental", bitmap="b0")
         qmp.execute("blockdev-backup", **args)
@@ -215,7 +235,7 @@ def one_run(kind, build, job, base_dir, direct, guest):
             out = json.loads(text[text.index("{"):])  # after fio's "connected" line
             result["idle_iops"] = out["jobs"][0]["write"]["iops"]
             log = os.path.join(d, "iops")
-            g = fio(sock, 60, log)
+            g = fio(sock, 180, log)
             time.sleep(1.0)
         t_fio0 = time.time()
         t0 = time.time()
@@ -262,7 +282,10 @@ def main():
         if a.guest:
             for kind in ("strata", "qsd"):
                 fr = [r["job_iops"] / r["idle_iops"] for r in res[kind] if r["idle_iops"]]
-                line += (f"  {kind} guest IOPS during/idle median {statistics.median(fr):.2f}"
+                idle = statistics.median(r["idle_iops"] for r in res[kind])
+                during = statistics.median(r["job_iops"] for r in res[kind])
+                line += (f"  {kind} guest IOPS idle {idle:.0f} during {during:.0f},"
+                         f" during/idle median {statistics.median(fr):.2f}"
                          f" (range {min(fr):.2f}-{max(fr):.2f})")
         print(line, flush=True)
 

@@ -13,6 +13,8 @@ namespace strata {
 namespace {
 constexpr uint64_t kDefaultChunk = 1 << 20;
 constexpr int64_t kMaxWorkers = INT32_MAX;
+// How often a job held back by waiting guest writes looks again.
+constexpr uint64_t kGuestPollNs = 1000 * 1000;
 }  // namespace
 
 // Progress is the filter's: every cluster copied, by a chunk or a guest
@@ -26,6 +28,7 @@ class BackupJob::Listener final : public JobCopyListener {
   // With a speed below the chunk size, chunks shrink to it (down to one
   // cluster), so that the rate holds over every second.
   Task<bool> co_before_chunk() override {
+    co_await job_.co_yield_to_guest();
     co_await job_.co_rate_limit(0);
     if (engine_) {
       CopyConfig config = engine_->config();
@@ -239,6 +242,14 @@ Task<Result<void>> BackupJob::co_copy_all() {
   if (!r && r.error().code == ECANCELED) co_return Result<void>{};
   STRATA_CO_TRY(std::move(r));
   co_return co_await cbw_->target()->co_flush();
+}
+
+// Guest writes waiting for their copies go first: no new chunk starts
+// while there are any (a cancel or pause cuts the wait short).
+Task<void> BackupJob::co_yield_to_guest() {
+  while (cbw_->guest_waiters() > 0 && !is_cancelled()) {
+    co_await co_sleep_ns(kGuestPollNs);
+  }
 }
 
 uint64_t BackupJob::chunk_for_speed() const {

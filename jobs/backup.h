@@ -108,6 +108,7 @@ class BackupJob final : public BlockJob, private ChunkCopier {
   Task<Result<void>> co_copy_all();
   Task<ChunkOutcome> co_copy(uint64_t offset, uint64_t bytes) override;
   void sync_progress();
+  Task<void> co_yield_to_guest();
   uint64_t chunk_for_speed() const;
   Task<void> co_remove_filter();
   void settle_bitmap(bool success);

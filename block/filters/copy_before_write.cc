@@ -161,11 +161,13 @@ Task<Result<void>> CopyBeforeWriteDriver::co_before_write(uint64_t offset, uint6
   // Two statements: GCC 12 destroys the result of a conditional
   // expression with a co_await in each arm twice.
   ChunkOutcome out;
+  guest_waiters_++;
   if (timeout_ns_) {
     out = co_await co_copy_in_time(start, end - start);
   } else {
     out = co_await co_copy_range(start, end - start, *copier_);
   }
+  guest_waiters_--;
   if (out.result) co_return Result<void>{};
   if (on_error_ == OnCbwError::kBreakGuestWrite) co_return out.result;
   broken_ = true;

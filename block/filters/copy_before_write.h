@@ -90,6 +90,10 @@ class CopyBeforeWriteDriver final : public FilterDriver, public SnapshotApi {
   // view reads; those copied are done. A broken view fails with EACCES.
   Task<ChunkOutcome> co_copy_range(uint64_t offset, uint64_t bytes, BlockCopier& copier);
   bool broken() const { return broken_; }
+  // Guest writes waiting now for their old data to reach the target. A job
+  // copying beside them holds back new chunks while there are any: at a
+  // slow target each chunk would queue ahead of the guest's copies.
+  size_t guest_waiters() const { return guest_waiters_; }
   // Bytes copied so far (by guest writes and by the job), and still to
   // copy: the job's progress.
   uint64_t copied_bytes() const { return copied_bytes_; }
@@ -131,6 +135,7 @@ class CopyBeforeWriteDriver final : public FilterDriver, public SnapshotApi {
   uint64_t copied_bytes_ = 0;
   size_t background_ = 0;
   std::unique_ptr<CoQueue> idle_;
+  size_t guest_waiters_ = 0;
 };
 
 // The registered driver name.
