@@ -99,7 +99,6 @@ uint32_t errno_to_nbd(int error) {
       return 0;
     case EPERM:
     case EROFS:
-    case EACCES:
       return kEperm;
     case EIO:
       return kEio;

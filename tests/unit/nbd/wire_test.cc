@@ -114,6 +114,10 @@ TEST(NbdWire, ErrnoMapping) {
   EXPECT_EQ(errno_to_nbd(EIO), kEio);
   EXPECT_EQ(errno_to_nbd(ENOTSUP), kEnotsup);
   EXPECT_EQ(errno_to_nbd(ENOENT), kEinval);
+  // QEMU's server sends EACCES (a broken copy-before-write view) and
+  // ETIMEDOUT (cbw-timeout) as EINVAL.
+  EXPECT_EQ(errno_to_nbd(EACCES), kEinval);
+  EXPECT_EQ(errno_to_nbd(ETIMEDOUT), kEinval);
 }
 
 std::vector<std::string> names(const std::vector<MetaContext>& v) {
