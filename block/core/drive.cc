@@ -1,15 +1,54 @@
 #include "strata/drive.h"
 
+#include "base/sync.h"
 #include "block/core/graph.h"
 
 namespace strata {
+
+// Shared by the Drive and its requests in flight, so that a request that
+// outlives the Drive object still finds it.
+struct Drive::State {
+  State(Loop& loop, Child* e) : edge(e), idle(loop) {}
+  // Stops new requests, waits for those in flight, then detaches (once).
+  static Task<void> co_detach_when_idle(Graph& graph, std::shared_ptr<State> state) {
+    state->closing = true;
+    while (state->in_flight > 0) co_await state->idle.wait();
+    if (Child* edge = std::exchange(state->edge, nullptr)) co_await graph.co_detach(edge);
+  }
+  Child* edge;
+  bool closing = false;
+  size_t in_flight = 0;
+  CoQueue idle;
+};
+
+// One request: admitted while the drive is open, counted in flight until
+// it is destroyed (at the end of the request's coroutine).
+class Drive::Request {
+ public:
+  explicit Request(const std::shared_ptr<State>& state) {
+    if (!state->edge || state->closing) return;
+    state_ = state;
+    state_->in_flight++;
+  }
+  ~Request() {
+    if (state_ && --state_->in_flight == 0) state_->idle.wake_all();
+  }
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+  explicit operator bool() const { return state_ != nullptr; }
+  Child* edge() const { return state_->edge; }
+  static Error closed() { return Error{ENOMEDIUM, "Drive is closed"}; }
+
+ private:
+  std::shared_ptr<State> state_;
+};
 
 namespace {
 void drive_perms(const DriveOptions& o, uint64_t* perm, uint64_t* shared) {
   // As a guest device in QEMU: no resize permission held (a block job that
   // does not share it can run under the drive); co_resize takes it for the
   // duration of the resize.
-  *perm = kPermConsistentRead | (o.writable ? kPermWrite : 0);
+  *perm = kPermConsistentRead | (o.writable ? uint64_t{kPermWrite} : 0);
   *shared =
       kPermConsistentRead | kPermWriteUnchanged | (o.share_rw ? (kPermWrite | kPermResize) : 0);
 }
@@ -43,41 +82,68 @@ Result<std::unique_ptr<Drive>> Drive::attach(Engine& engine, const std::string& 
   return std::unique_ptr<Drive>(new Drive(engine, edge));
 }
 
+Drive::Drive(Engine& engine, Child* edge)
+    : engine_(engine), state_(std::make_shared<State>(engine.loop(), edge)) {}
+
 Drive::~Drive() {
-  // Not closed: detach in the background (nodes are flushed and closed there).
-  if (edge_) engine_.loop().spawn(engine_.graph().co_detach(std::exchange(edge_, nullptr)));
+  // Not closed: detach in the background once the requests in flight are
+  // done (nodes are flushed and closed there).
+  if (state_->edge && !state_->closing) {
+    engine_.loop().spawn(State::co_detach_when_idle(engine_.graph(), state_));
+  }
+}
+
+Child* Drive::edge() const {
+  return state_->edge;
 }
 
 Task<Result<void>> Drive::co_read(uint64_t offset, std::span<uint8_t> buf) {
-  co_return co_await edge_->co_pread(offset, buf);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  co_return co_await req.edge()->co_pread(offset, buf);
 }
 
 Task<Result<void>> Drive::co_readv(uint64_t offset, const IoVec& iov) {
-  co_return co_await edge_->co_preadv(offset, iov, 0);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  co_return co_await req.edge()->co_preadv(offset, iov, 0);
 }
 
 Task<Result<void>> Drive::co_write(uint64_t offset, std::span<const uint8_t> buf, bool fua) {
-  co_return co_await edge_->co_pwrite(offset, buf, fua ? uint32_t{kReqFua} : 0);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  co_return co_await req.edge()->co_pwrite(offset, buf, fua ? uint32_t{kReqFua} : 0);
 }
 
 Task<Result<void>> Drive::co_writev(uint64_t offset, const IoVec& iov, bool fua) {
-  co_return co_await edge_->co_pwritev(offset, iov, fua ? uint32_t{kReqFua} : 0);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  co_return co_await req.edge()->co_pwritev(offset, iov, fua ? uint32_t{kReqFua} : 0);
 }
 
 Task<Result<void>> Drive::co_write_zeroes(uint64_t offset, uint64_t bytes, bool may_unmap) {
-  co_return co_await edge_->co_pwrite_zeroes(offset, bytes, may_unmap ? uint32_t{kReqMayUnmap} : 0);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  uint32_t flags = may_unmap ? uint32_t{kReqMayUnmap} : 0;
+  co_return co_await req.edge()->co_pwrite_zeroes(offset, bytes, flags);
 }
 
 Task<Result<void>> Drive::co_discard(uint64_t offset, uint64_t bytes) {
-  co_return co_await edge_->co_pdiscard(offset, bytes);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  co_return co_await req.edge()->co_pdiscard(offset, bytes);
 }
 
 Task<Result<void>> Drive::co_flush() {
-  co_return co_await edge_->co_flush();
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  co_return co_await req.edge()->co_flush();
 }
 
 Task<Result<DriveExtent>> Drive::co_block_status(uint64_t offset, uint64_t bytes) {
-  auto st = co_await edge_->co_block_status(offset, bytes);
+  Request req(state_);
+  if (!req) co_return Request::closed();
+  auto st = co_await req.edge()->co_block_status(offset, bytes);
   if (!st) co_return std::move(st).error();
   DriveExtent e;
   e.offset = offset;
@@ -93,18 +159,19 @@ Task<Result<void>> Drive::co_resize(uint64_t size) {
 }
 
 Task<Result<void>> Drive::co_resize(uint64_t size, Preallocation prealloc) {
+  Request req(state_);
+  if (!req) co_return Request::closed();
   Graph& graph = engine_.graph();
-  uint64_t perm = edge_->perm(), shared = edge_->shared();
-  STRATA_CO_TRY(graph.set_root_perm(*edge_, perm | kPermResize, shared));
-  auto r = co_await edge_->co_truncate(size, false, prealloc);
-  (void)graph.set_root_perm(*edge_, perm, shared);
+  Child& edge = *req.edge();
+  uint64_t perm = edge.perm(), shared = edge.shared();
+  STRATA_CO_TRY(graph.set_root_perm(edge, perm | kPermResize, shared));
+  auto r = co_await edge.co_truncate(size, false, prealloc);
+  (void)graph.set_root_perm(edge, perm, shared);
   co_return r;
 }
 
 Task<void> Drive::co_close() {
-  if (!edge_) co_return;
-  Child* edge = std::exchange(edge_, nullptr);
-  co_await engine_.graph().co_detach(edge);
+  co_await State::co_detach_when_idle(engine_.graph(), state_);
 }
 
 Result<void> Drive::read(uint64_t offset, std::span<uint8_t> buf) {
@@ -127,10 +194,11 @@ void Drive::close() {
 }
 
 uint64_t Drive::size() const {
-  return edge_->node()->size();
+  return state_->edge ? state_->edge->node()->size() : 0;
 }
 const std::string& Drive::node_name() const {
-  return edge_->node()->name();
+  static const std::string kNone;
+  return state_->edge ? state_->edge->node()->name() : kNone;
 }
 
 }  // namespace strata

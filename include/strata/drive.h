@@ -8,8 +8,10 @@
 // another user whose permissions conflict is refused, and so is this Drive
 // when someone holds conflicting permissions or image locks. Requests are
 // bounds-checked against the node size and wait while the node is drained
-// (a graph change in progress). co_close() detaches; nodes opened only for
-// this Drive are then closed.
+// (a graph change in progress). co_close() waits for the requests in
+// flight, then detaches; nodes opened only for this Drive are then closed.
+// A request after close fails with ENOMEDIUM ("Drive is closed"). Destroying
+// a Drive that was not closed does the same in the background.
 // Thread rules: loop-thread only. The blocking helpers (read(), write(), ...)
 // run the Engine's private loop and must not be used from inside it.
 #pragma once
@@ -81,16 +83,19 @@ class Drive {
   Result<void> flush();
   void close();
 
+  // 0 and "" once closed.
   uint64_t size() const;
   const std::string& node_name() const;
   Engine& engine() const { return engine_; }
-  // The root edge (for code inside Strata).
-  Child* edge() const { return edge_; }
+  // The root edge (for code inside Strata); null once closed.
+  Child* edge() const;
 
  private:
-  Drive(Engine& engine, Child* edge) : engine_(engine), edge_(edge) {}
+  struct State;   // the edge and the requests in flight, shared with them
+  class Request;  // one request, counted in flight while it runs
+  Drive(Engine& engine, Child* edge);
   Engine& engine_;
-  Child* edge_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace strata
