@@ -85,7 +85,11 @@ class JobDaemon:
         self.kind = kind
         self.workdir = str(workdir)
         self.daemon = Daemon(daemon_binary(kind), workdir, args)
-        self.qmp = self.daemon.client()
+        try:
+            self.qmp = self.daemon.client()
+        except Exception:
+            self.daemon.stop()  # not kept anywhere yet: nothing else would stop it
+            raise
 
     def execute(self, cmd, args=None):
         return self.qmp.request(cmd, args)

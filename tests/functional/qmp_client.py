@@ -141,6 +141,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{binary} exited: {self.read_stderr()}")
             if time.time() > deadline:
+                self.proc.kill()
+                self.proc.wait()
                 raise TimeoutError(f"{binary} did not create {self.sock}")
             time.sleep(0.01)
 
