@@ -3,6 +3,7 @@ block status must equal what qemu-nbd reports for the same image.
 
 Also holds the helpers the other test_nbd_*.py files import.
 """
+import atexit
 import contextlib
 import os
 import shutil
@@ -17,8 +18,11 @@ from conftest import require, run, strata_binary, unix_listening
 
 
 def short_dir():
-    """A short directory for Unix sockets (sun_path is limited to 108 bytes)."""
-    return tempfile.mkdtemp(prefix="nbd", dir="/tmp")
+    """A short directory for Unix sockets (sun_path is limited to 108 bytes),
+    removed when the test process exits."""
+    d = tempfile.mkdtemp(prefix="nbd", dir="/tmp")
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def free_port():
