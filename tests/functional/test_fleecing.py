@@ -13,6 +13,7 @@ view, the rest reads as EACCES). Afterwards the temporary and the source
 pass qemu-img check and the source holds what the guest wrote."""
 import json
 import os
+import time
 
 import nbd
 import pytest
@@ -226,11 +227,7 @@ def test_the_example_client_backs_up_the_point_in_time_and_gives_the_space_back(
         f.set_up()
         f.d.ok("block-export-add", type="nbd", id="pull", **{"node-name": "acc"},
                name="pull", writable=True)
-        guest = Guest(f.sock, "guest", bytearray(SIZE), seed=11)
-        then = guest.read(0, SIZE)
-        for _ in range(200):
-            guest.random_write()
-        guest.h.flush()
+        guest, then = overwrite_after_the_point_in_time(f, seed=11, writes=200)
         out = os.path.join(f.dir, "backup.raw")
         res = run(["/usr/bin/python3", EXAMPLE, "--socket", f.sock, "--export", "pull",
                    "--output", out, "--discard"])
@@ -246,6 +243,31 @@ def test_the_example_client_backs_up_the_point_in_time_and_gives_the_space_back(
     finally:
         stop(f)
     assert data_extents(f.tmp) == []
+
+
+def overwrite_after_the_point_in_time(f, seed, writes):
+    """A guest on the fleecing's export reads the disk (the point in time,
+    the filter being in place), then writes `writes` random clusters;
+    returns the guest and what it read."""
+    guest = Guest(f.sock, "guest", bytearray(SIZE), seed=seed)
+    then = guest.read(0, SIZE)
+    for _ in range(writes):
+        guest.random_write()
+    guest.h.flush()
+    return guest, then
+
+
+def writes_during_job(d, guest, job):
+    """The guest writes until `job` is gone (at least once meanwhile)."""
+    deadline = time.time() + 120
+    while True:
+        assert time.time() < deadline, f"{job} did not end"
+        guest.random_write()
+        d.pump(0.005)
+        if any(e["event"] == "JOB_STATUS_CHANGE" and e["data"]["id"] == job and
+               e["data"]["status"] == "null" for e in d.qmp.events):
+            break
+    guest.h.flush()
 
 
 def tmp_writes(d):
@@ -264,18 +286,14 @@ def test_a_push_backup_from_the_view_with_discard_source_empties_the_temporary(w
     f = Fleecing("strata", workdir, chain, "cbw-qcow2")
     try:
         f.set_up()
-        guest = Guest(f.sock, "guest", bytearray(SIZE), seed=5)
-        then = guest.read(0, SIZE)
-        for _ in range(100):
-            guest.random_write()
-        guest.h.flush()
+        guest, then = overwrite_after_the_point_in_time(f, seed=5, writes=100)
         final = os.path.join(f.dir, "final.qcow2")
         run(["qemu-img", "create", "-q", "-f", "qcow2", final, str(SIZE)])
         f.d.ok("blockdev-add", driver="qcow2", **{"node-name": "final"},
                file={"driver": "file", "filename": final})
         f.d.ok("blockdev-backup", **{"job-id": "push"}, device="acc", target="final",
                sync="full", **{"discard-source": True})
-        f.d.wait_event("JOB_STATUS_CHANGE", "push", "null")
+        writes_during_job(f.d, guest, "push")
         done = [e for e in f.d.qmp.events if e["event"] == "BLOCK_JOB_COMPLETED"]
         assert done and "error" not in done[0]["data"], done
         reader = client(f.sock, "fleece")

@@ -35,6 +35,11 @@ class CopyBeforeWriteTest : public ::testing::Test {
     engine_.run(engine_.co_close_all());
   }
   Result<Node*> add(json options) { return engine_.run(engine_.graph().co_add(options)); }
+  // A fault filter `name` over the target with one rule for its writes.
+  Result<Node*> add_target_fault(const std::string& name, json rule) {
+    rule["event"] = "write";
+    return add({{"driver", "fault"}, {"node-name", name}, {"file", "tgt"}, {"rules", {rule}}});
+  }
   // The filter over src with `extra` options, and a guest drive on it.
   Drive* open_cbw(json extra = json::object(), const std::string& target = "tgt") {
     json o = {{"driver", "copy-before-write"}, {"node-name", "cbw"}, {"file", "src"}};
@@ -138,10 +143,7 @@ TEST_F(CopyBeforeWriteTest, TheBitmapOptionLimitsTheViewAndTheCopies) {
 }
 
 TEST_F(CopyBeforeWriteTest, BreakGuestWriteFailsTheWriteAndKeepsTheView) {
-  ASSERT_TRUE(add({{"driver", "fault"},
-                   {"node-name", "bad"},
-                   {"file", "tgt"},
-                   {"rules", {{{"event", "write"}, {"errno", "EIO"}}}}}));
+  ASSERT_TRUE(add_target_fault("bad", {{"errno", "EIO"}}));
   Drive* guest = open_cbw(json::object(), "bad");
   Drive* view = open_access();
   ASSERT_TRUE(guest && view);
@@ -156,10 +158,7 @@ TEST_F(CopyBeforeWriteTest, BreakGuestWriteFailsTheWriteAndKeepsTheView) {
 }
 
 TEST_F(CopyBeforeWriteTest, BreakSnapshotLetsTheWriteThroughAndFailsLaterViewReads) {
-  ASSERT_TRUE(add({{"driver", "fault"},
-                   {"node-name", "bad"},
-                   {"file", "tgt"},
-                   {"rules", {{{"event", "write"}, {"errno", "EIO"}}}}}));
+  ASSERT_TRUE(add_target_fault("bad", {{"errno", "EIO"}}));
   Drive* guest = open_cbw({{"on-cbw-error", "break-snapshot"}}, "bad");
   Drive* view = open_access();
   ASSERT_TRUE(guest && view);
@@ -173,10 +172,7 @@ TEST_F(CopyBeforeWriteTest, BreakSnapshotLetsTheWriteThroughAndFailsLaterViewRea
 }
 
 TEST_F(CopyBeforeWriteTest, ACopySlowerThanCbwTimeoutFailsTheGuestWrite) {
-  ASSERT_TRUE(add({{"driver", "fault"},
-                   {"node-name", "slow"},
-                   {"file", "tgt"},
-                   {"rules", {{{"event", "write"}, {"errno", 0}, {"delay-ms", 2500}}}}}));
+  ASSERT_TRUE(add_target_fault("slow", {{"errno", 0}, {"delay-ms", 2500}}));
   Drive* guest = open_cbw({{"cbw-timeout", 1}}, "slow");
   ASSERT_TRUE(guest);
   std::vector<uint8_t> buf(4096, 0x44);
