@@ -1,5 +1,6 @@
 #include "base/fs.h"
 
+#include "base/io_ring.h"
 #include "base/pipe.h"
 
 #include <fcntl.h>
@@ -103,6 +104,71 @@ SysResult blocking_pwritev(int fd, const IoVec& iov, uint64_t offset) {
       [](size_t) { return static_cast<SysResult>(-EIO); });
 }
 
+// Moves all of `iov` through the ring, resubmitting the rest of a short
+// transfer; a read that meets the end of the file fills the rest with
+// zeroes. What the ring refuses (-EAGAIN) goes to the pool.
+template <bool kWrite>
+Task<SysResult> ring_transfer(Loop& loop, IoRing& ring, int fd, const IoVec& iov, uint64_t offset) {
+  const auto& entries = iov.entries();
+  std::vector<struct iovec> rest;  // the iovecs left after a short transfer
+  size_t first = 0;
+  size_t total = 0;
+  while (total < iov.size()) {
+    const struct iovec* v = rest.empty() ? entries.data() : &rest[first];
+    auto count = static_cast<uint32_t>(rest.empty() ? entries.size() : rest.size() - first);
+    RingAwaiter op = kWrite ? ring.writev(fd, v, count, offset + total)
+                            : ring.readv(fd, v, count, offset + total);
+    int64_t r = co_await op;
+    if (r == -EINTR) continue;
+    if (r == -EAGAIN) {
+      IoVec left = iov.slice(total, iov.size() - total);
+      SysResult p = co_await loop.offload([&] {
+        return kWrite ? blocking_pwritev(fd, left, offset + total)
+                      : blocking_preadv(fd, left, offset + total);
+      });
+      co_return p < 0 ? p : static_cast<SysResult>(total) + p;
+    }
+    if (r < 0) co_return r;
+    if (r == 0 && kWrite) co_return -EIO;
+    if (r == 0) {
+      iov.fill(total, iov.size() - total, 0);  // end of file reads as zeroes
+      co_return static_cast<SysResult>(total);
+    }
+    if (rest.empty()) {
+      rest.assign(entries.begin(), entries.end());
+      advance(rest, first, total);
+    }
+    advance(rest, first, static_cast<size_t>(r));
+    total += static_cast<size_t>(r);
+  }
+  co_return static_cast<SysResult>(total);
+}
+
+// The part of a transfer that does not run inline: on the policy's ring,
+// or on the pool.
+template <bool kWrite>
+Task<SysResult> background_transfer(Loop& loop, InlineIo* policy, int fd, const IoVec& iov,
+                                    uint64_t offset) {
+  if (policy && policy->ring && iov.entries().size() <= IOV_MAX) {
+    co_return co_await ring_transfer<kWrite>(loop, *policy->ring, fd, iov, offset);
+  }
+  co_return co_await loop.offload([&] {
+    return kWrite ? blocking_pwritev(fd, iov, offset) : blocking_preadv(fd, iov, offset);
+  });
+}
+
+// One fdatasync or fallocate through the ring, retried on EINTR; -EAGAIN
+// from the ring means "run it on the pool" and is returned as is.
+Task<SysResult> ring_call(IoRing& ring, RingRequest::Op op, int fd, int mode, uint64_t offset,
+                          uint64_t len) {
+  for (;;) {
+    RingAwaiter call = op == RingRequest::Op::kFdatasync ? ring.fdatasync(fd)
+                                                         : ring.fallocate(fd, mode, offset, len);
+    int64_t r = co_await call;
+    if (r != -EINTR) co_return r;
+  }
+}
+
 }  // namespace
 
 Task<Result<int>> co_open(Loop& loop, std::string path, int flags, int mode) {
@@ -165,7 +231,7 @@ Task<Result<size_t>> co_preadv(Loop& loop, int fd, const IoVec& iov, uint64_t of
   SysResult done = policy ? inline_preadv(*policy, fd, iov, offset) : 0;
   if (done < 0 || static_cast<size_t>(done) == iov.size()) co_return to_size(done, "preadv");
   IoVec rest = iov.slice(static_cast<size_t>(done), iov.size() - static_cast<size_t>(done));
-  SysResult r = co_await loop.offload([&] { return blocking_preadv(fd, rest, offset + done); });
+  SysResult r = co_await background_transfer<false>(loop, policy, fd, rest, offset + done);
   co_return to_size(r < 0 ? r : r + done, "preadv");
 }
 
@@ -174,7 +240,7 @@ Task<Result<size_t>> co_pwritev(Loop& loop, int fd, const IoVec& iov, uint64_t o
   if (policy && policy->memory_backed && fits_inline(iov, loop.max_inline_write())) {
     co_return to_size(blocking_pwritev(fd, iov, offset), "pwritev");
   }
-  SysResult r = co_await loop.offload([&] { return blocking_pwritev(fd, iov, offset); });
+  SysResult r = co_await background_transfer<true>(loop, policy, fd, iov, offset);
   co_return to_size(r, "pwritev");
 }
 
@@ -208,35 +274,50 @@ Task<Result<void>> co_splice_to_pipe(Loop& loop, int fd, uint64_t offset, size_t
   co_return r;
 }
 
-Task<Result<void>> co_fdatasync(Loop& loop, int fd) {
-  SysResult r =
-      co_await loop.offload([fd] { return retry_eintr([fd] { return ::fdatasync(fd); }); });
+Task<Result<void>> co_fdatasync(Loop& loop, int fd, InlineIo* policy) {
+  SysResult r = -EAGAIN;
+  if (policy && policy->ring) {
+    r = co_await ring_call(*policy->ring, RingRequest::Op::kFdatasync, fd, 0, 0, 0);
+  }
+  if (r == -EAGAIN) {
+    r = co_await loop.offload([fd] { return retry_eintr([fd] { return ::fdatasync(fd); }); });
+  }
   co_return to_void(r, "fdatasync");
 }
 
 namespace {
 Task<Result<void>> co_fallocate(Loop& loop, int fd, int mode, uint64_t offset, uint64_t len,
-                                const char* what) {
-  SysResult r = co_await loop.offload([=] {
-    return retry_eintr(
-        [=] { return ::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(len)); });
-  });
+                                InlineIo* policy, const char* what) {
+  SysResult r = -EAGAIN;
+  if (policy && policy->ring) {
+    r = co_await ring_call(*policy->ring, RingRequest::Op::kFallocate, fd, mode, offset, len);
+  }
+  if (r == -EAGAIN) {
+    r = co_await loop.offload([=] {
+      return retry_eintr([=] {
+        return ::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(len));
+      });
+    });
+  }
   co_return to_void(r, what);
 }
 }  // namespace
 
-Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len) {
-  return co_fallocate(loop, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len,
+Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len,
+                                 InlineIo* policy) {
+  return co_fallocate(loop, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len, policy,
                       "fallocate(PUNCH_HOLE)");
 }
 
-Task<Result<void>> co_zero_range(Loop& loop, int fd, uint64_t offset, uint64_t len, bool extend) {
+Task<Result<void>> co_zero_range(Loop& loop, int fd, uint64_t offset, uint64_t len, bool extend,
+                                 InlineIo* policy) {
   int mode = FALLOC_FL_ZERO_RANGE | (extend ? 0 : FALLOC_FL_KEEP_SIZE);
-  return co_fallocate(loop, fd, mode, offset, len, "fallocate(ZERO_RANGE)");
+  return co_fallocate(loop, fd, mode, offset, len, policy, "fallocate(ZERO_RANGE)");
 }
 
-Task<Result<void>> co_allocate(Loop& loop, int fd, uint64_t offset, uint64_t len) {
-  return co_fallocate(loop, fd, 0, offset, len, "fallocate");
+Task<Result<void>> co_allocate(Loop& loop, int fd, uint64_t offset, uint64_t len,
+                               InlineIo* policy) {
+  return co_fallocate(loop, fd, 0, offset, len, policy, "fallocate");
 }
 
 Task<Result<void>> co_ftruncate(Loop& loop, int fd, uint64_t size) {

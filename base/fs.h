@@ -2,6 +2,12 @@
 // so the loop thread never blocks; the result is a byte count or an Error
 // carrying errno and a message naming the operation.
 //
+// A file whose policy names an io_uring (InlineIo::ring) sends reads,
+// writes, fdatasync and fallocate through the ring instead of the pool:
+// one syscall per loop iteration for every request the iteration queued,
+// no thread hand-offs. Short transfers are resubmitted for the rest; a
+// request the ring refuses (-EAGAIN) runs on the pool.
+//
 // Reads and writes may skip the pool when an InlineIo policy says the call
 // cannot wait on a device: small transfers on memory-backed files (tmpfs,
 // ramfs), and reads the page cache serves whole (preadv2 with RWF_NOWAIT,
@@ -26,12 +32,14 @@
 #include "strata/result.h"
 
 namespace strata {
+class IoRing;
 class Pipe;
-}
+}  // namespace strata
 
 namespace strata::fs {
 
-// Which reads and writes of one open file may run on the loop thread.
+// How the I/O of one open file runs: which reads and writes may run on the
+// loop thread, and whether the rest goes to an io_uring or the thread pool.
 // Probe it once after open(); `try_nowait_reads` turns itself off the first
 // time the kernel refuses RWF_NOWAIT for the file.
 struct InlineIo {
@@ -50,6 +58,9 @@ struct InlineIo {
 
   bool memory_backed = false;     // reads and writes never wait on a device
   bool try_nowait_reads = false;  // page-cache hits may be read inline
+  // Where the work that does not run inline goes: this io_uring when set,
+  // else the thread pool. The ring belongs to the loop (Loop::io_ring()).
+  IoRing* ring = nullptr;
 
   // Inspects the file system under `fd`; `direct` is O_DIRECT (whose
   // RWF_NOWAIT reads would always need the device, so they are not tried).
@@ -85,13 +96,17 @@ bool pipe_fits_pages(const Pipe& pipe, uint64_t offset, uint64_t len, uint64_t e
 // the pipe.
 Task<Result<void>> co_splice_to_pipe(Loop& loop, int fd, uint64_t offset, size_t len, Pipe& pipe,
                                      InlineIo* policy = nullptr);
-Task<Result<void>> co_fdatasync(Loop& loop, int fd);
+// These four take the policy's ring when it has one.
+Task<Result<void>> co_fdatasync(Loop& loop, int fd, InlineIo* policy = nullptr);
 // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE.
-Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len);
+Task<Result<void>> co_punch_hole(Loop& loop, int fd, uint64_t offset, uint64_t len,
+                                 InlineIo* policy = nullptr);
 // FALLOC_FL_ZERO_RANGE (keeps size unless `extend`).
-Task<Result<void>> co_zero_range(Loop& loop, int fd, uint64_t offset, uint64_t len, bool extend);
+Task<Result<void>> co_zero_range(Loop& loop, int fd, uint64_t offset, uint64_t len, bool extend,
+                                 InlineIo* policy = nullptr);
 // Plain fallocate(mode 0): reserves blocks.
-Task<Result<void>> co_allocate(Loop& loop, int fd, uint64_t offset, uint64_t len);
+Task<Result<void>> co_allocate(Loop& loop, int fd, uint64_t offset, uint64_t len,
+                               InlineIo* policy = nullptr);
 Task<Result<void>> co_ftruncate(Loop& loop, int fd, uint64_t size);
 Task<Result<struct stat>> co_fstat(Loop& loop, int fd);
 

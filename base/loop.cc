@@ -1,5 +1,7 @@
 #include "base/loop.h"
 
+#include "base/io_ring.h"
+
 #include <uv.h>
 
 #include <cstdio>
@@ -53,6 +55,7 @@ void Loop::init_handles() {
 
 Loop::~Loop() {
   drain_posted();
+  ring_.reset();  // waits for requests in the kernel, closes its handles
   auto close_and_free = [](uv_handle_t* h) {
     if (h->type == UV_ASYNC) {
       delete reinterpret_cast<uv_async_t*>(h);
@@ -172,6 +175,28 @@ void Loop::stop() {
 }
 
 uint64_t Loop::now_ns() { return uv_hrtime(); }
+
+IoRing* Loop::io_ring() {
+  if (ring_probed_) return ring_.get();
+  ring_probed_ = true;
+  const char* env = std::getenv("STRATA_IO_URING");
+  if (env && std::string(env) == "0") {
+    ring_error_ = "io_uring is turned off (STRATA_IO_URING=0)";
+    return nullptr;
+  }
+  auto ring = IoRing::create(*this);
+  if (!ring) {
+    ring_error_ = ring.error().message;
+    return nullptr;
+  }
+  ring_ = std::move(*ring);
+  return ring_.get();
+}
+
+const std::string& Loop::io_ring_error() {
+  io_ring();
+  return ring_error_;
+}
 
 namespace {
 struct SleepState {

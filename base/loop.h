@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <type_traits>
 
@@ -26,6 +27,7 @@ struct uv_loop_s;
 namespace strata {
 
 class Loop;
+class IoRing;  // base/io_ring.h
 
 namespace detail {
 // Runs a blocking callable on the thread pool and resumes the awaiting
@@ -114,6 +116,13 @@ class Loop {
   size_t max_inline_write() const { return max_inline_write_; }
   void set_max_inline_write(size_t bytes) { max_inline_write_ = bytes; }
 
+  // The loop's io_uring engine (base/io_ring.h), set up on first use. Null
+  // when the kernel refuses io_uring (too old, seccomp, the sysctl) or the
+  // environment sets STRATA_IO_URING=0; io_ring_error() then says why, and
+  // file I/O runs on the thread pool.
+  IoRing* io_ring();
+  const std::string& io_ring_error();
+
  private:
   void init_handles();
   void run_once_blocking();
@@ -135,6 +144,9 @@ class Loop {
   std::thread::id thread_id_;
   bool stop_requested_ = false;
   size_t max_inline_write_ = 128 * 1024;
+  std::unique_ptr<IoRing> ring_;
+  bool ring_probed_ = false;
+  std::string ring_error_;
 };
 
 namespace detail {
