@@ -1,8 +1,9 @@
 // file: a POSIX regular file (or block device) as a protocol node.
 //
-// Reads and writes run on the thread pool (preadv/pwritev) unless
-// fs::InlineIo allows them on the loop thread (small transfers on tmpfs,
-// page-cache hits elsewhere); write-zeroes
+// Reads, writes, flushes and fallocate go through the loop's io_uring
+// (aio=io_uring or native, and the default where the kernel offers it) or
+// the thread pool (aio=threads), unless fs::InlineIo allows them on the loop
+// thread (small transfers on tmpfs, page-cache hits elsewhere); write-zeroes
 // and discard use fallocate, block status uses SEEK_DATA/SEEK_HOLE, and
 // image locks use QEMU's OFD lock bytes. With cache.direct the file is
 // opened O_DIRECT and requests are aligned to 4 KiB (buffers too).
@@ -57,9 +58,15 @@ class FileDriver final : public Driver {
   void reopen_commit() override;
   void reopen_abort() override;
   nlohmann::json format_specific() const override { return nullptr; }
+  // Which engine runs the file's I/O: "io_uring" or "threads".
+  nlohmann::json block_info_extension() const override {
+    return {{"x-aio", inline_io_.ring ? "io_uring" : "threads"}};
+  }
   std::string filename() const override { return filename_; }
 
  private:
+  Result<void> pick_engine(const std::string& aio);
+  void probe_io();
   bool needs_bounce(const IoVec& iov) const;
   void grow_to(uint64_t end) { size_ = std::max(size_, end); }
   Task<Result<void>> co_extend_to(uint64_t end);
@@ -69,7 +76,8 @@ class FileDriver final : public Driver {
   int fd_ = -1;
   uint64_t size_ = 0;
   bool direct_ = false;
-  fs::InlineIo inline_io_;  // which reads/writes may skip the thread pool
+  fs::InlineIo inline_io_;  // which reads/writes run inline, where the rest go
+  IoRing* ring_ = nullptr;  // the loop's io_uring, unless aio=threads or it is missing
   // The last data extent SEEK_HOLE found. Block status inside it needs no
   // syscall: SEEK_HOLE scans the page cache up to the next hole (on tmpfs,
   // the rest of a fully allocated file, for every query). Only data is
@@ -99,12 +107,9 @@ Task<Result<void>> FileDriver::co_open(OpenContext& ctx) {
     co_return Error{EINVAL, "Parameter 'locking' does not accept value '" + locking + "'"};
   }
   locking_ = locking != "off";
-  std::string aio = opt_string(o, "aio", "threads");
-  if (aio != "threads" && aio != "native" && aio != "io_uring") {
-    co_return Error{EINVAL, "Parameter 'aio' does not accept value '" + aio + "'"};
-  }
   NodeFlags& flags = node().mutable_flags();
   direct_ = flags.cache_direct;
+  if (auto r = pick_engine(opt_string(o, "aio")); !r) co_return r;
   int oflags = (flags.read_only ? O_RDONLY : O_RDWR) | (direct_ ? O_DIRECT : 0);
   auto fd = co_await fs::co_open(*loop_, filename_, oflags);
   if (!fd && flags.auto_read_only && !flags.read_only &&
@@ -114,7 +119,7 @@ Task<Result<void>> FileDriver::co_open(OpenContext& ctx) {
   }
   if (!fd) co_return std::move(fd).error();
   fd_ = *fd;
-  inline_io_ = fs::InlineIo::probe(fd_, direct_);
+  probe_io();
   auto st = fs::fstat_now(fd_);
   if (!st) co_return std::move(st).error();
   if (S_ISDIR(st->st_mode)) co_return Error{EISDIR, "'" + filename_ + "' is a directory"};
@@ -127,6 +132,34 @@ Task<Result<void>> FileDriver::co_open(OpenContext& ctx) {
     size_ = static_cast<uint64_t>(st->st_size);
   }
   co_return Result<void>{};
+}
+
+// QEMU's aio modes: threads takes the pool; io_uring and native (which
+// QEMU runs on Linux AIO, and which wants cache.direct) take the loop's
+// io_uring and fail when the kernel refuses it. Without the option the ring
+// is used where it works, the pool elsewhere.
+Result<void> FileDriver::pick_engine(const std::string& aio) {
+  if (!aio.empty() && aio != "threads" && aio != "native" && aio != "io_uring") {
+    return Error{EINVAL, "Parameter 'aio' does not accept value '" + aio + "'"};
+  }
+  if (aio == "native" && !direct_) {
+    return Error{EINVAL,
+                 "aio=native was specified, but it requires cache.direct=on, which was not "
+                 "specified."};
+  }
+  if (aio == "threads") return {};
+  ring_ = loop_->io_ring();
+  if (!ring_ && !aio.empty()) {
+    return Error{ENOTSUP, "Unable to use " +
+                              std::string(aio == "native" ? "native AIO" : "io_uring") + ": " +
+                              loop_->io_ring_error()};
+  }
+  return {};
+}
+
+void FileDriver::probe_io() {
+  inline_io_ = fs::InlineIo::probe(fd_, direct_);
+  inline_io_.ring = ring_;
 }
 
 Task<void> FileDriver::co_close() {
@@ -200,13 +233,14 @@ Task<Result<void>> FileDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes,
     // Holes read as zeroes; beyond the end, growing the file is enough.
     uint64_t inside = std::min(end, size_);
     Result<void> r;
-    if (inside > offset) r = co_await fs::co_punch_hole(*loop_, fd_, offset, inside - offset);
+    if (inside > offset)
+      r = co_await fs::co_punch_hole(*loop_, fd_, offset, inside - offset, &inline_io_);
     if (r) co_return co_await co_extend_to(end);
     if (r.error().code != EOPNOTSUPP && r.error().code != ENOTSUP) co_return r;
     punch_hole_works_ = false;
   }
   if (zero_range_works_ && !is_block_device_) {
-    auto r = co_await fs::co_zero_range(*loop_, fd_, offset, bytes, end > size_);
+    auto r = co_await fs::co_zero_range(*loop_, fd_, offset, bytes, end > size_, &inline_io_);
     if (r) {
       grow_to(end);
       co_return r;
@@ -218,8 +252,9 @@ Task<Result<void>> FileDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes,
     // Punch, then allocate again so the range stays allocated.
     uint64_t inside = std::min(end, size_);
     Result<void> r;
-    if (inside > offset) r = co_await fs::co_punch_hole(*loop_, fd_, offset, inside - offset);
-    if (r) r = co_await fs::co_allocate(*loop_, fd_, offset, bytes);
+    if (inside > offset)
+      r = co_await fs::co_punch_hole(*loop_, fd_, offset, inside - offset, &inline_io_);
+    if (r) r = co_await fs::co_allocate(*loop_, fd_, offset, bytes, &inline_io_);
     if (r) {
       grow_to(end);
       co_return r;
@@ -233,7 +268,8 @@ Task<Result<void>> FileDriver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes,
 Task<Result<void>> FileDriver::co_pdiscard(uint64_t offset, uint64_t bytes) {
   if (!punch_hole_works_ || is_block_device_ || offset >= size_) co_return Result<void>{};
   known_data_ = {};
-  auto r = co_await fs::co_punch_hole(*loop_, fd_, offset, std::min(bytes, size_ - offset));
+  auto r =
+      co_await fs::co_punch_hole(*loop_, fd_, offset, std::min(bytes, size_ - offset), &inline_io_);
   if (!r && (r.error().code == EOPNOTSUPP || r.error().code == ENOTSUP)) {
     punch_hole_works_ = false;
     co_return Result<void>{};  // discard is advisory
@@ -242,7 +278,7 @@ Task<Result<void>> FileDriver::co_pdiscard(uint64_t offset, uint64_t bytes) {
 }
 
 Task<Result<void>> FileDriver::co_flush() {
-  co_return co_await fs::co_fdatasync(*loop_, fd_);
+  co_return co_await fs::co_fdatasync(*loop_, fd_, &inline_io_);
 }
 
 Task<Result<BlockStatus>> FileDriver::co_block_status(uint64_t offset, uint64_t bytes) {
@@ -299,13 +335,13 @@ Task<Result<void>> FileDriver::co_truncate(uint64_t new_size, bool, Preallocatio
   if (!r) co_return r;
   size_ = new_size;
   if (new_size > old_size && prealloc == Preallocation::kFalloc) {
-    r = co_await fs::co_allocate(*loop_, fd_, old_size, new_size - old_size);
+    r = co_await fs::co_allocate(*loop_, fd_, old_size, new_size - old_size, &inline_io_);
   } else if (new_size > old_size && prealloc == Preallocation::kFull) {
     AlignedBuffer zeroes(std::min<uint64_t>(new_size - old_size, 1 << 20));
     std::memset(zeroes.data(), 0, zeroes.size());
     for (uint64_t pos = old_size; r && pos < new_size;) {
       uint64_t len = std::min<uint64_t>(zeroes.size(), new_size - pos);
-      auto w = co_await fs::co_pwritev(*loop_, fd_, IoVec(zeroes.data(), len), pos);
+      auto w = co_await fs::co_pwritev(*loop_, fd_, IoVec(zeroes.data(), len), pos, &inline_io_);
       if (!w) r = std::move(w).error();
       pos += len;
     }
@@ -342,7 +378,7 @@ void FileDriver::reopen_commit() {
   if (locking_) (void)ImageLock::apply(reopen_fd_, perm_, shared_);
   ::close(std::exchange(fd_, std::exchange(reopen_fd_, -1)));
   direct_ = reopen_direct_;
-  inline_io_ = fs::InlineIo::probe(fd_, direct_);
+  probe_io();
 }
 
 void FileDriver::reopen_abort() {

@@ -43,8 +43,8 @@ Task<Result<nlohmann::json>> co_node_options(Engine& engine, const Options& o) {
   opts["read-only"] = o.read_only;
   bool direct = o.cache == "none" || o.cache == "directsync";
   if (!o.cache.empty()) opts["cache"] = {{"direct", direct}, {"no-flush", o.cache == "unsafe"}};
-  // --aio reaches the file node, which accepts every mode and keeps its own
-  // I/O path (docs/tools/strata-nbd.md); native needs O_DIRECT, as in QEMU.
+  // --aio reaches the file node, which picks its engine from it
+  // (docs/drivers/file.md); native needs O_DIRECT, as in QEMU.
   if (!o.aio.empty()) {
     if (o.aio == "native" && !direct) {
       co_return Error{EINVAL,
