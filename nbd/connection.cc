@@ -216,9 +216,37 @@ Task<void> Connection::co_send(Reply& reply) {
   if (reply.pipe) {
     r = co_await channel_->co_write_from_pipe(*reply.pipe);
   } else if (reply.message.size() > 0) {
-    r = co_await channel_->co_write(reply.message.iov());
+    r = co_await co_write_batched(reply.message.iov());
   }
   if (!r) channel_->close();
+}
+
+struct Connection::SendBatch {
+  explicit SendBatch(Loop& loop) : written(loop) {}
+  IoVec iov;
+  CoEvent written;
+  Result<void> result;
+};
+
+Task<Result<void>> Connection::co_write_batched(const IoVec& iov) {
+  if (std::shared_ptr<SendBatch> joined = batch_) {
+    joined->iov.append(iov);
+    co_await joined->written.co_wait();
+    co_return joined->result;
+  }
+  auto batch = std::make_shared<SendBatch>(loop_);
+  batch_ = batch;
+  batch->iov.append(iov);
+  co_await loop_.co_yield_now();  // the rest of this loop turn joins
+  while (writing_in_pieces_) co_await write_turn_.wait();
+  batch_.reset();
+  if (channel_->closed()) {
+    batch->result = Error{EPIPE, "connection closed"};
+  } else {
+    batch->result = co_await channel_->co_write(batch->iov);
+  }
+  batch->written.set();
+  co_return batch->result;
 }
 
 Task<void> Connection::co_take_write_turn() {

@@ -117,6 +117,12 @@ class Connection final : public ExportClient {
   // While a reply is written in pieces no other reply of this client is.
   Task<void> co_take_write_turn();
   void give_write_turn();
+  // Writes a whole reply. The replies that finish in one loop turn (say,
+  // the reads one io_uring completion batch resumes) leave in one write:
+  // the first becomes the batch's leader, lets the loop turn finish, then
+  // writes everything that joined. NBD replies may go in any order.
+  struct SendBatch;
+  Task<Result<void>> co_write_batched(const IoVec& iov);
 
   // Validation and the commands (nbd/commands.cc).
   Outcome check_request(const Request& req) const;
@@ -152,6 +158,7 @@ class Connection final : public ExportClient {
   CoQueue budget_;
   CoQueue write_turn_;
   bool writing_in_pieces_ = false;
+  std::shared_ptr<SendBatch> batch_;  // collecting replies for its leader
   size_t in_flight_ = 0;
   size_t bytes_in_flight_ = 0;
   bool registered_ = false;
