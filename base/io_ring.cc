@@ -92,7 +92,7 @@ Result<std::unique_ptr<IoRing>> IoRing::create(Loop& loop, unsigned depth) {
   std::unique_ptr<IoRing> ring(new IoRing(loop, fd, params.sq_entries));
   if (auto r = probe_operations(fd); !r) return r.error();
   if (auto r = ring->map(&params); !r) return r.error();
-  ring->start_handles();
+  if (auto r = ring->start_handles(); !r) return r.error();
   return ring;
 }
 
@@ -130,20 +130,24 @@ Result<void> IoRing::map(const void* raw) {
   return {};
 }
 
-void IoRing::start_handles() {
+Result<void> IoRing::start_handles() {
   auto* poll = new uv_poll_t;
-  uv_poll_init(loop_.uv(), poll, fd_);
+  if (int rc = uv_poll_init(loop_.uv(), poll, fd_); rc != 0) {
+    delete poll;  // never initialized: nothing for libuv to close
+    return Error{-rc, std::string("io_uring: the loop cannot watch the ring: ") + uv_strerror(rc)};
+  }
   poll->data = this;
+  poll_ = poll;
   uv_poll_start(poll, UV_READABLE,
                 [](uv_poll_t* h, int, int) { static_cast<IoRing*>(h->data)->reap(); });
   uv_unref(reinterpret_cast<uv_handle_t*>(poll));
-  poll_ = poll;
   auto* prepare = new uv_prepare_t;
   uv_prepare_init(loop_.uv(), prepare);
   prepare->data = this;
   uv_prepare_start(prepare, [](uv_prepare_t* h) { static_cast<IoRing*>(h->data)->submit(); });
   uv_unref(reinterpret_cast<uv_handle_t*>(prepare));
   prepare_ = prepare;
+  return {};
 }
 
 IoRing::~IoRing() {

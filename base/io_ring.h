@@ -92,7 +92,7 @@ class IoRing {
   struct Mapping;
   IoRing(Loop& loop, int fd, unsigned depth);
   Result<void> map(const void* params);
-  void start_handles();
+  Result<void> start_handles();
   bool enqueue(RingRequest* request);
   void push_sqe(RingRequest* request);
   void submit();
