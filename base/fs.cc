@@ -116,9 +116,8 @@ Task<SysResult> ring_transfer(Loop& loop, IoRing& ring, int fd, const IoVec& iov
   while (total < iov.size()) {
     const struct iovec* v = rest.empty() ? entries.data() : &rest[first];
     auto count = static_cast<uint32_t>(rest.empty() ? entries.size() : rest.size() - first);
-    RingAwaiter op = kWrite ? ring.writev(fd, v, count, offset + total)
-                            : ring.readv(fd, v, count, offset + total);
-    int64_t r = co_await op;
+    constexpr auto kOp = kWrite ? RingRequest::Op::kWritev : RingRequest::Op::kReadv;
+    int64_t r = co_await ring.transfer(kOp, fd, v, count, offset + total);
     if (r == -EINTR) continue;
     if (r == -EAGAIN) {
       IoVec left = iov.slice(total, iov.size() - total);

@@ -193,19 +193,10 @@ void IoRing::finish_all(std::vector<RingRequest*>& done) {
   waiting_count_ = 0;
 }
 
-RingAwaiter IoRing::readv(int fd, const struct iovec* iov, uint32_t count, uint64_t offset) {
+RingAwaiter IoRing::transfer(RingRequest::Op op, int fd, const struct iovec* iov, uint32_t count,
+                             uint64_t offset) {
   RingRequest r;
-  r.op = RingRequest::Op::kReadv;
-  r.fd = fd;
-  r.iov = iov;
-  r.count = count;
-  r.offset = offset;
-  return RingAwaiter(*this, r);
-}
-
-RingAwaiter IoRing::writev(int fd, const struct iovec* iov, uint32_t count, uint64_t offset) {
-  RingRequest r;
-  r.op = RingRequest::Op::kWritev;
+  r.op = op;
   r.fd = fd;
   r.iov = iov;
   r.count = count;
@@ -348,11 +339,13 @@ void IoRing::take_completions(std::vector<RingRequest*>& out) {
 // freed slots, then resumes the completed requests' coroutines.
 void IoRing::reap() {
   std::vector<RingRequest*> done;
+  done.swap(reaped_);  // reuses the last batch's allocation
   take_completions(done);
-  if (done.empty()) return;
   admit_waiting();
   update_ref();
   for (RingRequest* r : done) r->waiter.resume();
+  done.clear();
+  reaped_.swap(done);
 }
 
 void IoRing::admit_waiting() {

@@ -73,8 +73,9 @@ class IoRing {
   IoRing(const IoRing&) = delete;
   IoRing& operator=(const IoRing&) = delete;
 
-  RingAwaiter readv(int fd, const struct iovec* iov, uint32_t count, uint64_t offset);
-  RingAwaiter writev(int fd, const struct iovec* iov, uint32_t count, uint64_t offset);
+  // A readv (op kReadv) or writev (kWritev).
+  RingAwaiter transfer(RingRequest::Op op, int fd, const struct iovec* iov, uint32_t count,
+                       uint64_t offset);
   RingAwaiter fdatasync(int fd);
   RingAwaiter fallocate(int fd, int mode, uint64_t offset, uint64_t length);
 
@@ -117,6 +118,7 @@ class IoRing {
   RingRequest* waiting_head_ = nullptr;
   RingRequest* waiting_tail_ = nullptr;
   size_t waiting_count_ = 0;
+  std::vector<RingRequest*> reaped_;  // reap()'s buffer, kept between batches
   uint64_t completed_ = 0;
   uint64_t submit_calls_ = 0;
 };
